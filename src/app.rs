@@ -1,0 +1,87 @@
+//! Application state, the middleware order, and serving with graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::cursor::CursorKey;
+use crate::http::versions::VersionBook;
+use crate::upstream::Upstream;
+
+pub struct AppState {
+    pub config: Config,
+    pub upstream: Upstream,
+    pub cursor_key: CursorKey,
+    pub versions: VersionBook,
+    /// Backup id → region index, learnt from listings and lookups (for show and markers).
+    pub id_regions: moka::sync::Cache<String, usize>,
+    /// Region endpoint roots, for href rewriting.
+    pub region_bases: Vec<String>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Arc<AppState> {
+        let upstream = Upstream::new(&config);
+        let cursor_key = match &config.server.cursor_secret {
+            Some(secret) => CursorKey::new(secret.as_bytes()),
+            None => CursorKey::random(),
+        };
+        let region_bases = upstream.regions.iter().map(|r| r.base.clone()).collect();
+        Arc::new(AppState {
+            versions: VersionBook::new(config.regions.len()),
+            id_regions: moka::sync::Cache::new(100_000),
+            region_bases,
+            cursor_key,
+            upstream,
+            config,
+        })
+    }
+}
+
+/// The whole application: routes plus middleware, in one place.
+pub fn router(state: Arc<AppState>) -> Router {
+    crate::http::routes(state).layer(TraceLayer::new_for_http())
+}
+
+/// Learn the regions' versions, then serve on `listener` until `shutdown` resolves.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::http::versions::refresh(&state).await;
+    let refresher = crate::http::versions::spawn_refresher(state.clone());
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    refresher.abort();
+    result
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,293 @@
+//! Typed configuration: embedded defaults (`config/default.toml`) → file → `VBS_PROXY__*`
+//! environment, validated once at start-up. Every error names the key it is about, and the
+//! command line turns it into exit code 64 (EX_USAGE), as linkerd2-proxy does.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+/// The defaults, shipped in the binary so `demo` and tests need no file.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    pub merge: MergeConfig,
+    pub upstream: UpstreamConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub regions: Vec<RegionConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub public_url: Option<String>,
+    pub max_limit: usize,
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    #[serde(default)]
+    pub cursor_secret: Option<String>,
+    #[serde(default)]
+    pub primary_region: Option<String>,
+    /// Forward other `/v3/` paths to the primary region; off → 404.
+    pub passthrough: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Collation {
+    /// Byte-wise string order, as sqlite and real Cinder's tests.
+    Binary,
+    /// Case-insensitive order, as a typical MySQL `*_ci` collation.
+    CaseInsensitive,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeConfig {
+    pub collation: Collation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    Partial,
+    Fail,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    pub on_region_failure: FailurePolicy,
+    /// How often the regions' version documents are re-read (for `latest` and `GET /`).
+    #[serde(with = "humantime_serde")]
+    pub version_refresh: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Parse(format!(
+                    "file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::extract(figment.merge(Env::prefixed("VBS_PROXY__").split("__")))
+    }
+
+    /// Defaults plus a TOML string; for tests and the demo (no environment).
+    pub fn from_toml(toml: &str) -> Result<Config, ConfigError> {
+        Self::extract(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml)))
+    }
+
+    fn extract(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            // figment's error already names the key path ("for key `server.max_limit`").
+            let mut msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            msgs.dedup();
+            ConfigError::Parse(msgs.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.max_limit == 0 {
+            return Err(invalid("server.max_limit", "must be at least 1"));
+        }
+        if let Some(url) = &self.server.public_url {
+            check_http_url(url).map_err(|m| invalid("server.public_url", m))?;
+        }
+        if matches!(&self.server.cursor_secret, Some(s) if s.len() < 16) {
+            return Err(invalid(
+                "server.cursor_secret",
+                "must be at least 16 characters",
+            ));
+        }
+        if self.regions.is_empty() {
+            return Err(invalid("regions", "at least one [[regions]] is required"));
+        }
+        for (i, region) in self.regions.iter().enumerate() {
+            let key = format!("regions[{i}]");
+            if region.name.is_empty() || region.name.contains([',', ' ']) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    "must be non-empty, without commas or spaces",
+                ));
+            }
+            if self.regions[..i].iter().any(|r| r.name == region.name) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("duplicate region name {:?}", region.name),
+                ));
+            }
+            check_http_url(&region.url).map_err(|m| invalid(format!("{key}.url"), m))?;
+        }
+        if let Some(primary) = &self.server.primary_region {
+            if !self.regions.iter().any(|r| &r.name == primary) {
+                return Err(invalid(
+                    "server.primary_region",
+                    format!("no region is named {primary:?}"),
+                ));
+            }
+        }
+        if self.upstream.timeout.is_zero() {
+            return Err(invalid("upstream.timeout", "must be greater than 0"));
+        }
+        if self.upstream.connect_timeout.is_zero() {
+            return Err(invalid(
+                "upstream.connect_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.upstream.version_refresh.is_zero() {
+            return Err(invalid(
+                "upstream.version_refresh",
+                "must be greater than 0",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// Index of the primary region (pass-through target).
+    pub fn primary_index(&self) -> usize {
+        self.server
+            .primary_region
+            .as_ref()
+            .and_then(|p| self.regions.iter().position(|r| &r.name == p))
+            .unwrap_or(0)
+    }
+}
+
+/// An `http(s)://host[:port][/path]` URL without query or fragment; returned without a
+/// trailing slash by the caller's trimming.
+fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{url:?} must use http or https"));
+    }
+    if parsed.host_str().is_none() {
+        return Err(format!("{url:?} has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{url:?} must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE_REGION: &str = "[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\n";
+
+    #[test]
+    fn defaults_and_one_region_validate() {
+        let c = Config::from_toml(ONE_REGION).unwrap();
+        assert_eq!(c.server.max_limit, 1000);
+        assert_eq!(c.merge.collation, Collation::Binary);
+        assert_eq!(c.upstream.on_region_failure, FailurePolicy::Partial);
+        assert_eq!(c.primary_index(), 0);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_toml("").unwrap_err().to_string();
+        assert!(err.contains("`regions`"), "{err}");
+        let err = Config::from_toml(&format!("{ONE_REGION}[server]\nmax_limit = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.max_limit"), "{err}");
+        let err = Config::from_toml(&format!("{ONE_REGION}[merge]\ncollation = \"klingon\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("collation"), "{err}");
+        let bad_url = "[[regions]]\nname = \"a\"\nurl = \"ftp://x\"\n";
+        let err = Config::from_toml(bad_url).unwrap_err().to_string();
+        assert!(err.contains("regions[0].url"), "{err}");
+        let err = Config::from_toml(&format!("{ONE_REGION}{ONE_REGION}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("regions[1].name"), "{err}");
+        let err = Config::from_toml(&format!("{ONE_REGION}[server]\nprimary_region = \"z\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.primary_region"), "{err}");
+        let err = Config::from_toml(&format!("{ONE_REGION}[upstream]\ntimeout = \"soon\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml(&format!("{ONE_REGION}[server]\nlisten_port = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+}

@@ -1,0 +1,165 @@
+//! Calling the regions: the merge's [`Source`] over HTTP, finding which region holds a
+//! backup, and turning region failures into the answer SPEC §3 asks for.
+
+use axum::http::StatusCode;
+
+use crate::app::AppState;
+use crate::config::FailurePolicy;
+use crate::http::error::ApiError;
+use crate::merge::{Item, Source};
+use crate::upstream::{CallContext, ListPage, RegionError, Upstream};
+
+pub struct RegionSource<'a> {
+    pub upstream: &'a Upstream,
+    pub project: &'a str,
+    pub ctx: &'a CallContext,
+}
+
+impl Source for RegionSource<'_> {
+    async fn list(
+        &self,
+        region: usize,
+        params: Vec<(String, String)>,
+    ) -> Result<ListPage, RegionError> {
+        let result = self
+            .upstream
+            .list(region, self.project, &params, self.ctx)
+            .await;
+        if let Err(e) = &result {
+            log_failure(self.upstream, region, "list", e);
+        }
+        result
+    }
+}
+
+fn log_failure(upstream: &Upstream, region: usize, call: &str, e: &RegionError) {
+    let name = &upstream.regions[region].name;
+    match e {
+        // A 4xx is usually the caller's (bad filter, no permission): not the region's fault.
+        RegionError::Status { status, .. } if status.is_client_error() => {
+            tracing::info!(region = %name, call, kind = e.kind(), error = %e, "region refused")
+        }
+        _ => tracing::warn!(region = %name, call, kind = e.kind(), error = %e, "region failed"),
+    }
+}
+
+/// Which region holds backup `id`: the one remembered from a listing, else every region at
+/// once, lowest index among the 200s. 404 only when every region says so.
+pub async fn find_backup(
+    state: &AppState,
+    project: &str,
+    id: &str,
+    ctx: &CallContext,
+) -> Result<(usize, Item), ApiError> {
+    let upstream = &state.upstream;
+    if let Some(region) = state.id_regions.get(id) {
+        if let Ok(item) = upstream.show(region, project, id, ctx).await {
+            return Ok((region, item));
+        }
+    }
+    let calls = (0..upstream.regions.len())
+        .map(|i| async move { (i, upstream.show(i, project, id, ctx).await) });
+    let mut failures = Vec::new();
+    for (i, result) in futures::future::join_all(calls).await {
+        match result {
+            Ok(item) => {
+                state.id_regions.insert(id.to_string(), i);
+                return Ok((i, item));
+            }
+            Err(e) => failures.push((i, e)),
+        }
+    }
+    if let Some(refusal) = auth_refusal(&failures) {
+        return Err(refusal);
+    }
+    let unavailable: Vec<_> = failures
+        .iter()
+        .filter(|(_, e)| e.status() != Some(StatusCode::NOT_FOUND))
+        .inspect(|(i, e)| log_failure(upstream, *i, "show", e))
+        .map(|(i, e)| format!("{} ({e})", upstream.regions[*i].name))
+        .collect();
+    if unavailable.is_empty() {
+        Err(ApiError::backup_not_found(id))
+    } else {
+        Err(ApiError::Regions {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!(
+                "Backup {id} could not be looked up: {}",
+                unavailable.join(", ")
+            ),
+        })
+    }
+}
+
+/// A 401 or 403 from any region wins over data: the caller is not allowed.
+fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<ApiError> {
+    failed.iter().find_map(|(_, e)| match e {
+        RegionError::Status {
+            status,
+            content_type,
+            body,
+        } if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN => {
+            Some(ApiError::Upstream {
+                status: *status,
+                content_type: content_type.clone(),
+                body: body.clone(),
+            })
+        }
+        _ => None,
+    })
+}
+
+/// SPEC §3 partial failure. `Ok(names)` of missing regions when answering partially.
+pub fn judge_failures(
+    state: &AppState,
+    failed: &[(usize, RegionError)],
+    regions: usize,
+) -> Result<Vec<String>, ApiError> {
+    if failed.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Some(refusal) = auth_refusal(failed) {
+        return Err(refusal);
+    }
+    let names = |f: &[(usize, RegionError)]| {
+        f.iter()
+            .map(|(i, e)| format!("{} ({e})", state.upstream.regions[*i].name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut distinct: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() == regions {
+        // Every region gave the same 4xx (a bad filter, say): that is the answer.
+        let first = &failed[0].1;
+        if let RegionError::Status {
+            status,
+            content_type,
+            body,
+        } = first
+        {
+            if status.is_client_error() && failed.iter().all(|(_, e)| e.status() == Some(*status)) {
+                return Err(ApiError::Upstream {
+                    status: *status,
+                    content_type: content_type.clone(),
+                    body: body.clone(),
+                });
+            }
+        }
+        return Err(ApiError::Regions {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("No region could answer: {}", names(failed)),
+        });
+    }
+    match state.config.upstream.on_region_failure {
+        FailurePolicy::Fail => Err(ApiError::Regions {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("Regions failed: {}", names(failed)),
+        }),
+        FailurePolicy::Partial => Ok(distinct
+            .iter()
+            .map(|&i| state.upstream.regions[i].name.clone())
+            .collect()),
+    }
+}

@@ -1,0 +1,110 @@
+//! The one place where errors become HTTP answers, in Cinder's fault format
+//! (`cinder/api/openstack/wsgi.py` `Fault`): `{"<kind>": {"code": N, "message": "..."}}`.
+//! A caller's mistake is a 4xx; only the proxy's own bugs are 500.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use crate::microversion::Version;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// Regions failed and the policy says fail (502), or every region is down (503).
+    #[error("{message}")]
+    Regions { status: StatusCode, message: String },
+    /// A region's own 4xx answer, returned as it came (every region agreed, or it is a 401/403).
+    #[error("upstream answered {status}")]
+    Upstream {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(message.into())
+    }
+
+    pub fn backup_not_found(id: &str) -> ApiError {
+        ApiError::NotFound(format!("Backup {id} could not be found."))
+    }
+
+    /// Status and Cinder fault body.
+    pub fn fault(&self) -> (StatusCode, serde_json::Value) {
+        let (status, kind, message) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "badRequest", m.as_str()),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m.as_str()),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "itemNotFound", m.as_str()),
+            // Cinder reports an unsupported version under `computeFault`.
+            ApiError::NotAcceptable(m) => (StatusCode::NOT_ACCEPTABLE, "computeFault", m.as_str()),
+            ApiError::Regions { status, message } => {
+                let kind = if *status == StatusCode::SERVICE_UNAVAILABLE {
+                    "serviceUnavailable"
+                } else {
+                    "computeFault"
+                };
+                (*status, kind, message.as_str())
+            }
+            ApiError::Upstream { status, .. } => (*status, "computeFault", "upstream error"),
+            ApiError::Internal(m) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "computeFault",
+                m.as_str(),
+            ),
+        };
+        let body = serde_json::json!({ kind: { "code": status.as_u16(), "message": message } });
+        (status, body)
+    }
+
+    /// The answer, with the microversion headers when the version was resolved (Cinder puts
+    /// them on faults raised inside the API, not on version-header errors).
+    pub fn into_response_with(self, version: Option<Version>) -> Response {
+        let mut response = match self {
+            ApiError::Upstream {
+                status,
+                content_type,
+                body,
+            } => {
+                let mut r = (status, body).into_response();
+                if let Some(ct) = content_type {
+                    r.headers_mut().insert(header::CONTENT_TYPE, ct);
+                }
+                r
+            }
+            other => {
+                if matches!(other, ApiError::Internal(_)) {
+                    tracing::error!(error = %other, "internal error");
+                }
+                let (status, body) = other.fault();
+                let mut r = (status, body.to_string()).into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+        };
+        if let Some(v) = version {
+            crate::http::set_version_headers(response.headers_mut(), v);
+        }
+        response
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_response_with(None)
+    }
+}

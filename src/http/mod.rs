@@ -1,0 +1,151 @@
+//! The HTTP front: routes, thin handlers and what they share (token, microversion, request
+//! id, public base URL, response headers).
+
+pub mod error;
+pub mod list;
+pub mod passthrough;
+pub mod show;
+pub mod versions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use axum::http::{request::Parts, HeaderMap, HeaderName, HeaderValue};
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::AppState;
+use crate::microversion::{self, Version};
+use crate::upstream::CallContext;
+use error::ApiError;
+
+pub const API_VERSION: HeaderName = HeaderName::from_static("openstack-api-version");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-openstack-request-id");
+pub const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-request-id");
+pub const MISSING_REGIONS: HeaderName = HeaderName::from_static("x-aggregate-missing-regions");
+const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+
+/// Every route, in one place.
+pub fn routes(state: Arc<AppState>) -> Router {
+    let list = |kind| get(move |s, r| list::handle(s, r, kind)).fallback(passthrough::handle);
+    Router::new()
+        .route("/", get(versions::root))
+        .route("/v3", get(versions::v3))
+        .route("/v3/", get(versions::v3))
+        .route("/v3/{project_id}/backups/detail", list(list::Kind::Detail))
+        .route(
+            "/v3/{project_id}/native/backups/detail",
+            list(list::Kind::Detail),
+        )
+        .route("/v3/{project_id}/backups", list(list::Kind::Summary))
+        .route(
+            "/v3/{project_id}/backups/{backup_id}",
+            get(show::handle).fallback(passthrough::handle),
+        )
+        .route("/healthz", get(|| async { "OK" }))
+        .route("/readyz", get(versions::readyz))
+        .fallback(passthrough::handle)
+        .with_state(state)
+}
+
+pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
+    headers.insert(
+        API_VERSION,
+        HeaderValue::try_from(format!("volume {version}")).expect("ascii"),
+    );
+    headers.insert(
+        axum::http::header::VARY,
+        HeaderValue::from_static("OpenStack-API-Version"),
+    );
+}
+
+/// What an aggregated route needs from the request before it goes upstream.
+pub struct Caller {
+    pub ctx: CallContext,
+    pub public_base: String,
+}
+
+impl Caller {
+    /// Token (401 without one, no upstream call), microversion, request id, public base.
+    pub fn from_parts(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTH_TOKEN)
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::Unauthorized("The request you have made requires authentication.".into())
+            })?;
+        let version = microversion::negotiate(
+            parts.headers.get(API_VERSION).map(HeaderValue::as_bytes),
+            state.versions.max(),
+        )?;
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID)
+            .filter(|v| v.len() <= 64 && v.to_str().is_ok_and(|s| s.starts_with("req-")))
+            .cloned()
+            .unwrap_or_else(|| {
+                HeaderValue::try_from(format!("req-{}", uuid::Uuid::new_v4())).expect("ascii")
+            });
+        let ctx = CallContext {
+            token,
+            version,
+            request_id,
+            traceparent: parts.headers.get("traceparent").cloned(),
+        };
+        Ok(Caller {
+            ctx,
+            public_base: public_base(state, parts),
+        })
+    }
+
+    /// Headers every aggregated answer carries.
+    pub fn response_headers(&self, headers: &mut HeaderMap) {
+        set_version_headers(headers, self.ctx.version);
+        headers.insert(REQUEST_ID, self.ctx.request_id.clone());
+        headers.insert(COMPUTE_REQUEST_ID, self.ctx.request_id.clone());
+    }
+}
+
+/// `server.public_url`, else the request's scheme and Host. `X-Forwarded-Proto/Host` count
+/// only from `server.trusted_proxies`: Cinder trusts `X-Forwarded-Host` from anyone, which
+/// behind a cache is a poisoning vector.
+pub fn public_base(state: &AppState, parts: &Parts) -> String {
+    if let Some(url) = &state.config.server.public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let trusted = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ci| state.config.server.trusted_proxies.contains(&ci.0.ip()));
+    let mut scheme = "http";
+    let mut host = header("host").unwrap_or("localhost").to_string();
+    if trusted {
+        if let Some(proto) = header("x-forwarded-proto").and_then(|p| p.split(',').next()) {
+            if matches!(proto.trim(), "http" | "https") {
+                scheme = if proto.trim() == "https" {
+                    "https"
+                } else {
+                    "http"
+                };
+            }
+        }
+        // As Cinder's get_request_url: the last entry of a list.
+        if let Some(fwd) = header("x-forwarded-host").and_then(|h| h.split(',').next_back()) {
+            if !fwd.trim().is_empty() {
+                host = fwd.trim().to_string();
+            }
+        }
+    }
+    format!("{scheme}://{host}")
+}
+
+/// A path segment as the client meant it (percent-decoded).
+pub fn decode_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}

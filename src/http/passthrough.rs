@@ -1,0 +1,93 @@
+//! Any other `/v3/` request: forwarded unchanged to the primary region, the answer streamed
+//! back. The request body is read first (bounded): Cinder's eventlet server is happiest with a
+//! `Content-Length`, and its request bodies are small JSON documents.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::app::AppState;
+
+/// Largest request body forwarded.
+const MAX_FORWARD_BODY: usize = 16 * 1024 * 1024;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy must not pass on.
+fn forwardable(name: &HeaderName) -> bool {
+    !matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "forwarded"
+    ) && !name.as_str().starts_with("x-forwarded-")
+}
+
+fn copy_headers(from: &HeaderMap) -> HeaderMap {
+    from.iter()
+        .filter(|(n, _)| forwardable(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if !state.config.server.passthrough || !parts.uri.path().starts_with("/v3/") {
+        return ApiError::NotFound("The resource could not be found.".into()).into_response();
+    }
+    let region = state.config.primary_index();
+    let url = format!(
+        "{}{}",
+        state.upstream.regions[region].base,
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    let body = match axum::body::to_bytes(body, MAX_FORWARD_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::bad_request("Request body too large or unreadable.").into_response()
+        }
+    };
+    let result = state
+        .upstream
+        .client()
+        .request(parts.method.clone(), &url)
+        .headers(copy_headers(&parts.headers))
+        .body(body)
+        .send()
+        .await;
+    match result {
+        Ok(upstream) => {
+            let mut response = Response::builder().status(upstream.status());
+            if let Some(headers) = response.headers_mut() {
+                *headers = copy_headers(upstream.headers());
+            }
+            response
+                .body(Body::from_stream(upstream.bytes_stream()))
+                .unwrap_or_else(|e| ApiError::Internal(e.to_string()).into_response())
+        }
+        Err(e) => {
+            let name = &state.upstream.regions[region].name;
+            tracing::warn!(region = %name, call = "passthrough", error = %e, "region failed");
+            ApiError::Regions {
+                status: axum::http::StatusCode::BAD_GATEWAY,
+                message: format!("Region {name} could not be reached."),
+            }
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `GET /v3/{project}/backups/{id}`: the region that holds it answers, links rewritten.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::Caller;
+use crate::app::AppState;
+use crate::fanout;
+use crate::links::Rewriter;
+
+pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let caller = match Caller::from_parts(&state, &parts) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let mut segments = parts.uri.path().trim_start_matches('/').split('/').skip(1);
+    let project = super::decode_segment(segments.next().unwrap_or(""));
+    let id = super::decode_segment(segments.nth(1).unwrap_or(""));
+    match fanout::find_backup(&state, &project, &id, &caller.ctx).await {
+        Ok((_, mut item)) => {
+            let rewriter = Rewriter {
+                region_bases: &state.region_bases,
+                public_base: &caller.public_base,
+            };
+            rewriter.rewrite_map(&mut item);
+            let body = serde_json::json!({ "backup": Value::Object(item) }).to_string();
+            let mut response = (StatusCode::OK, body).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            caller.response_headers(response.headers_mut());
+            response
+        }
+        Err(e) => e.into_response_with(Some(caller.ctx.version)),
+    }
+}

@@ -1,0 +1,23 @@
+//! vbs-proxy: a caching aggregation proxy for the Cinder/VBS backups API.
+//!
+//! The request path, module by module: `http` (front, routes, errors) → `query` and
+//! `microversion` (the request, parsed once) → `fanout` and `upstream` (the regions) →
+//! `merge` (k-way merge and re-pagination, with `sort` and `cursor`) → `links` and the
+//! handler's render. `sim` is a simulated Cinder region for the demo and the tests.
+
+pub mod app;
+pub mod config;
+pub mod cursor;
+pub mod demo;
+pub mod fanout;
+pub mod http;
+pub mod links;
+pub mod merge;
+pub mod microversion;
+pub mod query;
+pub mod sim;
+pub mod sort;
+pub mod upstream;
+
+pub use app::{router, serve, AppState};
+pub use config::Config;

@@ -1,0 +1,92 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vbs_proxy::config::{Config, LogFormat};
+
+/// Caching aggregation proxy for the OpenStack Cinder/VBS backups API.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the proxy.
+    Serve {
+        /// Configuration file (TOML); keys not set keep their defaults.
+        #[arg(long, env = "VBS_PROXY_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Start three simulated regions and the proxy in front of them, and print curl commands.
+    Demo {
+        /// Port for the proxy (0 picks a free one).
+        #[arg(long, default_value_t = 8776)]
+        port: u16,
+    },
+    /// Validate a configuration file and exit (64 when invalid).
+    CheckConfig { file: PathBuf },
+}
+
+/// EX_USAGE: what a bad configuration exits with.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(Some(&file)) {
+            Ok(c) => {
+                println!("{}: valid ({} regions)", file.display(), c.regions.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve { config } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vbs-proxy: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            init_logging(config.log.format, &config.log.level);
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("vbs-proxy: cannot listen on {}: {e}", config.server.listen);
+                        return ExitCode::FAILURE;
+                    }
+                };
+                tracing::info!(listen = %config.server.listen, regions = config.regions.len(), "serving");
+                let state = vbs_proxy::AppState::new(config);
+                match vbs_proxy::serve(state, listener, vbs_proxy::app::shutdown_signal()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("vbs-proxy: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Demo { port } => {
+            init_logging(LogFormat::Text, "warn");
+            runtime.block_on(vbs_proxy::demo::run(port))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

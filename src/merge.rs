@@ -1,0 +1,276 @@
+//! Merge and re-paginate: a k-way merge over the regions' sorted listings that answers what
+//! one Cinder holding the union would answer.
+//!
+//! Each region is read lazily from a [`Position`], in chunks, only as far as the page needs:
+//! a page costs about `regions × (offset + limit)` upstream items however deep it is. A region
+//! is continued with Cinder's `marker` only when the last row passed is safe as a marker (see
+//! [`Comparator::safe_marker`]); past NULL/default sort values it is continued with `offset`
+//! from the last safe marker, which avoids Cinder's own paging bug on nullable keys.
+
+use std::collections::VecDeque;
+use std::future::Future;
+
+use serde_json::{Map, Value};
+
+use crate::cursor::Position;
+use crate::sort::Comparator;
+use crate::upstream::{ListPage, RegionError};
+
+pub type Item = Map<String, Value>;
+
+/// Reads one chunk of a region's listing. `params` are complete (filters, sort, limit,
+/// marker, offset, with_count).
+pub trait Source {
+    fn list(
+        &self,
+        region: usize,
+        params: Vec<(String, String)>,
+    ) -> impl Future<Output = Result<ListPage, RegionError>> + Send;
+}
+
+/// Where one region starts for this page.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    pub position: Position,
+    /// Rows that sort at or before this item are passed over (a client's plain marker from
+    /// another region, or one that is unsafe as an upstream marker).
+    pub after: Option<Item>,
+}
+
+pub struct PageRequest<'a> {
+    pub filters: &'a [(String, String)],
+    pub sort_param: String,
+    pub comparator: &'a Comparator,
+    pub limit: usize,
+    pub offset: u64,
+    pub with_count: bool,
+    /// The most rows asked of a region in one call (the proxy's `max_limit`).
+    pub chunk: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Page {
+    /// (region index, item), in order.
+    pub items: Vec<(usize, Item)>,
+    /// Where each region stands after the page's last item.
+    pub positions: Vec<Position>,
+    /// Sum of the answering regions' counts, when asked for.
+    pub count: Option<u64>,
+    /// Regions that failed, with why; they contributed nothing after failing.
+    pub failed: Vec<(usize, RegionError)>,
+    /// Upstream calls made, per region.
+    pub calls: Vec<u32>,
+}
+
+struct Reader {
+    passed: Position,
+    fetched: Position,
+    buffer: VecDeque<Item>,
+    after: Option<Item>,
+    exhausted: bool,
+    failed: bool,
+    count: Option<u64>,
+    calls: u32,
+}
+
+impl Reader {
+    fn needs_fetch(&self) -> bool {
+        !self.failed && !self.exhausted && self.buffer.is_empty()
+    }
+}
+
+fn advance(position: &mut Position, item: &Item, cmp: &Comparator) {
+    if cmp.safe_marker(item) {
+        position.marker = item.get("id").and_then(Value::as_str).map(str::to_string);
+        position.skip = 0;
+    } else {
+        position.skip += 1;
+    }
+}
+
+pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<Start>) -> Page {
+    let cmp = req.comparator;
+    let need = req.offset.saturating_add(req.limit as u64);
+    let mut readers: Vec<Reader> = starts
+        .into_iter()
+        .map(|s| Reader {
+            passed: s.position.clone(),
+            fetched: s.position,
+            buffer: VecDeque::new(),
+            after: s.after,
+            exhausted: false,
+            failed: false,
+            count: None,
+            calls: 0,
+        })
+        .collect();
+    let mut failed = Vec::new();
+    let mut passed_total: u64 = 0;
+    let mut emitted: Vec<(usize, Item)> = Vec::with_capacity(req.limit.min(1024));
+    let mut last_id: Option<String> = None;
+
+    let remaining = |passed: u64| need - passed.min(need);
+    fill(source, &req, remaining(0), &mut readers, &mut failed).await;
+    while emitted.len() < req.limit {
+        fill(
+            source,
+            &req,
+            remaining(passed_total),
+            &mut readers,
+            &mut failed,
+        )
+        .await;
+        // The smallest head; ties go to the lower region index.
+        let mut best: Option<usize> = None;
+        for (i, r) in readers.iter().enumerate() {
+            if let Some(head) = r.buffer.front() {
+                if best.is_none_or(|b| {
+                    cmp.compare(head, readers[b].buffer.front().expect("head"))
+                        .is_lt()
+                }) {
+                    best = Some(i);
+                }
+            }
+        }
+        let Some(i) = best else { break };
+        let item = readers[i].buffer.pop_front().expect("head");
+        advance(&mut readers[i].passed, &item, cmp);
+        let id = item.get("id").and_then(Value::as_str).map(str::to_string);
+        if id.is_some() && id == last_id {
+            continue; // the same backup from another region: returned once
+        }
+        last_id = id;
+        passed_total += 1;
+        if passed_total > req.offset {
+            emitted.push((i, item));
+        }
+    }
+    // A duplicate of the last item still waiting at another region's head belongs to this
+    // page, or the next page would start with it.
+    if let Some(last) = &last_id {
+        for r in readers.iter_mut() {
+            while r
+                .buffer
+                .front()
+                .and_then(|h| h.get("id"))
+                .and_then(Value::as_str)
+                == Some(last.as_str())
+            {
+                let item = r.buffer.pop_front().expect("head");
+                advance(&mut r.passed, &item, cmp);
+            }
+        }
+    }
+    let count = req.with_count.then(|| {
+        readers
+            .iter()
+            .filter(|r| !r.failed)
+            .map(|r| r.count.unwrap_or(0))
+            .sum()
+    });
+    Page {
+        items: emitted,
+        count,
+        calls: readers.iter().map(|r| r.calls).collect(),
+        positions: readers.into_iter().map(|r| r.passed).collect(),
+        failed,
+    }
+}
+
+/// Make sure every live region has a head to compare (or is known to be exhausted): pass over
+/// rows before each region's `after` bound and fetch where the buffer ran dry.
+async fn fill<S: Source>(
+    source: &S,
+    req: &PageRequest<'_>,
+    remaining: u64,
+    readers: &mut [Reader],
+    failed: &mut Vec<(usize, RegionError)>,
+) {
+    let cmp = req.comparator;
+    let chunk = req.chunk;
+    loop {
+        for r in readers.iter_mut() {
+            pass_over_bound(r, cmp);
+        }
+        let needy: Vec<usize> = (0..readers.len())
+            .filter(|&i| {
+                readers[i].needs_fetch()
+                    && (readers[i].calls == 0 || remaining > 0 || readers[i].after.is_some())
+            })
+            .collect();
+        if needy.is_empty() {
+            return;
+        }
+        let calls = needy.iter().map(|&i| {
+            let r = &readers[i];
+            // Scanning past a bound: rows passed over do not count toward the page.
+            let want = if r.after.is_some() {
+                chunk
+            } else {
+                remaining.min(chunk as u64) as usize
+            };
+            let params = chunk_params(req, want, &r.fetched, req.with_count && r.calls == 0);
+            async move { (i, want, source.list(i, params).await) }
+        });
+        for (i, want, result) in futures::future::join_all(calls).await {
+            let r = &mut readers[i];
+            r.calls += 1;
+            match result {
+                Ok(page) => {
+                    if r.calls == 1 {
+                        r.count = page.count;
+                    }
+                    // Empty, or short without a next link: nothing more here. A short page with
+                    // a link is the region's own osapi_max_limit; keep reading.
+                    r.exhausted =
+                        page.items.is_empty() || (page.items.len() < want && !page.has_next);
+                    for item in page.items {
+                        advance(&mut r.fetched, &item, cmp);
+                        r.buffer.push_back(item);
+                    }
+                }
+                Err(e) => {
+                    r.failed = true;
+                    r.buffer.clear();
+                    failed.push((i, e));
+                }
+            }
+        }
+    }
+}
+
+fn pass_over_bound(r: &mut Reader, cmp: &Comparator) {
+    let Some(bound) = &r.after else { return };
+    while let Some(head) = r.buffer.front() {
+        if cmp.compare(head, bound).is_gt() {
+            r.after = None;
+            return;
+        }
+        let item = r.buffer.pop_front().expect("head");
+        advance(&mut r.passed, &item, cmp);
+    }
+    if r.exhausted || r.failed {
+        r.after = None;
+    }
+}
+
+fn chunk_params(
+    req: &PageRequest<'_>,
+    want: usize,
+    from: &Position,
+    with_count: bool,
+) -> Vec<(String, String)> {
+    let mut params = req.filters.to_vec();
+    params.push(("sort".into(), req.sort_param.clone()));
+    params.push(("limit".into(), want.to_string()));
+    if let Some(marker) = &from.marker {
+        params.push(("marker".into(), marker.clone()));
+    }
+    if from.skip > 0 {
+        params.push(("offset".into(), from.skip.to_string()));
+    }
+    if with_count {
+        params.push(("with_count".into(), "true".into()));
+    }
+    params
+}

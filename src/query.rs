@@ -1,0 +1,274 @@
+//! The listing query, parsed once into types, with Cinder's validation and messages
+//! (`cinder/api/common.py` `get_pagination_params`, `get_sort_params`;
+//! `api/contrib/backups.py` `_get_backups`).
+
+use crate::http::error::ApiError;
+use crate::microversion::Version;
+use crate::sort::SortSpec;
+
+/// oslo `validate_integer` bound used for `offset` (constants.DB_MAX_INT).
+const DB_MAX_INT: i128 = 0x7FFF_FFFF;
+
+/// Parameters that the proxy owns; everything else is a filter for the regions.
+const PAGINATION_KEYS: &[&str] = &["limit", "offset", "marker", "sort", "sort_key", "sort_dir"];
+
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Every decoded parameter in the order given: the next link repeats them.
+    pub params: Vec<(String, String)>,
+    pub limit: usize,
+    pub offset: u64,
+    pub marker: Option<String>,
+    pub sort: SortSpec,
+    /// `with_count` at ≥ 3.45 and true.
+    pub with_count: bool,
+    /// Forwarded to every region as given (filters, and `with_count` below 3.45).
+    pub filters: Vec<(String, String)>,
+}
+
+impl ListQuery {
+    pub fn parse(
+        raw: Option<&str>,
+        version: Version,
+        max_limit: usize,
+    ) -> Result<ListQuery, ApiError> {
+        let params = decode_query(raw.unwrap_or(""));
+        for key in PAGINATION_KEYS {
+            if params.iter().filter(|(k, _)| k == key).count() > 1 {
+                // Cinder pops the first and leaves the rest as a filter, which then fails or
+                // matches nothing; the proxy says so plainly.
+                return Err(ApiError::bad_request(format!(
+                    "Query parameter '{key}' may be given only once."
+                )));
+            }
+        }
+        let get = |key: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+
+        let limit = parse_limit(get("limit"), max_limit)?;
+        let marker = get("marker").map(str::to_string);
+        let offset = parse_offset(get("offset"))?;
+        let sort = SortSpec::parse(get("sort"), get("sort_key"), get("sort_dir"), version)?;
+
+        let count_applies = version >= Version::COUNT;
+        let mut with_count = false;
+        if count_applies {
+            // webob's MultiDict.get: the last value.
+            if let Some((_, v)) = params.iter().rev().find(|(k, _)| k == "with_count") {
+                with_count = parse_bool(v).ok_or_else(|| {
+                    ApiError::bad_request(format!("Value '{v}' for 'with_count' is not a boolean."))
+                })?;
+            }
+        }
+        let filters = params
+            .iter()
+            .filter(|(k, _)| !PAGINATION_KEYS.contains(&k.as_str()))
+            .filter(|(k, _)| !(count_applies && k == "with_count"))
+            .cloned()
+            .collect();
+        Ok(ListQuery {
+            params,
+            limit,
+            offset,
+            marker,
+            sort,
+            with_count,
+            filters,
+        })
+    }
+
+    /// The query string of the next link: the client's parameters in order, `marker` removed
+    /// and appended with the new value, encoded like Python's `urllib.parse.urlencode`.
+    pub fn next_query(&self, marker: &str) -> String {
+        let mut out = String::new();
+        for (k, v) in self.params.iter().filter(|(k, _)| k != "marker") {
+            push_pair(&mut out, k, v);
+        }
+        push_pair(&mut out, "marker", marker);
+        out
+    }
+}
+
+fn parse_limit(raw: Option<&str>, max_limit: usize) -> Result<usize, ApiError> {
+    let Some(raw) = raw else { return Ok(max_limit) };
+    let n = py_int(raw).ok_or_else(|| ApiError::bad_request("limit param must be an integer"))?;
+    if n < 0 {
+        return Err(ApiError::bad_request("limit param must be positive"));
+    }
+    // A limit above osapi_max_limit is capped, silently (common.py _get_limit_param).
+    Ok(n.min(max_limit as i128) as usize)
+}
+
+fn parse_offset(raw: Option<&str>) -> Result<u64, ApiError> {
+    let Some(raw) = raw else { return Ok(0) };
+    let n = py_int(raw).ok_or_else(|| ApiError::bad_request("offset must be an integer"))?;
+    if n < 0 {
+        return Err(ApiError::bad_request("offset must be >= 0"));
+    }
+    if n > DB_MAX_INT {
+        return Err(ApiError::bad_request(format!(
+            "offset must be <= {DB_MAX_INT}"
+        )));
+    }
+    Ok(n as u64)
+}
+
+/// Python's `int(str)` for base 10: surrounding whitespace, a sign, digits with single
+/// underscores between them. Saturates instead of growing without bound.
+pub fn py_int(s: &str) -> Option<i128> {
+    let s = s.trim();
+    let (neg, digits) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
+        return None;
+    }
+    let mut n: i128 = 0;
+    for b in digits.bytes() {
+        match b {
+            b'_' => continue,
+            b'0'..=b'9' => n = n.saturating_mul(10).saturating_add((b - b'0') as i128),
+            _ => return None,
+        }
+    }
+    Some(if neg { -n } else { n })
+}
+
+/// oslo `strutils.bool_from_string(strict=True)`.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "on" | "y" | "yes" => Some(true),
+        "0" | "f" | "false" | "off" | "n" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding as webob does it (`+` is a space, invalid
+/// UTF-8 replaced); empty values kept, bare keys get an empty value.
+pub fn decode_query(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (form_decode(k), form_decode(v))
+        })
+        .collect()
+}
+
+fn form_decode(s: &str) -> String {
+    let plus = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// One `k=v` pair as `urllib.parse.urlencode` writes it (`quote_plus`, safe = `_.-~`).
+pub fn push_pair(out: &mut String, k: &str, v: &str) {
+    if !out.is_empty() {
+        out.push('&');
+    }
+    quote_plus(out, k);
+    out.push('=');
+    quote_plus(out, v);
+}
+
+fn quote_plus(out: &mut String, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(HEX[(b >> 4) as usize] as char);
+                out.push(HEX[(b & 15) as usize] as char);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(raw: &str) -> Result<ListQuery, String> {
+        ListQuery::parse(Some(raw), Version::new(3, 45), 1000).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn limit_and_offset_like_cinder() {
+        assert_eq!(q("").unwrap().limit, 1000);
+        assert_eq!(q("limit=5000").unwrap().limit, 1000);
+        assert_eq!(q("limit=01").unwrap().limit, 1);
+        assert_eq!(q("limit=%201_0%20").unwrap().limit, 10);
+        assert_eq!(q("limit=-1").unwrap_err(), "limit param must be positive");
+        assert_eq!(
+            q("limit=abc").unwrap_err(),
+            "limit param must be an integer"
+        );
+        assert_eq!(q("limit=").unwrap_err(), "limit param must be an integer");
+        assert_eq!(q("offset=abc").unwrap_err(), "offset must be an integer");
+        assert_eq!(q("offset=-1").unwrap_err(), "offset must be >= 0");
+        assert_eq!(
+            q("offset=2147483648").unwrap_err(),
+            "offset must be <= 2147483647"
+        );
+        assert_eq!(q("offset=7").unwrap().offset, 7);
+        assert_eq!(
+            q("limit=99999999999999999999999999999999999999999")
+                .unwrap()
+                .limit,
+            1000
+        );
+    }
+
+    #[test]
+    fn with_count_and_filters() {
+        let lq = q("name=a&with_count=true&status=error&limit=2").unwrap();
+        assert!(lq.with_count);
+        assert_eq!(
+            lq.filters,
+            vec![
+                ("name".into(), "a".into()),
+                ("status".into(), "error".into())
+            ]
+        );
+        assert_eq!(
+            q("with_count=abc").unwrap_err(),
+            "Value 'abc' for 'with_count' is not a boolean."
+        );
+        // Below 3.45 it is an ordinary filter, for the regions to judge.
+        let old = ListQuery::parse(Some("with_count=true"), Version::new(3, 44), 1000).unwrap();
+        assert!(!old.with_count);
+        assert_eq!(old.filters, vec![("with_count".into(), "true".into())]);
+    }
+
+    #[test]
+    fn next_query_is_python_urlencode() {
+        let lq = q("marker=x&sort=created_at:desc&name~=a%20b*&limit=2").unwrap();
+        assert_eq!(
+            lq.next_query("m"),
+            "sort=created_at%3Adesc&name~=a+b%2A&limit=2&marker=m"
+        );
+    }
+
+    #[test]
+    fn duplicate_pagination_keys_are_rejected() {
+        assert!(q("limit=1&limit=2")
+            .unwrap_err()
+            .contains("'limit' may be given only once"));
+        assert_eq!(q("status=a&status=b").unwrap().filters.len(), 2);
+    }
+}

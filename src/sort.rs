@@ -1,0 +1,441 @@
+//! Sort keys: parsing as Cinder does (`api/common.py` `get_sort_params`, `db/api.py`
+//! `process_sort_params`, `common/sqlalchemyutils.py` `paginate_query`), and the comparator
+//! that merges regions in the order their databases produce.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Value};
+
+use crate::config::Collation;
+use crate::http::error::ApiError;
+use crate::microversion::Version;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dir {
+    Asc,
+    Desc,
+}
+
+impl Dir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::Asc => "asc",
+            Dir::Desc => "desc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Int,
+    /// Cinder renders times as `YYYY-MM-DDTHH:MM:SS.ffffff`: fixed width, so byte order is
+    /// time order, and collation never applies.
+    Time,
+}
+
+/// A Backup column the proxy can merge on: it is rendered in every detail item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    /// The detail view's field for this column.
+    pub field: &'static str,
+    pub kind: Kind,
+}
+
+const MERGEABLE: &[Column] = &[
+    Column {
+        name: "id",
+        field: "id",
+        kind: Kind::Text,
+    },
+    Column {
+        name: "created_at",
+        field: "created_at",
+        kind: Kind::Time,
+    },
+    Column {
+        name: "updated_at",
+        field: "updated_at",
+        kind: Kind::Time,
+    },
+    Column {
+        name: "data_timestamp",
+        field: "data_timestamp",
+        kind: Kind::Time,
+    },
+    Column {
+        name: "status",
+        field: "status",
+        kind: Kind::Text,
+    },
+    Column {
+        name: "size",
+        field: "size",
+        kind: Kind::Int,
+    },
+    Column {
+        name: "object_count",
+        field: "object_count",
+        kind: Kind::Int,
+    },
+    Column {
+        name: "availability_zone",
+        field: "availability_zone",
+        kind: Kind::Text,
+    },
+    Column {
+        name: "container",
+        field: "container",
+        kind: Kind::Text,
+    },
+    Column {
+        name: "display_name",
+        field: "name",
+        kind: Kind::Text,
+    },
+    Column {
+        name: "display_description",
+        field: "description",
+        kind: Kind::Text,
+    },
+    Column {
+        name: "fail_reason",
+        field: "fail_reason",
+        kind: Kind::Text,
+    },
+    Column {
+        name: "volume_id",
+        field: "volume_id",
+        kind: Kind::Text,
+    },
+    Column {
+        name: "snapshot_id",
+        field: "snapshot_id",
+        kind: Kind::Text,
+    },
+];
+
+/// Real Backup columns (`cinder/db/models.py`) that the detail view does not show, so the
+/// proxy has no value to merge on.
+const NOT_MERGEABLE: &[&str] = &[
+    "user_id",
+    "project_id",
+    "host",
+    "parent_id",
+    "service_metadata",
+    "service",
+    "temp_volume_id",
+    "temp_snapshot_id",
+    "num_dependent_backups",
+    "restore_volume_id",
+    "encryption_key_id",
+    "deleted_at",
+    "deleted",
+];
+
+pub const INVALID_SORT_KEY: &str = "Invalid input received: Invalid sort key";
+
+/// The full sort order, after Cinder appended `created_at` and `id`: what every region is
+/// asked for and what the merge compares on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortSpec {
+    /// (column as Cinder names it after `name` → `display_name`, direction)
+    pub keys: Vec<(String, Dir)>,
+}
+
+impl SortSpec {
+    /// `sort`, `sort_key`, `sort_dir` as given (first occurrence each).
+    pub fn parse(
+        sort: Option<&str>,
+        sort_key: Option<&str>,
+        sort_dir: Option<&str>,
+        version: Version,
+    ) -> Result<SortSpec, ApiError> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        if let Some(sort) = sort {
+            if sort_key.is_some() || sort_dir.is_some() {
+                return Err(ApiError::bad_request(
+                    "The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be \
+                     used with the 'sort' parameter.",
+                ));
+            }
+            for part in sort.trim().split(',') {
+                let (key, dir) = part.split_once(':').unwrap_or((part, ""));
+                let dir = if dir.is_empty() { "desc" } else { dir };
+                pairs.push((key.trim().to_string(), dir.trim().to_string()));
+            }
+        } else {
+            pairs.push((
+                sort_key.unwrap_or("created_at").trim().to_string(),
+                sort_dir.unwrap_or("desc").trim().to_string(),
+            ));
+        }
+        // api/v3/backups.py _convert_sort_name: the first `name` only, from 3.37 on.
+        if version >= Version::SORT_NAME {
+            if let Some(p) = pairs.iter_mut().find(|(k, _)| k == "name") {
+                p.0 = "display_name".to_string();
+            }
+        }
+        let mut keys = Vec::with_capacity(pairs.len() + 2);
+        for (key, dir) in pairs {
+            let dir =
+                match dir.as_str() {
+                    "asc" => Dir::Asc,
+                    "desc" => Dir::Desc,
+                    _ => return Err(ApiError::bad_request(
+                        "Invalid input received: Unknown sort direction, must be 'desc' or 'asc'.",
+                    )),
+                };
+            keys.push((key, dir));
+        }
+        // process_sort_params: defaults appended with the first key's direction.
+        let first = keys[0].1;
+        for default in ["created_at", "id"] {
+            if !keys.iter().any(|(k, _)| k == default) {
+                keys.push((default.to_string(), first));
+            }
+        }
+        Ok(SortSpec { keys })
+    }
+
+    /// Check every key is a column the proxy can merge on. Cinder checks keys last, after
+    /// the marker lookup, so callers do the same.
+    pub fn resolve(&self) -> Result<Vec<(Column, Dir)>, ApiError> {
+        self.keys
+            .iter()
+            .map(
+                |(key, dir)| match MERGEABLE.iter().find(|c| c.name == key) {
+                    Some(c) => Ok((*c, *dir)),
+                    None if NOT_MERGEABLE.contains(&key.as_str()) => {
+                        Err(ApiError::bad_request(format!(
+                        "Invalid input received: sort key {key} is not supported by vbs-proxy: \
+                         the backup view does not show it, so regions cannot be merged on it"
+                    )))
+                    }
+                    None => Err(ApiError::bad_request(INVALID_SORT_KEY)),
+                },
+            )
+            .collect()
+    }
+
+    /// `k1:d1,k2:d2,...` for the regions.
+    pub fn to_param(&self) -> String {
+        let mut s = String::new();
+        for (i, (k, d)) in self.keys.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(k);
+            s.push(':');
+            s.push_str(d.as_str());
+        }
+        s
+    }
+}
+
+/// Compares backups as the regions' database orders them: NULLs first ascending (sqlite,
+/// MySQL), strings by the configured collation, numbers numerically.
+#[derive(Debug, Clone)]
+pub struct Comparator {
+    pub keys: Vec<(Column, Dir)>,
+    pub collation: Collation,
+}
+
+impl Comparator {
+    pub fn compare(&self, a: &Map<String, Value>, b: &Map<String, Value>) -> Ordering {
+        for (col, dir) in &self.keys {
+            let ord = compare_values(
+                a.get(col.field).unwrap_or(&Value::Null),
+                b.get(col.field).unwrap_or(&Value::Null),
+                col.kind,
+                self.collation,
+            );
+            let ord = if *dir == Dir::Desc {
+                ord.reverse()
+            } else {
+                ord
+            };
+            if ord != Ordering::Equal {
+                return ord;
+            }
+        }
+        Ordering::Equal
+    }
+
+    /// Whether Cinder's marker filter handles `item` correctly as a marker. `paginate_query`
+    /// replaces NULL with the column default (`''`, 0, 1900-01-01) on both sides of its
+    /// comparisons while ORDER BY keeps NULLs apart, so a marker whose value is NULL or that
+    /// default loses or repeats rows (NOTES.md, last section). Such items are never sent as a
+    /// marker; the proxy counts past them with `offset` instead.
+    pub fn safe_marker(&self, item: &Map<String, Value>) -> bool {
+        self.keys.iter().all(|(col, _)| match item.get(col.field) {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => match col.kind {
+                Kind::Time => !s.starts_with("1900-01-01T00:00:00"),
+                _ => !s.is_empty(),
+            },
+            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+            Some(_) => true,
+        })
+    }
+}
+
+pub fn compare_values(a: &Value, b: &Value, kind: Kind, collation: Collation) -> Ordering {
+    match (a, b) {
+        (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Null, _) => Ordering::Less,
+        (_, Value::Null) => Ordering::Greater,
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => x
+                .as_f64()
+                .partial_cmp(&y.as_f64())
+                .unwrap_or(Ordering::Equal),
+        },
+        (Value::String(x), Value::String(y)) => match (kind, collation) {
+            (Kind::Text, Collation::CaseInsensitive) => cmp_case_insensitive(x, y),
+            _ => x.as_bytes().cmp(y.as_bytes()),
+        },
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        // Mixed types do not come from one column; order them by type for totality.
+        _ => type_rank(a).cmp(&type_rank(b)),
+    }
+}
+
+fn cmp_case_insensitive(x: &str, y: &str) -> Ordering {
+    let lower = |s: &str| s.chars().flat_map(char::to_lowercase).collect::<Vec<_>>();
+    if x.is_ascii() && y.is_ascii() {
+        let xs = x.bytes().map(|b| b.to_ascii_lowercase());
+        return xs.cmp(y.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    lower(x).cmp(&lower(y))
+}
+
+fn type_rank(v: &Value) -> u8 {
+    match v {
+        Value::Null => 0,
+        Value::Bool(_) => 1,
+        Value::Number(_) => 2,
+        Value::String(_) => 3,
+        Value::Array(_) => 4,
+        Value::Object(_) => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(
+        sort: Option<&str>,
+        key: Option<&str>,
+        dir: Option<&str>,
+        v: Version,
+    ) -> Result<String, String> {
+        SortSpec::parse(sort, key, dir, v)
+            .map(|s| s.to_param())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_appended_with_first_direction() {
+        let v = Version::MIN;
+        assert_eq!(
+            parse(None, None, None, v).unwrap(),
+            "created_at:desc,id:desc"
+        );
+        assert_eq!(
+            parse(Some("size:asc"), None, None, v).unwrap(),
+            "size:asc,created_at:asc,id:asc"
+        );
+        assert_eq!(
+            parse(Some("size"), None, None, v).unwrap(),
+            "size:desc,created_at:desc,id:desc"
+        );
+        assert_eq!(
+            parse(None, Some("status"), Some("asc"), v).unwrap(),
+            "status:asc,created_at:asc,id:asc"
+        );
+        assert_eq!(
+            parse(Some("id:asc,created_at"), None, None, v).unwrap(),
+            "id:asc,created_at:desc"
+        );
+    }
+
+    #[test]
+    fn name_maps_to_display_name_from_3_37() {
+        let s = SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 37)).unwrap();
+        assert_eq!(s.keys[0].0, "display_name");
+        assert!(s.resolve().is_ok());
+        let s = SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 36)).unwrap();
+        assert_eq!(s.resolve().unwrap_err().to_string(), INVALID_SORT_KEY);
+    }
+
+    #[test]
+    fn errors_match_cinder() {
+        let e = parse(Some("size"), Some("size"), None, Version::MIN).unwrap_err();
+        assert!(e.contains("deprecated and cannot be used"), "{e}");
+        let e = parse(Some("size:up"), None, None, Version::MIN).unwrap_err();
+        assert!(e.contains("Unknown sort direction"), "{e}");
+        let e = parse(None, None, Some("up"), Version::MIN).unwrap_err();
+        assert!(e.contains("Unknown sort direction"), "{e}");
+        let bogus = SortSpec::parse(Some("bogus:asc"), None, None, Version::MIN).unwrap();
+        assert_eq!(bogus.resolve().unwrap_err().to_string(), INVALID_SORT_KEY);
+        let host = SortSpec::parse(Some("host"), None, None, Version::MIN).unwrap();
+        assert!(host
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("not supported by vbs-proxy"));
+    }
+
+    #[test]
+    fn nulls_first_and_collations() {
+        let t = Kind::Text;
+        assert_eq!(
+            compare_values(&Value::Null, &json!(""), t, Collation::Binary),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare_values(&json!("Nightly"), &json!("broken"), t, Collation::Binary),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare_values(
+                &json!("Nightly"),
+                &json!("broken"),
+                t,
+                Collation::CaseInsensitive
+            ),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare_values(&json!("ABC"), &json!("abc"), t, Collation::CaseInsensitive),
+            Ordering::Equal
+        );
+        assert_eq!(
+            compare_values(&json!(10), &json!(9), Kind::Int, Collation::Binary),
+            Ordering::Greater
+        );
+    }
+
+    #[test]
+    fn unsafe_markers_are_null_or_default_values() {
+        let spec = SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 37)).unwrap();
+        let cmp = Comparator {
+            keys: spec.resolve().unwrap(),
+            collation: Collation::Binary,
+        };
+        let item = |name: Value| {
+            json!({"id": "x", "name": name, "created_at": "2024-01-01T00:00:00.000000"})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        assert!(cmp.safe_marker(&item(json!("a"))));
+        assert!(!cmp.safe_marker(&item(json!(""))));
+        assert!(!cmp.safe_marker(&item(Value::Null)));
+    }
+}

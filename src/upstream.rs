@@ -1,0 +1,290 @@
+//! The regional Cinder endpoints: one reqwest client, typed answers, failures named by kind.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::microversion::Version;
+
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    /// Endpoint root without a trailing slash, e.g. `http://127.0.0.1:9001`.
+    pub base: String,
+}
+
+/// What every upstream call carries for the caller.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub token: HeaderValue,
+    pub version: Version,
+    pub request_id: HeaderValue,
+    pub traceparent: Option<HeaderValue>,
+}
+
+/// One page of a region's listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub items: Vec<Map<String, Value>>,
+    pub has_next: bool,
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegionError {
+    /// The region answered, but not 200.
+    #[error("answered HTTP {status}")]
+    Status {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("invalid answer: {0}")]
+    Body(String),
+}
+
+impl RegionError {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegionError::Status { status, .. } if status.is_client_error() => "status_4xx",
+            RegionError::Status { .. } => "status_5xx",
+            RegionError::Timeout => "timeout",
+            RegionError::Connect(_) => "connect",
+            RegionError::Transport(_) => "transport",
+            RegionError::Body(_) => "body",
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            RegionError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> RegionError {
+        if e.is_timeout() {
+            RegionError::Timeout
+        } else if e.is_connect() {
+            RegionError::Connect(e.to_string())
+        } else {
+            RegionError::Transport(e.to_string())
+        }
+    }
+}
+
+pub struct Upstream {
+    client: reqwest::Client,
+    pub regions: Vec<Region>,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Upstream {
+        let client = reqwest::Client::builder()
+            .timeout(config.upstream.timeout)
+            .connect_timeout(config.upstream.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            // Cinder builds links from the Host we send: keep the configured one.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("reqwest client builds with static settings");
+        let regions = config
+            .regions
+            .iter()
+            .map(|r| Region {
+                name: r.name.clone(),
+                base: r.url.trim_end_matches('/').to_string(),
+            })
+            .collect();
+        Upstream { client, regions }
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn get(&self, url: &str, ctx: &CallContext) -> reqwest::RequestBuilder {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-auth-token"), ctx.token.clone());
+        headers.insert(
+            HeaderName::from_static("openstack-api-version"),
+            HeaderValue::try_from(format!("volume {}", ctx.version)).expect("ascii"),
+        );
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-openstack-request-id"),
+            ctx.request_id.clone(),
+        );
+        if let Some(tp) = &ctx.traceparent {
+            headers.insert(HeaderName::from_static("traceparent"), tp.clone());
+        }
+        self.client.get(url).headers(headers)
+    }
+
+    async fn get_json(&self, url: &str, ctx: &CallContext) -> Result<Value, RegionError> {
+        let response = self
+            .get(url, ctx)
+            .send()
+            .await
+            .map_err(RegionError::from_reqwest)?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .cloned();
+        let body = response.bytes().await.map_err(RegionError::from_reqwest)?;
+        if status != StatusCode::OK {
+            return Err(RegionError::Status {
+                status,
+                content_type,
+                body,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| RegionError::Body(format!("not JSON: {e}")))
+    }
+
+    /// `GET {base}/v3/{project}/backups/detail?{params}`.
+    pub async fn list(
+        &self,
+        region: usize,
+        project: &str,
+        params: &[(String, String)],
+        ctx: &CallContext,
+    ) -> Result<ListPage, RegionError> {
+        let mut query = String::new();
+        for (k, v) in params {
+            crate::query::push_pair(&mut query, k, v);
+        }
+        let url = format!(
+            "{}/v3/{}/backups/detail?{query}",
+            self.regions[region].base,
+            encode_segment(project)
+        );
+        let value = self.get_json(&url, ctx).await?;
+        parse_list(value)
+    }
+
+    /// `GET {base}/v3/{project}/backups/{id}`: the backup, or the region's refusal.
+    pub async fn show(
+        &self,
+        region: usize,
+        project: &str,
+        id: &str,
+        ctx: &CallContext,
+    ) -> Result<Map<String, Value>, RegionError> {
+        let url = format!(
+            "{}/v3/{}/backups/{}",
+            self.regions[region].base,
+            encode_segment(project),
+            encode_segment(id)
+        );
+        match self.get_json(&url, ctx).await? {
+            Value::Object(mut o) => match o.remove("backup") {
+                Some(Value::Object(b)) => Ok(b),
+                _ => Err(RegionError::Body("no `backup` object".into())),
+            },
+            _ => Err(RegionError::Body("not a JSON object".into())),
+        }
+    }
+
+    /// `GET {base}/`: the version document (Cinder answers 300 there).
+    pub async fn versions(&self, region: usize) -> Result<Value, RegionError> {
+        let url = format!("{}/", self.regions[region].base);
+        let response = self
+            .client
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(RegionError::from_reqwest)?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .cloned();
+        let body = response.bytes().await.map_err(RegionError::from_reqwest)?;
+        if !(status == StatusCode::OK || status == StatusCode::MULTIPLE_CHOICES) {
+            return Err(RegionError::Status {
+                status,
+                content_type,
+                body,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| RegionError::Body(format!("not JSON: {e}")))
+    }
+}
+
+fn parse_list(value: Value) -> Result<ListPage, RegionError> {
+    let Value::Object(mut body) = value else {
+        return Err(RegionError::Body("not a JSON object".into()));
+    };
+    let items = match body.remove("backups") {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(o) if o.get("id").is_some_and(Value::is_string) => Ok(o),
+                _ => Err(RegionError::Body("a backup without a string `id`".into())),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(RegionError::Body("no `backups` array".into())),
+    };
+    let has_next = matches!(body.get("backups_links"), Some(Value::Array(l)) if l.iter().any(|l| l["rel"] == "next"));
+    let count = body.get("count").and_then(Value::as_u64);
+    Ok(ListPage {
+        items,
+        has_next,
+        count,
+    })
+}
+
+/// Percent-encode one path segment (everything but RFC 3986 unreserved characters).
+pub fn encode_segment(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parse_list_checks_shape() {
+        let page = parse_list(json!({"backups": [{"id": "a"}], "backups_links": [{"rel": "next", "href": "x"}], "count": 7})).unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert!(page.has_next);
+        assert_eq!(page.count, Some(7));
+        assert!(matches!(
+            parse_list(json!({"volumes": []})),
+            Err(RegionError::Body(_))
+        ));
+        assert!(matches!(
+            parse_list(json!({"backups": [{"name": "x"}]})),
+            Err(RegionError::Body(_))
+        ));
+        assert!(matches!(parse_list(json!([1])), Err(RegionError::Body(_))));
+    }
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(encode_segment("ab-12"), "ab-12");
+        assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
+    }
+}
