@@ -1,0 +1,7 @@
+//! One integration-test binary: the real router on loopback ports in front of simulated
+//! Cinder regions that count their calls.
+
+mod api;
+mod merge_props;
+mod reference;
+mod support;
