@@ -64,7 +64,11 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                tracing::info!(listen = %config.server.listen, regions = config.regions.len(), "serving");
+                let listen = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                tracing::info!(listen = %listen, regions = config.regions.len(), "serving");
                 let state = vbs_proxy::AppState::new(config);
                 match vbs_proxy::serve(state, listener, vbs_proxy::app::shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,123 @@
+//! The real binary: `check-config` exit codes, and `serve` answering then shutting down
+//! cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use vbs_proxy::sim::{SimConfig, SimRegion};
+
+use crate::support::{rows, TOKEN};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vbs-proxy");
+
+fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("vbs-proxy-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_the_example_and_rejects_bad_keys_with_64() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/vbs-proxy.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = temp_config(
+        "bad.toml",
+        "[server]\nmax_limit = -3\n[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("server.max_limit"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An environment override is validated too, and named.
+    let good = temp_config(
+        "good.toml",
+        "[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&good)
+        .env("VBS_PROXY__UPSTREAM__ON_REGION_FAILURE", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(stderr.contains("upstream.on_region_failure"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_answers_and_exits_cleanly_on_sigterm() {
+    let region = SimRegion::new(SimConfig::default(), rows("a", 5));
+    let url = region.spawn().await.unwrap();
+    let config = temp_config(
+        "serve.toml",
+        &format!("[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[[regions]]\nname = \"a\"\nurl = \"{url}\"\n"),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("VBS_PROXY__SERVER__MAX_LIMIT", "3")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The "serving" log line names the bound address.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the proxy logs before exiting")
+            .unwrap();
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["message"] == "serving" {
+            break v["fields"]["listen"].as_str().unwrap().to_string();
+        }
+    };
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/v3/abc123/backups/detail"))
+        .header("X-Auth-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["backups"][0]["id"], "a-004");
+    // max_limit came from the environment: a page of 3, and a next link.
+    assert_eq!(body["backups"].as_array().unwrap().len(), 3);
+    assert!(body["backups_links"][0]["href"]
+        .as_str()
+        .unwrap()
+        .contains("marker="));
+
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
