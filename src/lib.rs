@@ -11,6 +11,7 @@ pub mod cursor;
 pub mod demo;
 pub mod fanout;
 pub mod http;
+pub mod item;
 pub mod links;
 pub mod merge;
 pub mod microversion;

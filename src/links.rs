@@ -1,7 +1,10 @@
 //! Href rewriting (SPEC §4): an href that starts with a configured region URL is moved onto
 //! the proxy's public base, keeping the path after the region base. Others are left alone.
-
-use serde_json::{Map, Value};
+//!
+//! Items are rewritten as bytes, while they are copied out: the region's JSON is not parsed
+//! again. Only string values of `"href"` keys are touched; a name or description that merely
+//! contains a region URL is left as it is (inside a JSON string, a quote is escaped, so
+//! `"href":` cannot occur there).
 
 pub struct Rewriter<'a> {
     pub region_bases: &'a [String],
@@ -9,42 +12,67 @@ pub struct Rewriter<'a> {
 }
 
 impl Rewriter<'_> {
-    pub fn rewrite(&self, href: &str) -> Option<String> {
+    /// The region base that `value` (an href) starts with, if any.
+    fn region_prefix(&self, value: &[u8]) -> Option<usize> {
         self.region_bases.iter().find_map(|base| {
-            let rest = href.strip_prefix(base.as_str())?;
-            (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
-                .then(|| format!("{}{rest}", self.public_base))
+            let rest = value.strip_prefix(base.as_bytes())?;
+            matches!(rest.first(), None | Some(b'/' | b'?' | b'"')).then_some(base.len())
         })
     }
 
-    /// Rewrite every `href` in `value`, at any depth (items, `links`, version documents).
-    pub fn rewrite_value(&self, value: &mut Value) {
-        match value {
-            Value::Object(map) => self.rewrite_map(map),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.rewrite_value(v)),
-            _ => {}
-        }
+    pub fn rewrite(&self, href: &str) -> Option<String> {
+        let len = self.region_prefix(href.as_bytes())?;
+        Some(format!("{}{}", self.public_base, &href[len..]))
     }
 
-    pub fn rewrite_map(&self, map: &mut Map<String, Value>) {
-        for (key, value) in map.iter_mut() {
-            match value {
-                Value::String(href) if key == "href" => {
-                    if let Some(new) = self.rewrite(href) {
-                        *href = new;
-                    }
+    /// Append `raw` (JSON) to `out`, with every `"href": "<region base>...` rewritten.
+    pub fn write_json(&self, raw: &[u8], out: &mut Vec<u8>) {
+        const KEY: &[u8] = b"\"href\"";
+        let mut copied = 0;
+        let mut at = 0;
+        while let Some(found) = find(&raw[at..], KEY) {
+            let mut i = at + found + KEY.len();
+            at = i;
+            let skip_ws = |mut i: usize| {
+                while raw.get(i).is_some_and(u8::is_ascii_whitespace) {
+                    i += 1;
                 }
-                Value::Object(_) | Value::Array(_) => self.rewrite_value(value),
-                _ => {}
+                i
+            };
+            i = skip_ws(i);
+            if raw.get(i) != Some(&b':') {
+                continue;
+            }
+            i = skip_ws(i + 1);
+            if raw.get(i) != Some(&b'"') {
+                continue;
+            }
+            let value = i + 1;
+            if let Some(len) = self.region_prefix(&raw[value..]) {
+                out.extend_from_slice(&raw[copied..value]);
+                out.extend_from_slice(self.public_base.as_bytes());
+                copied = value + len;
+                at = copied;
             }
         }
+        out.extend_from_slice(&raw[copied..]);
     }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn rw<'a>(bases: &'a [String]) -> Rewriter<'a> {
+        Rewriter {
+            region_bases: bases,
+            public_base: "https://proxy.example/api",
+        }
+    }
 
     #[test]
     fn rewrites_region_prefixes_only() {
@@ -52,10 +80,7 @@ mod tests {
             "http://127.0.0.1:9001".to_string(),
             "http://r2:80/volume".to_string(),
         ];
-        let rw = Rewriter {
-            region_bases: &bases,
-            public_base: "https://proxy.example/api",
-        };
+        let rw = rw(&bases);
         assert_eq!(
             rw.rewrite("http://127.0.0.1:9001/v3/p/backups/x")
                 .as_deref(),
@@ -67,13 +92,28 @@ mod tests {
         );
         assert_eq!(rw.rewrite("http://127.0.0.1:90010/v3/"), None);
         assert_eq!(rw.rewrite("https://docs.openstack.org/"), None);
-        let mut v = json!({"links": [{"rel": "self", "href": "http://127.0.0.1:9001/v3/p/backups/x"},
-                                     {"rel": "describedby", "href": "https://docs.openstack.org/"}]});
-        rw.rewrite_value(&mut v);
+    }
+
+    #[test]
+    fn rewrites_hrefs_in_json_bytes() {
+        let bases = vec!["http://127.0.0.1:9001".to_string()];
+        let raw = br#"{"name": "see http://127.0.0.1:9001/v3/x", "desc": "\"href\": \"http://127.0.0.1:9001/a\"",
+            "links": [{"rel": "self", "href": "http://127.0.0.1:9001/v3/p/backups/x"},
+                      {"rel":"bookmark","href":"http://127.0.0.1:9001/p/backups/x"},
+                      {"rel": "describedby", "href" : "https://docs.openstack.org/"}]}"#;
+        let mut out = Vec::new();
+        rw(&bases).write_json(raw, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["name"], "see http://127.0.0.1:9001/v3/x");
+        assert_eq!(v["desc"], "\"href\": \"http://127.0.0.1:9001/a\"");
         assert_eq!(
             v["links"][0]["href"],
             "https://proxy.example/api/v3/p/backups/x"
         );
-        assert_eq!(v["links"][1]["href"], "https://docs.openstack.org/");
+        assert_eq!(
+            v["links"][1]["href"],
+            "https://proxy.example/api/p/backups/x"
+        );
+        assert_eq!(v["links"][2]["href"], "https://docs.openstack.org/");
     }
 }

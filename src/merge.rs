@@ -10,16 +10,13 @@
 use std::collections::VecDeque;
 use std::future::Future;
 
-use serde_json::{Map, Value};
-
 use crate::cursor::Position;
+pub use crate::item::{Item, ListPage};
 use crate::sort::Comparator;
-use crate::upstream::{ListPage, RegionError};
-
-pub type Item = Map<String, Value>;
+use crate::upstream::RegionError;
 
 /// Reads one chunk of a region's listing. `params` are complete (filters, sort, limit,
-/// marker, offset, with_count).
+/// marker, offset, with_count); items come parsed for the page's comparator.
 pub trait Source {
     fn list(
         &self,
@@ -81,7 +78,7 @@ impl Reader {
 
 fn advance(position: &mut Position, item: &Item, cmp: &Comparator) {
     if cmp.safe_marker(item) {
-        position.marker = item.get("id").and_then(Value::as_str).map(str::to_string);
+        position.marker = Some(item.id().to_string());
         position.skip = 0;
     } else {
         position.skip += 1;
@@ -135,11 +132,10 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
         let Some(i) = best else { break };
         let item = readers[i].buffer.pop_front().expect("head");
         advance(&mut readers[i].passed, &item, cmp);
-        let id = item.get("id").and_then(Value::as_str).map(str::to_string);
-        if id.is_some() && id == last_id {
+        if last_id.as_deref() == Some(item.id()) {
             continue; // the same backup from another region: returned once
         }
-        last_id = id;
+        last_id = Some(item.id().to_string());
         passed_total += 1;
         if passed_total > req.offset {
             emitted.push((i, item));
@@ -149,13 +145,7 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
     // page, or the next page would start with it.
     if let Some(last) = &last_id {
         for r in readers.iter_mut() {
-            while r
-                .buffer
-                .front()
-                .and_then(|h| h.get("id"))
-                .and_then(Value::as_str)
-                == Some(last.as_str())
-            {
+            while r.buffer.front().map(Item::id) == Some(last.as_str()) {
                 let item = r.buffer.pop_front().expect("head");
                 advance(&mut r.passed, &item, cmp);
             }

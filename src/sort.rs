@@ -4,10 +4,9 @@
 
 use std::cmp::Ordering;
 
-use serde_json::{Map, Value};
-
 use crate::config::Collation;
 use crate::http::error::ApiError;
+use crate::item::{Item, SortValue};
 use crate::microversion::Version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -235,7 +234,8 @@ impl SortSpec {
 }
 
 /// Compares backups as the regions' database orders them: NULLs first ascending (sqlite,
-/// MySQL), strings by the configured collation, numbers numerically.
+/// MySQL), strings by the configured collation, numbers numerically. Items must have been
+/// parsed with [`Comparator::fields`].
 #[derive(Debug, Clone)]
 pub struct Comparator {
     pub keys: Vec<(Column, Dir)>,
@@ -243,14 +243,14 @@ pub struct Comparator {
 }
 
 impl Comparator {
-    pub fn compare(&self, a: &Map<String, Value>, b: &Map<String, Value>) -> Ordering {
-        for (col, dir) in &self.keys {
-            let ord = compare_values(
-                a.get(col.field).unwrap_or(&Value::Null),
-                b.get(col.field).unwrap_or(&Value::Null),
-                col.kind,
-                self.collation,
-            );
+    /// The detail-view fields to decode from each item, in key order.
+    pub fn fields(&self) -> Vec<&'static str> {
+        self.keys.iter().map(|(c, _)| c.field).collect()
+    }
+
+    pub fn compare(&self, a: &Item, b: &Item) -> Ordering {
+        for ((col, dir), (x, y)) in self.keys.iter().zip(a.values().iter().zip(b.values())) {
+            let ord = compare_values(x, y, col.kind, self.collation);
             let ord = if *dir == Dir::Desc {
                 ord.reverse()
             } else {
@@ -268,65 +268,49 @@ impl Comparator {
     /// comparisons while ORDER BY keeps NULLs apart, so a marker whose value is NULL or that
     /// default loses or repeats rows (NOTES.md, last section). Such items are never sent as a
     /// marker; the proxy counts past them with `offset` instead.
-    pub fn safe_marker(&self, item: &Map<String, Value>) -> bool {
-        self.keys.iter().all(|(col, _)| match item.get(col.field) {
-            None | Some(Value::Null) => false,
-            Some(Value::String(s)) => match col.kind {
-                Kind::Time => !s.starts_with("1900-01-01T00:00:00"),
-                _ => !s.is_empty(),
-            },
-            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
-            Some(_) => true,
-        })
+    pub fn safe_marker(&self, item: &Item) -> bool {
+        self.keys
+            .iter()
+            .zip(item.values())
+            .all(|((col, _), v)| match v {
+                SortValue::Null => false,
+                SortValue::Int(n) => *n != 0,
+                SortValue::Text(s) => match col.kind {
+                    Kind::Time => !s.starts_with("1900-01-01T00:00:00"),
+                    _ => !s.is_empty(),
+                },
+            })
     }
 }
 
-pub fn compare_values(a: &Value, b: &Value, kind: Kind, collation: Collation) -> Ordering {
+pub fn compare_values(a: &SortValue, b: &SortValue, kind: Kind, collation: Collation) -> Ordering {
     match (a, b) {
-        (Value::Null, Value::Null) => Ordering::Equal,
-        (Value::Null, _) => Ordering::Less,
-        (_, Value::Null) => Ordering::Greater,
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            _ => x
-                .as_f64()
-                .partial_cmp(&y.as_f64())
-                .unwrap_or(Ordering::Equal),
-        },
-        (Value::String(x), Value::String(y)) => match (kind, collation) {
+        (SortValue::Null, SortValue::Null) => Ordering::Equal,
+        (SortValue::Null, _) => Ordering::Less,
+        (_, SortValue::Null) => Ordering::Greater,
+        (SortValue::Int(x), SortValue::Int(y)) => x.cmp(y),
+        (SortValue::Text(x), SortValue::Text(y)) => match (kind, collation) {
             (Kind::Text, Collation::CaseInsensitive) => cmp_case_insensitive(x, y),
             _ => x.as_bytes().cmp(y.as_bytes()),
         },
-        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
-        // Mixed types do not come from one column; order them by type for totality.
-        _ => type_rank(a).cmp(&type_rank(b)),
+        // Mixed types do not come from one column; numbers first, for totality.
+        (SortValue::Int(_), SortValue::Text(_)) => Ordering::Less,
+        (SortValue::Text(_), SortValue::Int(_)) => Ordering::Greater,
     }
 }
 
 fn cmp_case_insensitive(x: &str, y: &str) -> Ordering {
-    let lower = |s: &str| s.chars().flat_map(char::to_lowercase).collect::<Vec<_>>();
     if x.is_ascii() && y.is_ascii() {
         let xs = x.bytes().map(|b| b.to_ascii_lowercase());
         return xs.cmp(y.bytes().map(|b| b.to_ascii_lowercase()));
     }
+    let lower = |s: &str| s.chars().flat_map(char::to_lowercase).collect::<Vec<_>>();
     lower(x).cmp(&lower(y))
-}
-
-fn type_rank(v: &Value) -> u8 {
-    match v {
-        Value::Null => 0,
-        Value::Bool(_) => 1,
-        Value::Number(_) => 2,
-        Value::String(_) => 3,
-        Value::Array(_) => 4,
-        Value::Object(_) => 5,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn parse(
         sort: Option<&str>,
@@ -394,29 +378,25 @@ mod tests {
     #[test]
     fn nulls_first_and_collations() {
         let t = Kind::Text;
+        let s = |v: &str| SortValue::Text(v.into());
+        let (bin, ci) = (Collation::Binary, Collation::CaseInsensitive);
         assert_eq!(
-            compare_values(&Value::Null, &json!(""), t, Collation::Binary),
+            compare_values(&SortValue::Null, &s(""), t, bin),
             Ordering::Less
         );
         assert_eq!(
-            compare_values(&json!("Nightly"), &json!("broken"), t, Collation::Binary),
+            compare_values(&s("Nightly"), &s("broken"), t, bin),
             Ordering::Less
         );
         assert_eq!(
-            compare_values(
-                &json!("Nightly"),
-                &json!("broken"),
-                t,
-                Collation::CaseInsensitive
-            ),
+            compare_values(&s("Nightly"), &s("broken"), t, ci),
             Ordering::Greater
         );
+        assert_eq!(compare_values(&s("ABC"), &s("abc"), t, ci), Ordering::Equal);
+        assert_eq!(compare_values(&s("Éa"), &s("éb"), t, ci), Ordering::Less);
+        let (ten, nine) = (SortValue::Int(10), SortValue::Int(9));
         assert_eq!(
-            compare_values(&json!("ABC"), &json!("abc"), t, Collation::CaseInsensitive),
-            Ordering::Equal
-        );
-        assert_eq!(
-            compare_values(&json!(10), &json!(9), Kind::Int, Collation::Binary),
+            compare_values(&ten, &nine, Kind::Int, bin),
             Ordering::Greater
         );
     }
@@ -428,14 +408,14 @@ mod tests {
             keys: spec.resolve().unwrap(),
             collation: Collation::Binary,
         };
-        let item = |name: Value| {
-            json!({"id": "x", "name": name, "created_at": "2024-01-01T00:00:00.000000"})
-                .as_object()
-                .unwrap()
-                .clone()
+        let item = |name: &str| {
+            let json = format!(
+                r#"{{"id": "x", "name": {name}, "created_at": "2024-01-01T00:00:00.000000"}}"#
+            );
+            Item::from_json(json.as_bytes(), &cmp.fields()).unwrap()
         };
-        assert!(cmp.safe_marker(&item(json!("a"))));
-        assert!(!cmp.safe_marker(&item(json!(""))));
-        assert!(!cmp.safe_marker(&item(Value::Null)));
+        assert!(cmp.safe_marker(&item("\"a\"")));
+        assert!(!cmp.safe_marker(&item("\"\"")));
+        assert!(!cmp.safe_marker(&item("null")));
     }
 }

@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::Config;
+pub use crate::item::ListPage;
+use crate::item::{self, Item};
 use crate::microversion::Version;
 
 #[derive(Debug, Clone)]
@@ -23,14 +25,6 @@ pub struct CallContext {
     pub version: Version,
     pub request_id: HeaderValue,
     pub traceparent: Option<HeaderValue>,
-}
-
-/// One page of a region's listing.
-#[derive(Debug, Clone, Default)]
-pub struct ListPage {
-    pub items: Vec<Map<String, Value>>,
-    pub has_next: bool,
-    pub count: Option<u64>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -134,34 +128,40 @@ impl Upstream {
         self.client.get(url).headers(headers)
     }
 
-    async fn get_json(&self, url: &str, ctx: &CallContext) -> Result<Value, RegionError> {
-        let response = self
-            .get(url, ctx)
-            .send()
-            .await
-            .map_err(RegionError::from_reqwest)?;
+    /// Send, read the whole body, and accept only the `ok` statuses; anything else is the
+    /// region's refusal or failure, with its body kept for the caller.
+    async fn fetch(
+        request: reqwest::RequestBuilder,
+        ok: &[StatusCode],
+    ) -> Result<Bytes, RegionError> {
+        let response = request.send().await.map_err(RegionError::from_reqwest)?;
         let status = response.status();
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .cloned();
         let body = response.bytes().await.map_err(RegionError::from_reqwest)?;
-        if status != StatusCode::OK {
+        if !ok.contains(&status) {
             return Err(RegionError::Status {
                 status,
                 content_type,
                 body,
             });
         }
-        serde_json::from_slice(&body).map_err(|e| RegionError::Body(format!("not JSON: {e}")))
+        Ok(body)
     }
 
-    /// `GET {base}/v3/{project}/backups/detail?{params}`.
+    async fn get_ok(&self, url: &str, ctx: &CallContext) -> Result<Bytes, RegionError> {
+        Self::fetch(self.get(url, ctx), &[StatusCode::OK]).await
+    }
+
+    /// `GET {base}/v3/{project}/backups/detail?{params}`, items parsed for `fields`.
     pub async fn list(
         &self,
         region: usize,
         project: &str,
         params: &[(String, String)],
+        fields: &[&str],
         ctx: &CallContext,
     ) -> Result<ListPage, RegionError> {
         let mut query = String::new();
@@ -173,8 +173,8 @@ impl Upstream {
             self.regions[region].base,
             encode_segment(project)
         );
-        let value = self.get_json(&url, ctx).await?;
-        parse_list(value)
+        let body = self.get_ok(&url, ctx).await?;
+        item::parse_list(body, fields).map_err(RegionError::Body)
     }
 
     /// `GET {base}/v3/{project}/backups/{id}`: the backup, or the region's refusal.
@@ -183,71 +183,29 @@ impl Upstream {
         region: usize,
         project: &str,
         id: &str,
+        fields: &[&str],
         ctx: &CallContext,
-    ) -> Result<Map<String, Value>, RegionError> {
+    ) -> Result<Item, RegionError> {
         let url = format!(
             "{}/v3/{}/backups/{}",
             self.regions[region].base,
             encode_segment(project),
             encode_segment(id)
         );
-        match self.get_json(&url, ctx).await? {
-            Value::Object(mut o) => match o.remove("backup") {
-                Some(Value::Object(b)) => Ok(b),
-                _ => Err(RegionError::Body("no `backup` object".into())),
-            },
-            _ => Err(RegionError::Body("not a JSON object".into())),
-        }
+        let body = self.get_ok(&url, ctx).await?;
+        item::parse_show(body, fields).map_err(RegionError::Body)
     }
 
     /// `GET {base}/`: the version document (Cinder answers 300 there).
     pub async fn versions(&self, region: usize) -> Result<Value, RegionError> {
         let url = format!("{}/", self.regions[region].base);
-        let response = self
+        let request = self
             .client
             .get(&url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(RegionError::from_reqwest)?;
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .cloned();
-        let body = response.bytes().await.map_err(RegionError::from_reqwest)?;
-        if !(status == StatusCode::OK || status == StatusCode::MULTIPLE_CHOICES) {
-            return Err(RegionError::Status {
-                status,
-                content_type,
-                body,
-            });
-        }
+            .header(reqwest::header::ACCEPT, "application/json");
+        let body = Self::fetch(request, &[StatusCode::OK, StatusCode::MULTIPLE_CHOICES]).await?;
         serde_json::from_slice(&body).map_err(|e| RegionError::Body(format!("not JSON: {e}")))
     }
-}
-
-fn parse_list(value: Value) -> Result<ListPage, RegionError> {
-    let Value::Object(mut body) = value else {
-        return Err(RegionError::Body("not a JSON object".into()));
-    };
-    let items = match body.remove("backups") {
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|item| match item {
-                Value::Object(o) if o.get("id").is_some_and(Value::is_string) => Ok(o),
-                _ => Err(RegionError::Body("a backup without a string `id`".into())),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(RegionError::Body("no `backups` array".into())),
-    };
-    let has_next = matches!(body.get("backups_links"), Some(Value::Array(l)) if l.iter().any(|l| l["rel"] == "next"));
-    let count = body.get("count").and_then(Value::as_u64);
-    Ok(ListPage {
-        items,
-        has_next,
-        count,
-    })
 }
 
 /// Percent-encode one path segment (everything but RFC 3986 unreserved characters).
@@ -263,24 +221,6 @@ pub fn encode_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn parse_list_checks_shape() {
-        let page = parse_list(json!({"backups": [{"id": "a"}], "backups_links": [{"rel": "next", "href": "x"}], "count": 7})).unwrap();
-        assert_eq!(page.items.len(), 1);
-        assert!(page.has_next);
-        assert_eq!(page.count, Some(7));
-        assert!(matches!(
-            parse_list(json!({"volumes": []})),
-            Err(RegionError::Body(_))
-        ));
-        assert!(matches!(
-            parse_list(json!({"backups": [{"name": "x"}]})),
-            Err(RegionError::Body(_))
-        ));
-        assert!(matches!(parse_list(json!([1])), Err(RegionError::Body(_))));
-    }
 
     #[test]
     fn segments_are_encoded() {

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::Caller;
 use crate::app::AppState;
 use crate::cursor::{self, Cursor, Position};
 use crate::fanout::{self, RegionSource};
+use crate::item::Item;
 use crate::links::Rewriter;
-use crate::merge::{self, Item, PageRequest, Start};
+use crate::merge::{self, PageRequest, Start};
 use crate::query::ListQuery;
 use crate::sort::Comparator;
 
@@ -51,15 +51,17 @@ async fn list(
         state.config.server.max_limit,
     )?;
     let sort_param = query.sort.to_param();
-    let source = RegionSource {
-        upstream: &state.upstream,
-        project,
-        ctx: &caller.ctx,
-    };
     let regions = state.upstream.regions.len();
     let binding = cursor_binding(state, project, caller, &query, &sort_param);
-
     // Cinder looks the marker up before it checks the sort keys; so does the proxy.
+    let columns = query.sort.resolve();
+    let fields: Vec<&'static str> = columns
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|(c, _)| c.field)
+        .collect();
+
     enum Marker {
         None,
         Cursor(Cursor),
@@ -72,12 +74,13 @@ async fn list(
                 .map_err(|e| ApiError::bad_request(format!("Invalid marker: {e}.")))?,
         ),
         Some(id) => {
-            let (region, item) = fanout::find_backup(state, project, id, &caller.ctx).await?;
+            let (region, item) =
+                fanout::find_backup(state, project, id, &fields, &caller.ctx).await?;
             Marker::Backup(region, item)
         }
     };
     let comparator = Comparator {
-        keys: query.sort.resolve()?,
+        keys: columns?,
         collation: state.config.merge.collation,
     };
     let starts: Vec<Start> = match marker {
@@ -93,16 +96,16 @@ async fn list(
         Marker::Backup(holder, item) => (0..regions)
             .map(|i| {
                 if i == holder && comparator.safe_marker(&item) {
-                    let id = item.get("id").and_then(Value::as_str).map(str::to_string);
+                    let position = Position {
+                        marker: Some(item.id().to_string()),
+                        skip: 0,
+                    };
                     Start {
-                        position: Position {
-                            marker: id,
-                            skip: 0,
-                        },
+                        position,
                         after: None,
                     }
                 } else {
-                    // Other regions do not know this id: scan them past its sort values.
+                    // Other regions do not know this id: read them past its sort values.
                     Start {
                         position: Position::default(),
                         after: Some(item.clone()),
@@ -112,25 +115,25 @@ async fn list(
             .collect(),
     };
 
-    let page = merge::paginate(
-        &source,
-        PageRequest {
-            filters: &query.filters,
-            sort_param,
-            comparator: &comparator,
-            limit: query.limit,
-            offset: query.offset,
-            with_count: query.with_count,
-            chunk: state.config.server.max_limit,
-        },
-        starts,
-    )
-    .await;
+    let source = RegionSource {
+        upstream: &state.upstream,
+        project,
+        fields: &fields,
+        ctx: &caller.ctx,
+    };
+    let request = PageRequest {
+        filters: &query.filters,
+        sort_param,
+        comparator: &comparator,
+        limit: query.limit,
+        offset: query.offset,
+        with_count: query.with_count,
+        chunk: state.config.server.max_limit,
+    };
+    let page = merge::paginate(&source, request, starts).await;
     let missing = fanout::judge_failures(state, &page.failed, regions)?;
     for (region, item) in &page.items {
-        if let Some(id) = item.get("id").and_then(Value::as_str) {
-            state.id_regions.insert(id.to_string(), *region);
-        }
+        state.id_regions.insert(item.id().to_string(), *region);
     }
 
     let rewriter = Rewriter {
@@ -149,7 +152,7 @@ async fn list(
             query.next_query(&cursor)
         )
     });
-    let body = render(page.items, kind, &rewriter, next, page.count);
+    let body = render(&page.items, kind, &rewriter, next.as_deref(), page.count);
 
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
@@ -159,10 +162,8 @@ async fn list(
     );
     caller.response_headers(headers);
     if !missing.is_empty() {
-        headers.insert(
-            super::MISSING_REGIONS,
-            HeaderValue::try_from(missing.join(",")).expect("names are header-safe"),
-        );
+        let names = HeaderValue::try_from(missing.join(",")).expect("region names are header-safe");
+        headers.insert(super::MISSING_REGIONS, names);
     }
     Ok(response)
 }
@@ -201,41 +202,68 @@ fn next_link(query: &ListQuery, len: usize, count: Option<u64>) -> bool {
     len > 0 && query.limit as u64 <= item_count
 }
 
+/// `{"backups": [...], "backups_links": [...], "count": N}`, in Cinder's key order, items
+/// copied from the regions' bytes with hrefs rewritten.
 fn render(
-    items: Vec<(usize, Item)>,
+    items: &[(usize, Item)],
     kind: Kind,
     rewriter: &Rewriter<'_>,
-    next: Option<String>,
+    next: Option<&str>,
     count: Option<u64>,
-) -> String {
-    let backups: Vec<Value> = items
-        .into_iter()
-        .map(|(_, mut item)| {
-            rewriter.rewrite_map(&mut item);
-            match kind {
-                Kind::Detail => Value::Object(item),
-                Kind::Summary => {
-                    let mut summary = Map::with_capacity(3);
-                    for key in ["id", "name", "links"] {
-                        summary.insert(key.to_string(), item.remove(key).unwrap_or(Value::Null));
-                    }
-                    Value::Object(summary)
-                }
-            }
-        })
-        .collect();
-    let mut body = Map::with_capacity(3);
-    body.insert("backups".into(), Value::Array(backups));
+) -> Vec<u8> {
+    let size: usize = items.iter().map(|(_, i)| i.raw().len() + 16).sum();
+    let mut out = Vec::with_capacity(size + 256);
+    out.extend_from_slice(b"{\"backups\": [");
+    for (n, (_, item)) in items.iter().enumerate() {
+        if n > 0 {
+            out.extend_from_slice(b", ");
+        }
+        match kind {
+            Kind::Detail => rewriter.write_json(item.raw(), &mut out),
+            Kind::Summary => write_summary(item, rewriter, &mut out),
+        }
+    }
+    out.push(b']');
     if let Some(href) = next {
-        body.insert(
-            "backups_links".into(),
-            serde_json::json!([{"rel": "next", "href": href}]),
+        out.extend_from_slice(b", \"backups_links\": [{\"rel\": \"next\", \"href\": ");
+        out.extend_from_slice(
+            serde_json::to_string(href)
+                .expect("a string serialises")
+                .as_bytes(),
         );
+        out.extend_from_slice(b"}]");
     }
     if let Some(count) = count {
-        body.insert("count".into(), count.into());
+        out.extend_from_slice(format!(", \"count\": {count}").as_bytes());
     }
-    Value::Object(body).to_string()
+    out.push(b'}');
+    out
+}
+
+/// The summary view (`api/views/backups.py summary`): `id`, `name`, `links`.
+fn write_summary(item: &Item, rewriter: &Rewriter<'_>, out: &mut Vec<u8>) {
+    #[derive(serde::Deserialize)]
+    struct Summary<'a> {
+        #[serde(borrow)]
+        name: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow)]
+        links: Option<&'a serde_json::value::RawValue>,
+    }
+    let summary: Summary<'_> = serde_json::from_slice(item.raw()).unwrap_or(Summary {
+        name: None,
+        links: None,
+    });
+    out.extend_from_slice(b"{\"id\": ");
+    out.extend_from_slice(
+        serde_json::to_string(item.id())
+            .expect("a string serialises")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b", \"name\": ");
+    out.extend_from_slice(summary.name.map_or("null", |r| r.get()).as_bytes());
+    out.extend_from_slice(b", \"links\": ");
+    rewriter.write_json(summary.links.map_or("[]", |r| r.get()).as_bytes(), out);
+    out.push(b'}');
 }
 
 #[cfg(test)]

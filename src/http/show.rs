@@ -5,7 +5,6 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::Caller;
 use crate::app::AppState;
@@ -21,14 +20,16 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     let mut segments = parts.uri.path().trim_start_matches('/').split('/').skip(1);
     let project = super::decode_segment(segments.next().unwrap_or(""));
     let id = super::decode_segment(segments.nth(1).unwrap_or(""));
-    match fanout::find_backup(&state, &project, &id, &caller.ctx).await {
-        Ok((_, mut item)) => {
+    match fanout::find_backup(&state, &project, &id, &[], &caller.ctx).await {
+        Ok((_, item)) => {
             let rewriter = Rewriter {
                 region_bases: &state.region_bases,
                 public_base: &caller.public_base,
             };
-            rewriter.rewrite_map(&mut item);
-            let body = serde_json::json!({ "backup": Value::Object(item) }).to_string();
+            let mut body = Vec::with_capacity(item.raw().len() + 16);
+            body.extend_from_slice(b"{\"backup\": ");
+            rewriter.write_json(item.raw(), &mut body);
+            body.push(b'}');
             let mut response = (StatusCode::OK, body).into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

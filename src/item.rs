@@ -1,0 +1,270 @@
+//! A backup as the merge sees it: the region's JSON bytes, untouched, plus the few values the
+//! current sort compares on. Items are parsed once per region answer (only the sort fields
+//! are decoded; the rest is skipped), shared by reference count, and written back out as the
+//! region wrote them, with hrefs rewritten on the way.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// One sort value, as the database would compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortValue {
+    Null,
+    Int(i64),
+    Text(Box<str>),
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The whole answer the item came from; `range` is this item's JSON object in it.
+    body: Bytes,
+    range: Range<usize>,
+    id: Box<str>,
+    /// In the order of the field list it was parsed with (the sort keys).
+    values: Box<[SortValue]>,
+}
+
+/// A backup from a region; cloning is a reference-count increment.
+#[derive(Debug, Clone)]
+pub struct Item(Arc<Inner>);
+
+impl Item {
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    pub fn values(&self) -> &[SortValue] {
+        &self.0.values
+    }
+
+    /// The item's JSON object exactly as the region sent it.
+    pub fn raw(&self) -> &[u8] {
+        &self.0.body[self.0.range.clone()]
+    }
+
+    /// Parse one JSON object (`raw`, a sub-slice of `body`), decoding only `fields`.
+    fn parse(body: &Bytes, raw: &RawValue, fields: &[&str]) -> Result<Item, String> {
+        let text = raw.get();
+        let start = text.as_ptr() as usize - body.as_ptr() as usize;
+        let range = start..start + text.len();
+        let mut values = vec![SortValue::Null; fields.len()].into_boxed_slice();
+        let mut id = None;
+        let mut de = serde_json::Deserializer::from_str(text);
+        de.deserialize_map(Picker {
+            fields,
+            values: &mut values,
+            id: &mut id,
+        })
+        .map_err(|e| format!("a backup is not a JSON object: {e}"))?;
+        let id = id.ok_or_else(|| "a backup without a string `id`".to_string())?;
+        Ok(Item(Arc::new(Inner {
+            body: body.clone(),
+            range,
+            id,
+            values,
+        })))
+    }
+
+    /// An item built from a JSON object of its own (tests, benches, the simulated region).
+    pub fn from_json(json: &[u8], fields: &[&str]) -> Result<Item, String> {
+        let body = Bytes::copy_from_slice(json);
+        let raw: &RawValue = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        Item::parse(&body, raw, fields)
+    }
+}
+
+/// Visits an item's keys, decoding `id` and the wanted fields, skipping everything else.
+struct Picker<'f, 'v> {
+    fields: &'f [&'f str],
+    values: &'v mut [SortValue],
+    id: &'v mut Option<Box<str>>,
+}
+
+impl<'de> Visitor<'de> for Picker<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a backup object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let slot = self.fields.iter().position(|f| *f == key);
+            let is_id = key == "id";
+            if slot.is_none() && !is_id {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let value = map.next_value_seed(ValueSeed)?;
+            if is_id {
+                if let SortValue::Text(s) = &value {
+                    *self.id = Some(s.clone());
+                }
+            }
+            if let Some(i) = slot {
+                self.values[i] = value;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ValueSeed;
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = SortValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<SortValue, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = SortValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sortable value")
+    }
+    fn visit_unit<E>(self) -> Result<SortValue, E> {
+        Ok(SortValue::Null)
+    }
+    fn visit_none<E>(self) -> Result<SortValue, E> {
+        Ok(SortValue::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<SortValue, E> {
+        Ok(SortValue::Int(v as i64))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<SortValue, E> {
+        Ok(SortValue::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<SortValue, E> {
+        Ok(SortValue::Int(v.min(i64::MAX as u64) as i64))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<SortValue, E> {
+        Ok(SortValue::Int(v as i64))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<SortValue, E> {
+        Ok(SortValue::Text(v.into()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SortValue, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(SortValue::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<SortValue, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(SortValue::Null)
+    }
+}
+
+/// A region's listing answer: `{"backups": [...], "backups_links": [...], "count": N}`.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub items: Vec<Item>,
+    pub has_next: bool,
+    pub count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ListBody<'a> {
+    #[serde(borrow)]
+    backups: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    backups_links: Vec<Link<'a>>,
+    count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Link<'a> {
+    #[serde(borrow)]
+    rel: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Parse a listing answer, decoding only `fields` of each backup.
+pub fn parse_list(body: Bytes, fields: &[&str]) -> Result<ListPage, String> {
+    let parsed: ListBody<'_> =
+        serde_json::from_slice(&body).map_err(|e| format!("not a listing: {e}"))?;
+    let raws = parsed.backups.ok_or("no `backups` array")?;
+    let items = raws
+        .iter()
+        .map(|raw| Item::parse(&body, raw, fields))
+        .collect::<Result<Vec<_>, _>>()?;
+    let has_next = parsed
+        .backups_links
+        .iter()
+        .any(|l| l.rel.as_deref() == Some("next"));
+    Ok(ListPage {
+        items,
+        has_next,
+        count: parsed.count,
+    })
+}
+
+#[derive(Deserialize)]
+struct ShowBody<'a> {
+    #[serde(borrow)]
+    backup: &'a RawValue,
+}
+
+/// Parse `{"backup": {...}}`.
+pub fn parse_show(body: Bytes, fields: &[&str]) -> Result<Item, String> {
+    let parsed: ShowBody<'_> =
+        serde_json::from_slice(&body).map_err(|e| format!("not a backup: {e}"))?;
+    Item::parse(&body, parsed.backup, fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_what_is_asked_and_keeps_the_bytes() {
+        let body = Bytes::from_static(
+            br#"{"backups": [{"id": "a", "name": null, "size": 3, "links": [{"href": "x"}], "created_at": "t1"},
+                             {"name": "caf\u00e9", "id": "b", "size": 1, "metadata": {"k": "v"}}],
+                 "backups_links": [{"rel": "next", "href": "n"}], "count": 9}"#,
+        );
+        let page = parse_list(body, &["name", "size", "created_at"]).unwrap();
+        assert_eq!(page.count, Some(9));
+        assert!(page.has_next);
+        let a = &page.items[0];
+        assert_eq!(a.id(), "a");
+        assert_eq!(
+            a.values(),
+            &[
+                SortValue::Null,
+                SortValue::Int(3),
+                SortValue::Text("t1".into())
+            ]
+        );
+        assert!(a.raw().starts_with(b"{\"id\": \"a\"") && a.raw().ends_with(b"\"t1\"}"));
+        let b = &page.items[1];
+        assert_eq!(b.values()[0], SortValue::Text("café".into()));
+        assert_eq!(b.values()[2], SortValue::Null);
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_listing() {
+        assert!(parse_list(Bytes::from_static(b"{\"volumes\": []}"), &[]).is_err());
+        assert!(parse_list(
+            Bytes::from_static(b"{\"backups\": [{\"name\": \"x\"}]}"),
+            &[]
+        )
+        .is_err());
+        assert!(parse_list(Bytes::from_static(b"{\"backups\": [1]}"), &[]).is_err());
+        assert!(parse_list(Bytes::from_static(b"{\"backups\": [{\"id\": 1}"), &[]).is_err());
+        assert!(parse_list(Bytes::from_static(b"[]"), &[]).is_err());
+        let show = parse_show(
+            Bytes::from_static(b"{\"backup\": {\"id\": \"z\", \"size\": 2}}"),
+            &["size"],
+        )
+        .unwrap();
+        assert_eq!(show.values(), &[SortValue::Int(2)]);
+    }
+}
