@@ -11,7 +11,8 @@ use crate::upstream::{CallContext, ListPage, RegionError, Upstream};
 
 pub struct RegionSource<'a> {
     pub upstream: &'a Upstream,
-    pub project: &'a str,
+    /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
+    pub scope: &'a str,
     /// The fields the page's comparator needs decoded.
     pub fields: &'a [&'static str],
     pub ctx: &'a CallContext,
@@ -25,7 +26,7 @@ impl Source for RegionSource<'_> {
     ) -> Result<ListPage, RegionError> {
         let result = self
             .upstream
-            .list(region, self.project, &params, self.fields, self.ctx)
+            .list(region, self.scope, &params, self.fields, self.ctx)
             .await;
         if let Err(e) = &result {
             log_failure(self.upstream, region, "list", e);
@@ -49,19 +50,19 @@ fn log_failure(upstream: &Upstream, region: usize, call: &str, e: &RegionError) 
 /// once, lowest index among the 200s. 404 only when every region says so.
 pub async fn find_backup(
     state: &AppState,
-    project: &str,
+    scope: &str,
     id: &str,
     fields: &[&str],
     ctx: &CallContext,
 ) -> Result<(usize, Item), ApiError> {
     let upstream = &state.upstream;
     if let Some(region) = state.id_regions.get(id) {
-        if let Ok(item) = upstream.show(region, project, id, fields, ctx).await {
+        if let Ok(item) = upstream.show(region, scope, id, fields, ctx).await {
             return Ok((region, item));
         }
     }
     let calls = (0..upstream.regions.len())
-        .map(|i| async move { (i, upstream.show(i, project, id, fields, ctx).await) });
+        .map(|i| async move { (i, upstream.show(i, scope, id, fields, ctx).await) });
     let mut failures = Vec::new();
     for (i, result) in futures::future::join_all(calls).await {
         match result {

@@ -136,10 +136,16 @@ impl Backup {
         m
     }
 
+    /// `project` is "" on the project-less routes: Python's os.path.join drops it.
     fn links(&self, base: &str, project: &str) -> Value {
+        let p = if project.is_empty() {
+            String::new()
+        } else {
+            format!("/{project}")
+        };
         json!([
-            {"rel": "self", "href": format!("{base}/v3/{project}/backups/{}", self.id)},
-            {"rel": "bookmark", "href": format!("{base}/{project}/backups/{}", self.id)},
+            {"rel": "self", "href": format!("{base}/v3{p}/backups/{}", self.id)},
+            {"rel": "bookmark", "href": format!("{base}{p}/backups/{}", self.id)},
         ])
     }
 }
@@ -206,6 +212,9 @@ impl SimRegion {
             )
             .route("/v3/{project}/backups", get(|s, r| backups(s, r, false)))
             .route("/v3/{project}/backups/{id}", get(show))
+            .route("/v3/backups/detail", get(|s, r| backups(s, r, true)))
+            .route("/v3/backups", get(|s, r| backups(s, r, false)))
+            .route("/v3/backups/{id}", get(show))
             .fallback(|| async {
                 (
                     StatusCode::NOT_FOUND,
@@ -269,6 +278,8 @@ async fn versions(State(sim): Sim, request: Request) -> Response {
 struct Context {
     version: Version,
     project: String,
+    /// The project as it appears in the URL: "" on the project-less routes.
+    in_url: String,
     admin: bool,
 }
 
@@ -309,7 +320,13 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
         .nth(2)
         .unwrap_or("")
         .to_string();
-    if url_project != token_project {
+    // Project-less routes (Cinder >= 3.67): the context's project applies.
+    let in_url = if url_project == "backups" {
+        String::new()
+    } else {
+        url_project
+    };
+    if !in_url.is_empty() && in_url != token_project {
         return Err(
             ApiError::bad_request("Malformed request url").into_response_with(Some(version))
         );
@@ -317,6 +334,7 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
     Ok(Context {
         version,
         project: token_project,
+        in_url,
         admin: config.admin,
     })
 }
@@ -339,7 +357,7 @@ async fn show(State(sim): Sim, request: Request) -> Response {
         .find(|b| b.id == id && !b.deleted && (ctx.admin || b.project_id == ctx.project));
     match found {
         Some(b) => {
-            let item = b.detail(ctx.version, &base_of(&request), &ctx.project, ctx.admin);
+            let item = b.detail(ctx.version, &base_of(&request), &ctx.in_url, ctx.admin);
             json_response(
                 StatusCode::OK,
                 json!({ "backup": item }).to_string(),
@@ -364,7 +382,7 @@ async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
                 .rows
                 .iter()
                 .map(|b| {
-                    let mut d = b.detail(ctx.version, &base, &ctx.project, ctx.admin);
+                    let mut d = b.detail(ctx.version, &base, &ctx.in_url, ctx.admin);
                     if !detail {
                         d.retain(|k, _| matches!(k.as_str(), "id" | "name" | "links"));
                     }
@@ -375,9 +393,13 @@ async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
             body.insert("backups".into(), Value::Array(items));
             if let Some(marker) = page.next_marker {
                 let collection = if detail { "backups/detail" } else { "backups" };
+                let scope = if ctx.in_url.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{}", ctx.in_url)
+                };
                 let href = format!(
-                    "{base}/v3/{}/{collection}?{}",
-                    ctx.project,
+                    "{base}/v3{scope}/{collection}?{}",
                     next_query(request.uri().query(), &marker)
                 );
                 body.insert(
@@ -692,6 +714,7 @@ mod tests {
         let ctx = Context {
             version,
             project: "p".into(),
+            in_url: "p".into(),
             admin: true,
         };
         let page = list(rows, &SimConfig::default(), &ctx, Some(query)).unwrap();

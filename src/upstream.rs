@@ -155,11 +155,12 @@ impl Upstream {
         Self::fetch(self.get(url, ctx), &[StatusCode::OK]).await
     }
 
-    /// `GET {base}/v3/{project}/backups/detail?{params}`, items parsed for `fields`.
+    /// `GET {base}{scope}/backups/detail?{params}`, items parsed for `fields`. `scope` is
+    /// `/v3/{project}` or, project-less (Cinder ≥ 3.67 routes), `/v3`.
     pub async fn list(
         &self,
         region: usize,
-        project: &str,
+        scope: &str,
         params: &[(String, String)],
         fields: &[&str],
         ctx: &CallContext,
@@ -169,27 +170,25 @@ impl Upstream {
             crate::query::push_pair(&mut query, k, v);
         }
         let url = format!(
-            "{}/v3/{}/backups/detail?{query}",
-            self.regions[region].base,
-            encode_segment(project)
+            "{}{scope}/backups/detail?{query}",
+            self.regions[region].base
         );
         let body = self.get_ok(&url, ctx).await?;
         item::parse_list(body, fields).map_err(RegionError::Body)
     }
 
-    /// `GET {base}/v3/{project}/backups/{id}`: the backup, or the region's refusal.
+    /// `GET {base}{scope}/backups/{id}`: the backup, or the region's refusal.
     pub async fn show(
         &self,
         region: usize,
-        project: &str,
+        scope: &str,
         id: &str,
         fields: &[&str],
         ctx: &CallContext,
     ) -> Result<Item, RegionError> {
         let url = format!(
-            "{}/v3/{}/backups/{}",
+            "{}{scope}/backups/{}",
             self.regions[region].base,
-            encode_segment(project),
             encode_segment(id)
         );
         let body = self.get_ok(&url, ctx).await?;

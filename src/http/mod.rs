@@ -26,27 +26,46 @@ pub const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-re
 pub const MISSING_REGIONS: HeaderName = HeaderName::from_static("x-aggregate-missing-regions");
 const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
-/// Every route, in one place.
+/// Every route, in one place. Each backups route also exists without the project segment
+/// (Cinder ≥ 3.67 routes; python-cinderclient's noauth mode uses them).
 pub fn routes(state: Arc<AppState>) -> Router {
     let list = |kind| get(move |s, r| list::handle(s, r, kind)).fallback(passthrough::handle);
-    Router::new()
+    let show = || get(show::handle).fallback(passthrough::handle);
+    let mut router = Router::new()
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3))
-        .route("/v3/", get(versions::v3))
-        .route("/v3/{project_id}/backups/detail", list(list::Kind::Detail))
-        .route(
-            "/v3/{project_id}/native/backups/detail",
-            list(list::Kind::Detail),
-        )
-        .route("/v3/{project_id}/backups", list(list::Kind::Summary))
-        .route(
-            "/v3/{project_id}/backups/{backup_id}",
-            get(show::handle).fallback(passthrough::handle),
-        )
+        .route("/v3/", get(versions::v3));
+    for scope in ["/v3/{project_id}", "/v3"] {
+        router = router
+            .route(&format!("{scope}/backups/detail"), list(list::Kind::Detail))
+            .route(
+                &format!("{scope}/native/backups/detail"),
+                list(list::Kind::Detail),
+            )
+            .route(&format!("{scope}/backups"), list(list::Kind::Summary))
+            .route(&format!("{scope}/backups/{{backup_id}}"), show());
+    }
+    router
         .route("/healthz", get(|| async { "OK" }))
         .route("/readyz", get(versions::readyz))
         .fallback(passthrough::handle)
         .with_state(state)
+}
+
+/// The part of a backups path before the collection, as the client sent it: `/v3/{project}`,
+/// or `/v3` for the project-less routes. Regions are asked under the same scope, so their
+/// links and the caller's identity work out as they would talking to Cinder directly.
+pub fn scope(path: &str) -> Result<&str, ApiError> {
+    let second = path.split('/').nth(2).unwrap_or("");
+    if second == "backups" || second == "native" {
+        return Ok("/v3");
+    }
+    if second.is_empty() || second == "." || second == ".." {
+        return Err(ApiError::NotFound(
+            "The resource could not be found.".into(),
+        ));
+    }
+    Ok(&path[..3 + 1 + second.len()])
 }
 
 pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
@@ -141,6 +160,22 @@ pub fn public_base(state: &AppState, parts: &Parts) -> String {
         }
     }
     format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scope_is_the_path_before_the_collection() {
+        assert_eq!(super::scope("/v3/abc/backups/detail").unwrap(), "/v3/abc");
+        assert_eq!(
+            super::scope("/v3/abc/native/backups/detail").unwrap(),
+            "/v3/abc"
+        );
+        assert_eq!(super::scope("/v3/a%20b/backups/x").unwrap(), "/v3/a%20b");
+        assert_eq!(super::scope("/v3/backups/detail").unwrap(), "/v3");
+        assert_eq!(super::scope("/v3/native/backups/detail").unwrap(), "/v3");
+        assert!(super::scope("/v3/../backups").is_err());
+    }
 }
 
 /// A path segment as the client meant it (percent-decoded).

@@ -17,10 +17,14 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let mut segments = parts.uri.path().trim_start_matches('/').split('/').skip(1);
-    let project = super::decode_segment(segments.next().unwrap_or(""));
-    let id = super::decode_segment(segments.nth(1).unwrap_or(""));
-    match fanout::find_backup(&state, &project, &id, &[], &caller.ctx).await {
+    let version = Some(caller.ctx.version);
+    let path = parts.uri.path();
+    let scope = match super::scope(path) {
+        Ok(s) => s,
+        Err(e) => return e.into_response_with(version),
+    };
+    let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
+    match fanout::find_backup(&state, scope, &id, &[], &caller.ctx).await {
         Ok((_, item)) => {
             let rewriter = Rewriter {
                 region_bases: &state.region_bases,
@@ -38,6 +42,6 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             caller.response_headers(response.headers_mut());
             response
         }
-        Err(e) => e.into_response_with(Some(caller.ctx.version)),
+        Err(e) => e.into_response_with(version),
     }
 }

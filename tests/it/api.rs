@@ -445,6 +445,47 @@ async fn with_count_is_summed_and_duplicates_returned_once() {
     assert!(r.json().get("count").is_none());
 }
 
+/// Cinder ≥ 3.67 also routes without the project (python-cinderclient's noauth mode does
+/// this): the regions are asked the same way, and links carry no project.
+#[tokio::test]
+async fn project_less_routes() {
+    let h = three_regions("").await;
+    let r = h.get("/v3/backups/detail?limit=2", Some("3.67")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.ids(), ["c-009", "b-009"]);
+    assert_eq!(
+        r.json()["backups"][0]["links"][0]["href"],
+        format!("{}/v3/backups/c-009", h.base)
+    );
+    assert_eq!(
+        r.json()["backups"][0]["links"][1]["href"],
+        format!("{}/backups/c-009", h.base)
+    );
+    let next = r.next().unwrap();
+    assert!(
+        next.starts_with(&format!("{}/v3/backups/detail?limit=2&marker=", h.base)),
+        "{next}"
+    );
+    assert_eq!(h.get(&next, Some("3.67")).await.ids(), ["a-009", "c-008"]);
+    assert!(h.regions[0]
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| r.starts_with("/v3/backups/detail?")));
+    let r = h.get("/v3/backups?limit=1", Some("3.67")).await;
+    assert_eq!(r.ids(), ["c-009"]);
+    let r = h.get("/v3/backups/b-003", Some("3.67")).await;
+    assert_eq!(
+        r.json()["backup"]["links"][0]["href"],
+        format!("{}/v3/backups/b-003", h.base)
+    );
+    assert_eq!(
+        h.get("/v3/native/backups/detail?limit=1", None).await.ids(),
+        ["c-009"]
+    );
+}
+
 #[tokio::test]
 async fn show_route_finds_the_region() {
     let h = three_regions("").await;

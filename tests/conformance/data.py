@@ -1,0 +1,58 @@
+"""The conformance data set: ties in created_at, NULL and empty names, mixed case, all six
+statuses, two projects, soft-deleted rows, split over three regions."""
+import datetime
+
+P1 = "6f0e4c52a9d84cc6b1e2f3a4b5c6d7e8"
+P2 = "9a8b7c6d5e4f40318293a4b5c6d7e8f9"
+STATUSES = ["available", "error", "creating", "deleting", "restoring", "error_deleting"]
+NAMES = [None, "Nightly-Upper", "nightly-lower", "", "broken-archive", "Alpha", None, "alpha", "beta",
+         "Beta", "gamma", "zeta", None, "Gamma"]
+VOLUMES = [f"{v:08x}-1111-4222-8333-000000000000" for v in (0xA1, 0xB2, 0xC3, 0xD4)]
+BASE = datetime.datetime(2024, 3, 1, 12, 0, 0)
+REGIONS = ["r0", "r1", "r2"]
+
+
+def backup_id(i):
+    # Ids whose order is unrelated to creation order.
+    h = (i * 2654435761) % 2**32
+    return f"{h:08x}-{i:04x}-4abc-8def-{i * 7919 % 10**12:012d}"
+
+
+def rows():
+    out = []
+    for i in range(54):
+        created = BASE + datetime.timedelta(minutes=(i // 3) * 17)  # ties of three
+        status = STATUSES[i % 6]
+        row = {
+            "id": backup_id(i),
+            "user_id": "user1",
+            "project_id": P2 if i % 9 == 8 else P1,
+            "volume_id": VOLUMES[i % 4],
+            "status": status,
+            "size": [1, 5, 10, 0, 2][i % 5],
+            "object_count": None if status == "creating" else i % 4,
+            "availability_zone": ["az1", "az2"][i % 2],
+            "container": "volumebackups",
+            "display_name": NAMES[i % len(NAMES)],
+            "display_description": None if i % 3 else f"backup {i}",
+            "fail_reason": "driver error" if status == "error" else None,
+            "created_at": created.isoformat(),
+            "updated_at": (created + datetime.timedelta(minutes=5)).isoformat() if i % 4 else None,
+            "data_timestamp": created.isoformat(),
+            "parent_id": backup_id(i - 1) if i % 5 == 4 else None,
+            "num_dependent_backups": 1 if i % 5 == 3 else 0,
+            "metadata": {"tier": ["gold", "silver"][i % 2]} if i % 2 else {},
+        }
+        if i % 11 == 10:
+            row["deleted"] = True
+            row["deleted_at"] = (created + datetime.timedelta(hours=1)).isoformat()
+        out.append(row)
+    return out
+
+
+def split():
+    """{region name: rows}; every row in exactly one region."""
+    regions = {name: [] for name in REGIONS}
+    for i, row in enumerate(rows()):
+        regions[REGIONS[(i * 5 + i // 7) % 3]].append(row)
+    return regions
