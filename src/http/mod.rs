@@ -162,6 +162,13 @@ pub fn public_base(state: &AppState, parts: &Parts) -> String {
     format!("{scheme}://{host}")
 }
 
+/// A path segment as the client meant it (percent-decoded).
+pub fn decode_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -176,11 +183,4 @@ mod tests {
         assert_eq!(super::scope("/v3/native/backups/detail").unwrap(), "/v3");
         assert!(super::scope("/v3/../backups").is_err());
     }
-}
-
-/// A path segment as the client meant it (percent-decoded).
-pub fn decode_segment(s: &str) -> String {
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
 }
