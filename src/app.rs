@@ -7,6 +7,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+use crate::cache::Caches;
 use crate::config::Config;
 use crate::cursor::CursorKey;
 use crate::http::versions::VersionBook;
@@ -14,18 +15,19 @@ use crate::upstream::Upstream;
 
 pub struct AppState {
     pub config: Config,
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     pub cursor_key: CursorKey,
     pub versions: VersionBook,
     /// Backup id → region index, learnt from listings and lookups (for show and markers).
     pub id_regions: moka::sync::Cache<String, usize>,
     /// Region endpoint roots, for href rewriting.
     pub region_bases: Vec<String>,
+    pub caches: Caches,
 }
 
 impl AppState {
     pub fn new(config: Config) -> Arc<AppState> {
-        let upstream = Upstream::new(&config);
+        let upstream = Arc::new(Upstream::new(&config));
         let cursor_key = match &config.server.cursor_secret {
             Some(secret) => CursorKey::new(secret.as_bytes()),
             None => CursorKey::random(),
@@ -35,6 +37,7 @@ impl AppState {
             versions: VersionBook::new(config.regions.len()),
             id_regions: moka::sync::Cache::new(100_000),
             region_bases,
+            caches: Caches::new(&config.cache),
             cursor_key,
             upstream,
             config,

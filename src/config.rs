@@ -20,6 +20,7 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     pub merge: MergeConfig,
+    pub cache: CacheConfig,
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
     #[serde(default)]
@@ -63,6 +64,34 @@ pub enum Collation {
 #[serde(deny_unknown_fields)]
 pub struct MergeConfig {
     pub collation: Collation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheScope {
+    /// Entries are keyed by a keyed hash of the caller's token: never shared across callers.
+    Token,
+    /// Shared by callers of one project and role set; needs token validation (not built yet).
+    Project,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Freshness; 0 turns caching off (requests are still coalesced).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stale_while_revalidate: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// Bound of each layer's weighed bytes (region pages, responses): half each.
+    pub max_bytes: bytesize::ByteSize,
+    pub scope: CacheScope,
+    pub honor_client_no_cache: bool,
+    /// HMAC key for the identity part of cache keys; random at start when unset.
+    #[serde(default)]
+    pub key_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -193,6 +222,24 @@ impl Config {
                 ));
             }
         }
+        if self.cache.scope == CacheScope::Project {
+            return Err(invalid(
+                "cache.scope",
+                "\"project\" needs Keystone token validation, which vbs-proxy does not do yet; use \"token\"",
+            ));
+        }
+        if self.cache.max_bytes.as_u64() < 1024 * 1024 {
+            return Err(invalid("cache.max_bytes", "must be at least 1MiB"));
+        }
+        if matches!(&self.cache.key_secret, Some(s) if s.len() < 16) {
+            return Err(invalid(
+                "cache.key_secret",
+                "must be at least 16 characters",
+            ));
+        }
+        if matches!(&self.admin.token, Some(t) if t.len() < 16) {
+            return Err(invalid("admin.token", "must be at least 16 characters"));
+        }
         if self.upstream.timeout.is_zero() {
             return Err(invalid("upstream.timeout", "must be greater than 0"));
         }
@@ -277,6 +324,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("server.primary_region"), "{err}");
+        let err = Config::from_toml(&format!("{ONE_REGION}[cache]\nscope = \"project\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cache.scope"), "{err}");
+        let err = Config::from_toml(&format!("{ONE_REGION}[cache]\nmax_bytes = \"lots\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_bytes"), "{err}");
         let err = Config::from_toml(&format!("{ONE_REGION}[upstream]\ntimeout = \"soon\"\n"))
             .unwrap_err()
             .to_string();

@@ -7,15 +7,59 @@ use crate::app::AppState;
 use crate::config::FailurePolicy;
 use crate::http::error::ApiError;
 use crate::merge::{Item, Source};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::cache::layer::{Fetched, Served};
 use crate::upstream::{CallContext, ListPage, RegionError, Upstream};
 
+/// The regions as the merge reads them, through the region-page cache.
 pub struct RegionSource<'a> {
-    pub upstream: &'a Upstream,
+    state: &'a AppState,
     /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
-    pub scope: &'a str,
+    scope: &'a str,
     /// The fields the page's comparator needs decoded.
-    pub fields: &'a [&'static str],
-    pub ctx: &'a CallContext,
+    fields: &'a [&'static str],
+    ctx: &'a CallContext,
+    identity: &'a str,
+    refresh: bool,
+    /// A region's failure was covered by a stale page: the answer must not be stored.
+    pub degraded: AtomicBool,
+}
+
+impl<'a> RegionSource<'a> {
+    pub fn new(
+        state: &'a AppState,
+        scope: &'a str,
+        fields: &'a [&'static str],
+        ctx: &'a CallContext,
+        identity: &'a str,
+        refresh: bool,
+    ) -> RegionSource<'a> {
+        RegionSource {
+            state,
+            scope,
+            fields,
+            ctx,
+            identity,
+            refresh,
+            degraded: AtomicBool::new(false),
+        }
+    }
+
+    fn key(&self, region: usize, params: &[(String, String)]) -> String {
+        let mut key = format!(
+            "{}\n{}\n{region}\n{}\n{}\n",
+            self.identity,
+            self.ctx.version,
+            self.scope,
+            self.fields.join(",")
+        );
+        for (k, v) in params {
+            crate::query::push_pair(&mut key, k, v);
+        }
+        key
+    }
 }
 
 impl Source for RegionSource<'_> {
@@ -24,14 +68,43 @@ impl Source for RegionSource<'_> {
         region: usize,
         params: Vec<(String, String)>,
     ) -> Result<ListPage, RegionError> {
-        let result = self
-            .upstream
-            .list(region, self.scope, &params, self.fields, self.ctx)
-            .await;
-        if let Err(e) = &result {
-            log_failure(self.upstream, region, "list", e);
-        }
-        result
+        let key = self.key(region, &params);
+        let (state, scope, ctx) = (self.state, self.scope.to_string(), self.ctx.clone());
+        let fields = self.fields.to_vec();
+        let upstream = state.upstream.clone();
+        let enabled = state.caches.enabled;
+        let fetch = move || async move {
+            let result = upstream.list(region, &scope, &params, &fields, &ctx).await;
+            if let Err(e) = &result {
+                log_failure(&upstream, region, "list", e);
+            }
+            let failed = result
+                .as_ref()
+                .err()
+                .is_some_and(crate::cache::upstream_failed);
+            let store = (enabled && result.is_ok()).then(|| {
+                let weight = result
+                    .as_ref()
+                    .map_or(0, |p| p.weight())
+                    .min(u32::MAX as usize) as u32;
+                (weight, Arc::from(scope.as_str()))
+            });
+            Fetched {
+                value: Arc::new(result),
+                store,
+                failed,
+            }
+        };
+        let served = state.caches.pages.get(key, self.refresh, fetch).await;
+        let result = match served {
+            Served::Hit(e) | Served::StaleWhileRevalidate(e) => e.value.clone(),
+            Served::StaleIfError(e) => {
+                self.degraded.store(true, Ordering::Relaxed);
+                e.value.clone()
+            }
+            Served::Fetched { fetched, .. } => fetched.value.clone(),
+        };
+        (*result).clone()
     }
 }
 

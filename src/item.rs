@@ -171,6 +171,20 @@ pub struct ListPage {
     pub count: Option<u64>,
 }
 
+impl ListPage {
+    /// Bytes held: the region's answers the items point into, plus per-item bookkeeping.
+    pub fn weight(&self) -> usize {
+        let mut bodies: Vec<(*const u8, usize)> = self
+            .items
+            .iter()
+            .map(|i| (i.0.body.as_ptr(), i.0.body.len()))
+            .collect();
+        bodies.sort_unstable();
+        bodies.dedup();
+        bodies.iter().map(|(_, len)| len).sum::<usize>() + self.items.len() * 96 + 128
+    }
+}
+
 #[derive(Deserialize)]
 struct ListBody<'a> {
     #[serde(borrow)]

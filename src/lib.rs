@@ -6,6 +6,7 @@
 //! handler's render. `sim` is a simulated Cinder region for the demo and the tests.
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod cursor;
 pub mod demo;

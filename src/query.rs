@@ -81,6 +81,28 @@ impl ListQuery {
         })
     }
 
+    /// The query as a cache key: every parameter that shapes the answer, defaults filled,
+    /// filters sorted by name (repeats kept in order: the last one wins upstream) and
+    /// re-encoded, so equivalent spellings share an entry.
+    pub fn canonical(&self) -> String {
+        let mut filters: Vec<&(String, String)> = self.filters.iter().collect();
+        filters.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = format!(
+            "limit={}&offset={}&with_count={}&sort={}",
+            self.limit,
+            self.offset,
+            self.with_count,
+            self.sort.to_param()
+        );
+        if let Some(m) = &self.marker {
+            push_pair(&mut out, "marker", m);
+        }
+        for (k, v) in filters {
+            push_pair(&mut out, k, v);
+        }
+        out
+    }
+
     /// The query string of the next link: the client's parameters in order, `marker` removed
     /// and appended with the new value, encoded like Python's `urllib.parse.urlencode`.
     pub fn next_query(&self, marker: &str) -> String {
@@ -262,6 +284,20 @@ mod tests {
             lq.next_query("m"),
             "sort=created_at%3Adesc&name~=a+b%2A&limit=2&marker=m"
         );
+    }
+
+    #[test]
+    fn equivalent_queries_share_a_canonical_form() {
+        let c = |raw: &str| q(raw).unwrap().canonical();
+        assert_eq!(c(""), c("limit=1000"));
+        assert_eq!(c("status=a&name=b"), c("name=b&status=a"));
+        assert_eq!(c("name=a%20b"), c("name=a+b"));
+        assert_eq!(c("sort=size"), c("sort=size:desc"));
+        assert_eq!(c("sort_key=size&sort_dir=asc"), c("sort=size:asc"));
+        assert_eq!(c("with_count=true"), c("with_count=yes"));
+        assert_ne!(c("status=a&status=b"), c("status=b&status=a"));
+        assert_ne!(c("limit=5"), c("limit=6"));
+        assert_ne!(c("marker=x"), c(""));
     }
 
     #[test]

@@ -68,33 +68,36 @@ impl ApiError {
         (status, body)
     }
 
-    /// The answer, with the microversion headers when the version was resolved (Cinder puts
-    /// them on faults raised inside the API, not on version-header errors).
-    pub fn into_response_with(self, version: Option<Version>) -> Response {
-        let mut response = match self {
+    /// Status, content type and body bytes.
+    pub fn into_parts(self) -> (StatusCode, Option<HeaderValue>, Bytes) {
+        match self {
             ApiError::Upstream {
                 status,
                 content_type,
                 body,
-            } => {
-                let mut r = (status, body).into_response();
-                if let Some(ct) = content_type {
-                    r.headers_mut().insert(header::CONTENT_TYPE, ct);
-                }
-                r
-            }
+            } => (status, content_type, body),
             other => {
                 if matches!(other, ApiError::Internal(_)) {
                     tracing::error!(error = %other, "internal error");
                 }
                 let (status, body) = other.fault();
-                let mut r = (status, body.to_string()).into_response();
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                r
+                (
+                    status,
+                    Some(HeaderValue::from_static("application/json")),
+                    Bytes::from(body.to_string()),
+                )
             }
+        }
+    }
+
+    /// The answer, with the microversion headers when the version was resolved (Cinder puts
+    /// them on faults raised inside the API, not on version-header errors).
+    pub fn into_response_with(self, version: Option<Version>) -> Response {
+        let (status, content_type, body) = self.into_parts();
+        let mut response = (status, body).into_response();
+        match content_type {
+            Some(ct) => response.headers_mut().insert(header::CONTENT_TYPE, ct),
+            None => response.headers_mut().remove(header::CONTENT_TYPE),
         };
         if let Some(v) = version {
             crate::http::set_version_headers(response.headers_mut(), v);

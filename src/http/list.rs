@@ -1,15 +1,20 @@
 //! `GET /v3/{project}/backups[/detail]` and the VBS alias `/native/backups/detail`:
-//! parse → resolve the marker → merge over the regions → render.
+//! parse → cache → (on a miss, in a task of its own) resolve the marker → merge over the
+//! regions → render.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use super::error::ApiError;
-use super::Caller;
+use super::{body::Chunks, Caller};
 use crate::app::AppState;
+use crate::cache::layer::{Fetched, Served};
+use crate::cache::Produced;
 use crate::cursor::{self, Cursor, Position};
 use crate::fanout::{self, RegionSource};
 use crate::item::Item;
@@ -25,6 +30,19 @@ pub enum Kind {
     Summary,
 }
 
+/// A listing request, owned, so it can be produced in a task of its own.
+pub struct ListRequest {
+    pub scope: String,
+    pub path: String,
+    pub query: ListQuery,
+    pub caller: Caller,
+    pub kind: Kind,
+    /// HMAC of the token: the caller's part of every cache key.
+    pub identity: String,
+    /// The client asked for `Cache-Control: no-cache` (and that is honoured).
+    pub refresh: bool,
+}
+
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request, kind: Kind) -> Response {
     let (parts, _body) = request.into_parts();
     let caller = match Caller::from_parts(&state, &parts) {
@@ -32,27 +50,240 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request, kind: 
         Err(e) => return e.into_response(),
     };
     let version = caller.ctx.version;
-    match list(&state, &parts, &caller, kind).await {
-        Ok(response) => response,
-        Err(e) => e.into_response_with(Some(version)),
-    }
+    let request = match prepare(&state, &parts, caller, kind) {
+        Ok(r) => r,
+        Err(e) => return e.into_response_with(Some(version)),
+    };
+    serve(state, request, &parts.headers).await
 }
 
-async fn list(
+/// Everything decided from the request alone; its errors (bad input) are never cached.
+fn prepare(
     state: &AppState,
     parts: &axum::http::request::Parts,
-    caller: &Caller,
+    caller: Caller,
     kind: Kind,
-) -> Result<Response, ApiError> {
-    let scope = super::scope(parts.uri.path())?;
+) -> Result<ListRequest, ApiError> {
+    let path = parts.uri.path();
+    let scope = super::scope(path)?.to_string();
     let query = ListQuery::parse(
         parts.uri.query(),
         caller.ctx.version,
         state.config.server.max_limit,
     )?;
+    let identity = state.caches.identity(caller.ctx.token.as_bytes());
+    let refresh = state.caches.honor_client_no_cache && asks_no_cache(&parts.headers);
+    Ok(ListRequest {
+        scope,
+        path: path.to_string(),
+        query,
+        caller,
+        kind,
+        identity,
+        refresh,
+    })
+}
+
+fn asks_no_cache(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').any(|d| {
+                matches!(
+                    d.trim().to_ascii_lowercase().as_str(),
+                    "no-cache" | "no-store" | "max-age=0"
+                )
+            })
+        })
+    })
+}
+
+/// The response-layer key: who, which version, which representation, which canonical query.
+fn response_key(r: &ListRequest) -> String {
+    format!(
+        "{}\n{}\n{:?}\n{}{}\n{}",
+        r.identity,
+        r.caller.ctx.version,
+        r.kind,
+        r.caller.public_base,
+        r.path,
+        r.query.canonical()
+    )
+}
+
+async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) -> Response {
+    let key = response_key(&request);
+    let request = Arc::new(request);
+    let refresh = request.refresh;
+    let (st, rq) = (state.clone(), request.clone());
+    let served = state
+        .caches
+        .responses
+        .get(key, refresh, move || produce_for_cache(st, rq))
+        .await;
+    let ttl = state.caches.ttl;
+    let (produced, cache_status, age) = match served {
+        Served::Hit(e) => {
+            let age = e.age(tokio::time::Instant::now());
+            let left = ttl.saturating_sub(age).as_secs();
+            (
+                e.value.clone(),
+                format!("vbs-proxy; hit; ttl={left}"),
+                Some(age.as_secs()),
+            )
+        }
+        Served::StaleWhileRevalidate(e) => {
+            let age = e.age(tokio::time::Instant::now());
+            (
+                e.value.clone(),
+                "vbs-proxy; hit; fwd=stale".to_string(),
+                Some(age.as_secs()),
+            )
+        }
+        Served::StaleIfError(e) => {
+            let age = e.age(tokio::time::Instant::now());
+            (
+                e.value.clone(),
+                "vbs-proxy; hit; fwd=stale; detail=stale-if-error".to_string(),
+                Some(age.as_secs()),
+            )
+        }
+        Served::Fetched { fetched, collapsed } => {
+            let fwd = if refresh { "request" } else { "miss" };
+            let mut status = format!("vbs-proxy; fwd={fwd}");
+            if collapsed {
+                status.push_str("; collapsed");
+            }
+            if fetched.store.is_some() {
+                status.push_str("; stored");
+            }
+            (fetched.value.clone(), status, None)
+        }
+    };
+    respond(&produced, &request, headers, cache_status, age)
+}
+
+/// The response for this request from a produced answer: its own next link, its headers.
+fn respond(
+    produced: &Produced,
+    request: &ListRequest,
+    headers: &HeaderMap,
+    cache_status: String,
+    age: Option<u64>,
+) -> Response {
+    let not_modified = produced
+        .etag
+        .as_ref()
+        .is_some_and(|etag| matches_etag(headers, etag));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let body = match &produced.cursor {
+            None => Chunks::new([produced.head.clone(), Bytes::new(), produced.tail.clone()]),
+            Some(cursor) => {
+                let href = format!(
+                    "{}{}?{}",
+                    request.caller.public_base,
+                    request.path,
+                    request.query.next_query(cursor)
+                );
+                let href = serde_json::to_vec(&href).expect("a string serialises");
+                Chunks::new([
+                    produced.head.clone(),
+                    Bytes::from(href),
+                    produced.tail.clone(),
+                ])
+            }
+        };
+        let mut r = axum::body::Body::new(body).into_response();
+        *r.status_mut() = produced.status;
+        if let Some(ct) = &produced.content_type {
+            r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+        }
+        if let Some(missing) = &produced.missing_regions {
+            r.headers_mut()
+                .insert(super::MISSING_REGIONS, missing.clone());
+        }
+        r
+    };
+    let h = response.headers_mut();
+    request.caller.response_headers(h);
+    if let Some(etag) = &produced.etag {
+        h.insert(header::ETAG, etag.clone());
+    }
+    h.insert(
+        super::CACHE_STATUS,
+        HeaderValue::try_from(cache_status).expect("ascii"),
+    );
+    if let Some(age) = age {
+        h.insert(header::AGE, HeaderValue::from(age));
+    }
+    response
+}
+
+/// `If-None-Match` against a weak validator (weak comparison, RFC 9110 §13.1.2).
+fn matches_etag(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = etag.to_str().unwrap_or("").trim_start_matches("W/");
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.trim_start_matches("W/") == ours)
+        })
+}
+
+async fn produce_for_cache(
+    state: Arc<AppState>,
+    request: Arc<ListRequest>,
+) -> Fetched<Arc<Produced>> {
+    let produced = match list(&state, &request).await {
+        Ok(p) => p,
+        Err(e) => {
+            let (status, content_type, body) = e.into_parts();
+            Produced {
+                status,
+                head: body,
+                cursor: None,
+                tail: Bytes::new(),
+                etag: None,
+                missing_regions: None,
+                content_type,
+                degraded: false,
+            }
+        }
+    };
+    let complete = produced.status == StatusCode::OK
+        && produced.missing_regions.is_none()
+        && !produced.degraded;
+    let failed = produced.missing_regions.is_some()
+        || produced.status.is_server_error()
+        || produced.status == StatusCode::TOO_MANY_REQUESTS;
+    let store = (state.caches.enabled && complete).then(|| {
+        // What the entry really holds: its bytes, plus key and bookkeeping.
+        let weight = (produced.len() + 512).min(u32::MAX as usize) as u32;
+        (weight, Arc::from(request.scope.as_str()))
+    });
+    Fetched {
+        value: Arc::new(produced),
+        store,
+        failed,
+    }
+}
+
+async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiError> {
+    let ListRequest {
+        scope,
+        query,
+        caller,
+        kind,
+        ..
+    } = request;
+    let scope = scope.as_str();
     let sort_param = query.sort.to_param();
     let regions = state.upstream.regions.len();
-    let binding = cursor_binding(state, scope, caller, &query, &sort_param);
+    let binding = cursor_binding(state, scope, caller, query, &sort_param);
     // Cinder looks the marker up before it checks the sort keys; so does the proxy.
     let columns = query.sort.resolve();
     let fields: Vec<&'static str> = columns
@@ -115,13 +346,15 @@ async fn list(
             .collect(),
     };
 
-    let source = RegionSource {
-        upstream: &state.upstream,
+    let source = RegionSource::new(
+        state,
         scope,
-        fields: &fields,
-        ctx: &caller.ctx,
-    };
-    let request = PageRequest {
+        &fields,
+        &caller.ctx,
+        &request.identity,
+        request.refresh,
+    );
+    let page_request = PageRequest {
         filters: &query.filters,
         sort_param,
         comparator: &comparator,
@@ -130,7 +363,7 @@ async fn list(
         with_count: query.with_count,
         chunk: state.config.server.max_limit,
     };
-    let page = merge::paginate(&source, request, starts).await;
+    let page = merge::paginate(&source, page_request, starts).await;
     let missing = fanout::judge_failures(state, &page.failed, regions)?;
     for (region, item) in &page.items {
         state.id_regions.insert(item.id().to_string(), *region);
@@ -140,32 +373,26 @@ async fn list(
         region_bases: &state.region_bases,
         public_base: &caller.public_base,
     };
-    let next = next_link(&query, page.items.len(), page.count).then(|| {
-        let cursor = Cursor {
+    let cursor = next_link(query, page.items.len(), page.count).then(|| {
+        Cursor {
             positions: page.positions.clone(),
         }
-        .encode(&state.cursor_key, &binding);
-        format!(
-            "{}{}?{}",
-            caller.public_base,
-            parts.uri.path(),
-            query.next_query(&cursor)
-        )
+        .encode(&state.cursor_key, &binding)
     });
-    let body = render(&page.items, kind, &rewriter, next.as_deref(), page.count);
-
-    let mut response = (StatusCode::OK, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    caller.response_headers(headers);
-    if !missing.is_empty() {
-        let names = HeaderValue::try_from(missing.join(",")).expect("region names are header-safe");
-        headers.insert(super::MISSING_REGIONS, names);
-    }
-    Ok(response)
+    let (head, tail) = render(&page.items, *kind, &rewriter, cursor.is_some(), page.count);
+    let etag = Produced::etag_for(&head, cursor.as_deref(), &tail);
+    Ok(Produced {
+        status: StatusCode::OK,
+        head: Bytes::from(head),
+        cursor,
+        tail: Bytes::from(tail),
+        etag: Some(etag),
+        missing_regions: (!missing.is_empty()).then(|| {
+            HeaderValue::try_from(missing.join(",")).expect("region names are header-safe")
+        }),
+        content_type: Some(HeaderValue::from_static("application/json")),
+        degraded: source.degraded.load(Ordering::Relaxed),
+    })
 }
 
 /// A cursor is valid only for the query that produced it.
@@ -198,14 +425,15 @@ fn next_link(query: &ListQuery, len: usize, count: Option<u64>) -> bool {
 }
 
 /// `{"backups": [...], "backups_links": [...], "count": N}`, in Cinder's key order, items
-/// copied from the regions' bytes with hrefs rewritten.
+/// copied from the regions' bytes with hrefs rewritten. With a next link, the body is split
+/// where its href goes: the href repeats each client's own parameters.
 fn render(
     items: &[(usize, Item)],
     kind: Kind,
     rewriter: &Rewriter<'_>,
-    next: Option<&str>,
+    next: bool,
     count: Option<u64>,
-) -> Vec<u8> {
+) -> (Vec<u8>, Vec<u8>) {
     let size: usize = items.iter().map(|(_, i)| i.raw().len() + 16).sum();
     let mut out = Vec::with_capacity(size + 256);
     out.extend_from_slice(b"{\"backups\": [");
@@ -219,20 +447,19 @@ fn render(
         }
     }
     out.push(b']');
-    if let Some(href) = next {
+    let mut tail = Vec::with_capacity(64);
+    if next {
         out.extend_from_slice(b", \"backups_links\": [{\"rel\": \"next\", \"href\": ");
-        out.extend_from_slice(
-            serde_json::to_string(href)
-                .expect("a string serialises")
-                .as_bytes(),
-        );
-        out.extend_from_slice(b"}]");
+        tail.extend_from_slice(b"}]");
     }
     if let Some(count) = count {
-        out.extend_from_slice(format!(", \"count\": {count}").as_bytes());
+        tail.extend_from_slice(format!(", \"count\": {count}").as_bytes());
     }
-    out.push(b'}');
-    out
+    tail.push(b'}');
+    if !next {
+        out.append(&mut tail);
+    }
+    (out, tail)
 }
 
 /// The summary view (`api/views/backups.py summary`): `id`, `name`, `links`.

@@ -1,6 +1,7 @@
 //! The HTTP front: routes, thin handlers and what they share (token, microversion, request
 //! id, public base URL, response headers).
 
+pub mod body;
 pub mod error;
 pub mod list;
 pub mod passthrough;
@@ -24,6 +25,7 @@ pub const API_VERSION: HeaderName = HeaderName::from_static("openstack-api-versi
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-openstack-request-id");
 pub const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-request-id");
 pub const MISSING_REGIONS: HeaderName = HeaderName::from_static("x-aggregate-missing-regions");
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
 /// Every route, in one place. Each backups route also exists without the project segment
@@ -80,6 +82,7 @@ pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
 }
 
 /// What an aggregated route needs from the request before it goes upstream.
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub ctx: CallContext,
     pub public_base: String,

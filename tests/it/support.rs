@@ -51,7 +51,8 @@ impl Reply {
 
 impl Harness {
     /// Regions with these settings and rows; `extra` is more proxy TOML (sections after the
-    /// regions).
+    /// regions). Caching is off (`cache.ttl = 0`) unless `extra` has a `[cache]` section:
+    /// these tests change the regions between requests.
     pub async fn start(regions: Vec<(SimConfig, Vec<Backup>)>, extra: &str) -> Harness {
         let mut sims = Vec::new();
         let mut urls = Vec::new();
@@ -64,6 +65,9 @@ impl Harness {
             urls.push(url);
         }
         toml.push_str(extra);
+        if !extra.contains("[cache]") {
+            toml.push_str("\n[cache]\nttl = \"0s\"\n");
+        }
         let config = Config::from_toml(&toml).expect("valid test config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

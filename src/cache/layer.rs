@@ -1,0 +1,429 @@
+//! One cache layer: a byte-bounded moka cache, freshness by an explicit stored-at time (so
+//! tests can drive it with paused tokio time; moka's own clock does not follow it), and
+//! request coalescing where the fetch runs in its own task, so a caller that goes away does
+//! not cancel the work the others wait for.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio::time::{Duration, Instant};
+
+use super::metrics::LayerMetrics;
+
+/// TTL and the two staleness windows after it (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    /// Serve it and refresh in the background.
+    StaleWhileRevalidate,
+    /// Refresh first; serve it only if the refresh fails.
+    StaleIfError,
+    Expired,
+}
+
+impl Policy {
+    pub fn classify(&self, age: Duration) -> Freshness {
+        if age < self.ttl {
+            Freshness::Fresh
+        } else if age < self.ttl + self.stale_while_revalidate {
+            Freshness::StaleWhileRevalidate
+        } else if age < self.ttl + self.stale_if_error {
+            Freshness::StaleIfError
+        } else {
+            Freshness::Expired
+        }
+    }
+
+    /// How long moka keeps an entry at all (it is reclaimed after this, in real time).
+    fn keep(&self) -> Duration {
+        self.ttl + self.stale_while_revalidate.max(self.stale_if_error)
+    }
+}
+
+/// A stored value and what the layer needs to judge and purge it.
+#[derive(Debug)]
+pub struct Stored<V> {
+    pub value: V,
+    pub stored_at: Instant,
+    pub weight: u32,
+    /// The scope (`/v3/{project}`) it belongs to, for purges.
+    pub scope: Arc<str>,
+}
+
+impl<V> Stored<V> {
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored_at)
+    }
+}
+
+/// What a fetch produced: the value for every waiter, and whether to keep it.
+#[derive(Debug)]
+pub struct Fetched<V> {
+    pub value: V,
+    /// Keep it (a complete 200).
+    pub store: Option<(u32, Arc<str>)>,
+    /// The upstream failed (timeout, 429, 5xx, a region missing): stale may be served instead.
+    pub failed: bool,
+}
+
+/// How a lookup was answered.
+pub enum Served<V> {
+    Hit(Arc<Stored<V>>),
+    /// Stale, served while one background refresh runs.
+    StaleWhileRevalidate(Arc<Stored<V>>),
+    /// Stale, served because the refresh failed.
+    StaleIfError(Arc<Stored<V>>),
+    Fetched {
+        fetched: Arc<Fetched<V>>,
+        collapsed: bool,
+    },
+}
+
+type Flight<V> = Shared<BoxFuture<'static, Arc<Fetched<V>>>>;
+
+struct Inner<K, V> {
+    entries: moka::sync::Cache<K, Arc<Stored<V>>>,
+    inflight: Mutex<HashMap<K, Flight<V>>>,
+    policy: Policy,
+    metrics: Arc<LayerMetrics>,
+}
+
+pub struct Layer<K, V>(Arc<Inner<K, V>>);
+
+impl<K, V> Clone for Layer<K, V> {
+    fn clone(&self) -> Self {
+        Layer(self.0.clone())
+    }
+}
+
+/// Values are shared between the store and every waiter: make `V` cheap to clone (an `Arc`).
+impl<K, V> Layer<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub fn new(max_bytes: u64, policy: Policy, metrics: Arc<LayerMetrics>) -> Layer<K, V> {
+        let evictions = metrics.clone();
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_k, v: &Arc<Stored<V>>| v.weight)
+            .time_to_live(policy.keep().max(Duration::from_millis(1)))
+            .eviction_listener(move |_k, _v, cause| {
+                if cause.was_evicted() {
+                    evictions.evictions.inc();
+                }
+            })
+            .build();
+        Layer(Arc::new(Inner {
+            entries,
+            inflight: Mutex::new(HashMap::new()),
+            policy,
+            metrics,
+        }))
+    }
+
+    pub fn metrics(&self) -> &LayerMetrics {
+        &self.0.metrics
+    }
+
+    /// Answer from the cache or through `fetch`, coalescing concurrent misses on `key`.
+    /// `refresh`: the client asked for `no-cache`; a stored value is used only if the fetch
+    /// fails.
+    pub async fn get<F, Fut>(&self, key: K, refresh: bool, fetch: F) -> Served<V>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Fetched<V>> + Send + 'static,
+    {
+        let inner = &self.0;
+        let stored = inner.entries.get(&key);
+        let freshness = stored
+            .as_ref()
+            .map(|s| inner.policy.classify(s.age(Instant::now())));
+        if let (Some(s), Some(f), false) = (&stored, freshness, refresh) {
+            match f {
+                Freshness::Fresh => {
+                    inner.metrics.hits.inc();
+                    return Served::Hit(s.clone());
+                }
+                Freshness::StaleWhileRevalidate => {
+                    inner.metrics.stale.inc();
+                    // One refresh, in its own task; nobody waits for it.
+                    drop(self.flight(key, fetch));
+                    return Served::StaleWhileRevalidate(s.clone());
+                }
+                _ => {}
+            }
+        }
+        inner.metrics.misses.inc();
+        let (flight, collapsed) = self.flight(key, fetch);
+        if collapsed {
+            inner.metrics.coalesced.inc();
+        }
+        let fetched = flight.await;
+        if fetched.failed {
+            let usable = matches!(
+                freshness,
+                Some(Freshness::Fresh | Freshness::StaleWhileRevalidate | Freshness::StaleIfError)
+            );
+            if let (Some(s), true) = (stored, usable) {
+                inner.metrics.stale.inc();
+                return Served::StaleIfError(s);
+            }
+        }
+        Served::Fetched { fetched, collapsed }
+    }
+
+    /// Join the fetch in flight for `key`, or start one in a task of its own.
+    fn flight<F, Fut>(&self, key: K, fetch: F) -> (Flight<V>, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Fetched<V>> + Send + 'static,
+    {
+        let mut inflight = self.0.inflight.lock().expect("not poisoned");
+        if let Some(flight) = inflight.get(&key) {
+            return (flight.clone(), true);
+        }
+        let layer = self.clone();
+        let task_key = key.clone();
+        let work = fetch();
+        let task = tokio::spawn(async move {
+            let fetched = Arc::new(work.await);
+            if let Some((weight, scope)) = &fetched.store {
+                let stored = Stored {
+                    value: fetched.value.clone(),
+                    stored_at: Instant::now(),
+                    weight: *weight,
+                    scope: scope.clone(),
+                };
+                layer.0.entries.insert(task_key.clone(), Arc::new(stored));
+            }
+            // Stored first, then forgotten: a request in between finds one or the other.
+            layer
+                .0
+                .inflight
+                .lock()
+                .expect("not poisoned")
+                .remove(&task_key);
+            fetched
+        });
+        let flight = async move { task.await.expect("the fetch task does not panic") }
+            .boxed()
+            .shared();
+        inflight.insert(key, flight.clone());
+        (flight, false)
+    }
+
+    /// Drop every entry whose scope is `scope` (all when `None`); how many were dropped.
+    pub fn purge(&self, scope: Option<&str>) -> usize {
+        let entries = &self.0.entries;
+        let doomed: Vec<K> = entries
+            .iter()
+            .filter(|(_, v)| scope.is_none_or(|s| &*v.scope == s))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        for k in &doomed {
+            entries.invalidate(k);
+        }
+        doomed.len()
+    }
+
+    /// Bytes held (by the weigher), after pending maintenance.
+    pub fn weighted_size(&self) -> u64 {
+        self.0.entries.run_pending_tasks();
+        self.0.entries.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn layer(ttl: u64, swr: u64, sie: u64) -> Layer<&'static str, u32> {
+        let policy = Policy {
+            ttl: Duration::from_secs(ttl),
+            stale_while_revalidate: Duration::from_secs(swr),
+            stale_if_error: Duration::from_secs(sie),
+        };
+        Layer::new(1 << 20, policy, Arc::new(LayerMetrics::default()))
+    }
+
+    fn ok(v: u32) -> Fetched<u32> {
+        Fetched {
+            value: v,
+            store: Some((8, "/v3/p".into())),
+            failed: false,
+        }
+    }
+
+    fn failed(v: u32) -> Fetched<u32> {
+        Fetched {
+            value: v,
+            store: None,
+            failed: true,
+        }
+    }
+
+    fn value(s: &Served<u32>) -> (u32, &'static str) {
+        match s {
+            Served::Hit(e) => (e.value, "hit"),
+            Served::StaleWhileRevalidate(e) => (e.value, "swr"),
+            Served::StaleIfError(e) => (e.value, "sie"),
+            Served::Fetched { fetched, .. } => (fetched.value, "fetched"),
+        }
+    }
+
+    /// Let spawned fetch tasks run to completion (paused time: no sleeping involved).
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttl_then_stale_while_revalidate_then_stale_if_error_then_expired() {
+        let l = layer(30, 10, 300);
+        assert_eq!(
+            value(&l.get("k", false, || async { ok(1) }).await),
+            (1, "fetched")
+        );
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(
+            value(&l.get("k", false, || async { ok(2) }).await),
+            (1, "hit")
+        );
+        // 35 s: stale within SWR → the old value now, one refresh behind it.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(
+            value(&l.get("k", false, || async { ok(3) }).await),
+            (1, "swr")
+        );
+        settle().await;
+        assert_eq!(
+            value(&l.get("k", false, || async { ok(4) }).await),
+            (3, "hit")
+        );
+        // 100 s after the refresh: past SWR, within stale-if-error.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        assert_eq!(
+            value(&l.get("k", false, || async { failed(5) }).await),
+            (3, "sie")
+        );
+        assert_eq!(
+            value(&l.get("k", false, || async { ok(6) }).await),
+            (6, "fetched")
+        );
+        // Past every window: a failure is the answer.
+        tokio::time::advance(Duration::from_secs(400)).await;
+        assert_eq!(
+            value(&l.get("k", false, || async { failed(7) }).await),
+            (7, "fetched")
+        );
+        assert_eq!(l.metrics().hits.get(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refresh_bypasses_a_fresh_entry_but_falls_back_on_error() {
+        let l = layer(30, 0, 300);
+        l.get("k", false, || async { ok(1) }).await;
+        assert_eq!(
+            value(&l.get("k", true, || async { ok(2) }).await),
+            (2, "fetched")
+        );
+        assert_eq!(
+            value(&l.get("k", true, || async { failed(3) }).await),
+            (2, "sie")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_misses_make_one_fetch_that_survives_its_caller() {
+        let l = layer(30, 0, 0);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let gate = rx.shared();
+        let fetch = |calls: Arc<AtomicUsize>, gate: Shared<tokio::sync::oneshot::Receiver<()>>| {
+            move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _ = gate.await;
+                ok(9)
+            }
+        };
+        // The first caller starts the fetch and is then dropped (its client went away).
+        let first = tokio::spawn({
+            let l = l.clone();
+            let f = fetch(calls.clone(), gate.clone());
+            async move { value(&l.get("k", false, f).await).0 }
+        });
+        settle().await;
+        first.abort();
+        let waiters: Vec<_> = (0..50)
+            .map(|_| {
+                let l = l.clone();
+                let f = fetch(calls.clone(), gate.clone());
+                tokio::spawn(async move {
+                    match l.get("k", false, f).await {
+                        Served::Fetched { fetched, collapsed } => (fetched.value, collapsed),
+                        other => (value(&other).0, false),
+                    }
+                })
+            })
+            .collect();
+        settle().await;
+        tx.send(()).unwrap();
+        for w in waiters {
+            assert_eq!(w.await.unwrap(), (9, true));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(l.metrics().coalesced.get(), 50);
+        assert_eq!(
+            value(&l.get("k", false, || async { ok(10) }).await),
+            (9, "hit")
+        );
+    }
+
+    #[tokio::test]
+    async fn bounded_by_bytes_and_purged_by_scope() {
+        let policy = Policy {
+            ttl: Duration::from_secs(60),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        };
+        let l: Layer<u32, u32> = Layer::new(10_000, policy, Arc::new(LayerMetrics::default()));
+        for k in 0..100u32 {
+            let scope: Arc<str> = if k % 2 == 0 {
+                "/v3/a".into()
+            } else {
+                "/v3/b".into()
+            };
+            l.get(k, false, move || async move {
+                Fetched {
+                    value: k,
+                    store: Some((1000, scope)),
+                    failed: false,
+                }
+            })
+            .await;
+        }
+        assert!(l.weighted_size() <= 10_000, "{}", l.weighted_size());
+        assert!(l.metrics().evictions.get() > 0);
+        let before = l.0.entries.iter().count();
+        let a =
+            l.0.entries
+                .iter()
+                .filter(|(_, v)| &*v.scope == "/v3/a")
+                .count();
+        assert_eq!(l.purge(Some("/v3/a")), a);
+        assert_eq!(l.purge(None), before - a);
+    }
+}

@@ -1,0 +1,152 @@
+//! The cache (SPEC §5): two byte-bounded layers — region pages (parsed upstream answers,
+//! reused by every client page that needs the same upstream call) and responses (the
+//! rendered bytes; a hit serves them with no parsing and no serialising) — keyed per caller
+//! by an HMAC of the token, never the token itself.
+
+pub mod layer;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode};
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::config::CacheConfig;
+use crate::item::ListPage;
+use crate::upstream::RegionError;
+use layer::{Layer, Policy};
+use metrics::LayerMetrics;
+
+/// A listing answer as produced once and served many times. The next link is the only part
+/// that depends on the request (it repeats the client's own parameters), so the body is kept
+/// as the bytes before its href, the cursor, and the bytes after.
+#[derive(Debug)]
+pub struct Produced {
+    pub status: StatusCode,
+    pub head: Bytes,
+    /// With a next link: the cursor; `head` ends just before the href string.
+    pub cursor: Option<String>,
+    pub tail: Bytes,
+    pub etag: Option<HeaderValue>,
+    pub missing_regions: Option<HeaderValue>,
+    pub content_type: Option<HeaderValue>,
+    /// Built from a stale region page: never stored.
+    pub degraded: bool,
+}
+
+impl Produced {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len() + self.cursor.as_ref().map_or(0, String::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A weak validator over the content (the next link's parameter order may differ between
+    /// equivalent requests, so the bytes are only semantically equal).
+    pub fn etag_for(head: &[u8], cursor: Option<&str>, tail: &[u8]) -> HeaderValue {
+        let mut h = Sha256::new();
+        h.update(head);
+        h.update(cursor.unwrap_or("").as_bytes());
+        h.update(tail);
+        let digest = h.finalize();
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        HeaderValue::try_from(format!("W/\"{hex}\"")).expect("ascii")
+    }
+}
+
+pub type PageResult = Arc<Result<ListPage, RegionError>>;
+
+pub struct Caches {
+    /// `cache.ttl > 0`: store answers (coalescing happens either way).
+    pub enabled: bool,
+    pub honor_client_no_cache: bool,
+    pub ttl: std::time::Duration,
+    pub responses: Layer<String, Arc<Produced>>,
+    pub pages: Layer<String, PageResult>,
+    identity_key: Vec<u8>,
+}
+
+impl Caches {
+    pub fn new(config: &CacheConfig) -> Caches {
+        let policy = Policy {
+            ttl: config.ttl,
+            stale_while_revalidate: config.stale_while_revalidate,
+            stale_if_error: config.stale_if_error,
+        };
+        let half = config.max_bytes.as_u64() / 2;
+        let identity_key = match &config.key_secret {
+            Some(s) => s.as_bytes().to_vec(),
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        Caches {
+            enabled: !config.ttl.is_zero(),
+            honor_client_no_cache: config.honor_client_no_cache,
+            ttl: config.ttl,
+            responses: Layer::new(half, policy, Arc::new(LayerMetrics::default())),
+            pages: Layer::new(half, policy, Arc::new(LayerMetrics::default())),
+            identity_key,
+        }
+    }
+
+    /// The caller's part of every key: HMAC-SHA-256 of the token, hex. The token itself is
+    /// never stored, logged or counted.
+    pub fn identity(&self, token: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.identity_key).expect("any key length");
+        mac.update(token);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Drop the entries of `scope` (`/v3/{project}`) and the project-less ones (whose project
+    /// only the token knows), or everything; how many were dropped.
+    pub fn purge(&self, scope: Option<&str>) -> usize {
+        match scope {
+            None => self.responses.purge(None) + self.pages.purge(None),
+            Some(s) => {
+                let mut n = self.responses.purge(Some(s)) + self.pages.purge(Some(s));
+                if s != "/v3" {
+                    n += self.responses.purge(Some("/v3")) + self.pages.purge(Some("/v3"));
+                }
+                n
+            }
+        }
+    }
+}
+
+/// Whether a region failure is one that stale data may stand in for (SPEC §5).
+pub fn upstream_failed(e: &RegionError) -> bool {
+    match e.status() {
+        Some(s) => s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error(),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_keyed_and_never_the_token() {
+        let config =
+            crate::Config::from_toml("[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n")
+                .unwrap();
+        let (a, b) = (Caches::new(&config.cache), Caches::new(&config.cache));
+        let id = a.identity(b"secret-token");
+        assert_eq!(id.len(), 64);
+        assert!(!id.contains("secret"));
+        assert_eq!(id, a.identity(b"secret-token"));
+        assert_ne!(id, a.identity(b"other-token"));
+        assert_ne!(
+            id,
+            b.identity(b"secret-token"),
+            "random keys differ per process"
+        );
+    }
+}
