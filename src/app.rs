@@ -23,6 +23,7 @@ pub struct AppState {
     /// Region endpoint roots, for href rewriting.
     pub region_bases: Vec<String>,
     pub caches: Caches,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -33,11 +34,14 @@ impl AppState {
             None => CursorKey::random(),
         };
         let region_bases = upstream.regions.iter().map(|r| r.base.clone()).collect();
+        let caches = Caches::new(&config.cache);
+        let metrics = crate::metrics::Metrics::new(&caches);
         Arc::new(AppState {
             versions: VersionBook::new(config.regions.len()),
             id_regions: moka::sync::Cache::new(100_000),
             region_bases,
-            caches: Caches::new(&config.cache),
+            caches,
+            metrics,
             cursor_key,
             upstream,
             config,

@@ -15,6 +15,7 @@ pub mod http;
 pub mod item;
 pub mod links;
 pub mod merge;
+pub mod metrics;
 pub mod microversion;
 pub mod query;
 pub mod sim;

@@ -187,6 +187,12 @@ pub struct SimRegion {
     pub calls: AtomicUsize,
     /// Every request line (path and query) received, for assertions.
     pub requests: Mutex<Vec<String>>,
+    /// Refusals by token (a region that does not accept this caller).
+    pub refuse: RwLock<std::collections::HashMap<String, Fault>>,
+    /// Signalled (one stored permit) whenever a backups request arrives.
+    pub arrived: tokio::sync::Notify,
+    /// When set, backups requests wait here for a permit before answering.
+    pub gate: RwLock<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl SimRegion {
@@ -210,7 +216,10 @@ impl SimRegion {
                 "/v3/{project}/backups/detail",
                 get(|s, r| backups(s, r, true)),
             )
-            .route("/v3/{project}/backups", get(|s, r| backups(s, r, false)))
+            .route(
+                "/v3/{project}/backups",
+                get(|s, r| backups(s, r, false)).post(create),
+            )
             .route("/v3/{project}/backups/{id}", get(show))
             .route("/v3/backups/detail", get(|s, r| backups(s, r, true)))
             .route("/v3/backups", get(|s, r| backups(s, r, false)))
@@ -287,6 +296,7 @@ struct Context {
 #[allow(clippy::result_large_err)] // a test double; the error is the answer itself
 fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
     sim.calls.fetch_add(1, AtomicOrdering::SeqCst);
+    sim.arrived.notify_one();
     let pq = request
         .uri()
         .path_and_query()
@@ -304,6 +314,9 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
     else {
         return Err(StatusCode::NO_CONTENT.into_response());
     };
+    if let Some(f) = sim.refuse.read().expect("lock").get(token) {
+        return Err(json_response(f.status, f.body.clone(), None));
+    }
     let token_project = token.split_once(':').map_or(token, |(_, p)| p).to_string();
     let version = microversion::negotiate(
         request
@@ -339,8 +352,26 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
     })
 }
 
+/// `POST /v3/{project}/backups`: accepted (the simulation stores nothing); for write-through
+/// tests.
+async fn create(State(sim): Sim) -> Response {
+    sim.calls.fetch_add(1, AtomicOrdering::SeqCst);
+    let body = json!({"backup": {"id": "new-backup", "name": null, "links": []}}).to_string();
+    json_response(StatusCode::ACCEPTED, body, None)
+}
+
+/// Wait at the gate, if one is set (tests hold requests in flight with it).
+async fn pass_gate(sim: &SimRegion) {
+    let gate = sim.gate.read().expect("lock").clone();
+    if let Some(gate) = gate {
+        let _permit = gate.acquire().await;
+    }
+}
+
 async fn show(State(sim): Sim, request: Request) -> Response {
-    let ctx = match context(&sim, &request) {
+    let ctx = context(&sim, &request);
+    pass_gate(&sim).await;
+    let ctx = match ctx {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -369,7 +400,9 @@ async fn show(State(sim): Sim, request: Request) -> Response {
 }
 
 async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
-    let ctx = match context(&sim, &request) {
+    let ctx = context(&sim, &request);
+    pass_gate(&sim).await;
+    let ctx = match ctx {
         Ok(c) => c,
         Err(r) => return r,
     };

@@ -136,6 +136,10 @@ where
         &self.0.metrics
     }
 
+    pub fn metrics_arc(&self) -> Arc<LayerMetrics> {
+        self.0.metrics.clone()
+    }
+
     /// Answer from the cache or through `fetch`, coalescing concurrent misses on `key`.
     /// `refresh`: the client asked for `no-cache`; a stored value is used only if the fetch
     /// fails.

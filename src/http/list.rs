@@ -156,6 +156,9 @@ async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) 
             if fetched.store.is_some() {
                 status.push_str("; stored");
             }
+            if fetched.value.degraded {
+                status.push_str("; detail=stale-if-error");
+            }
             (fetched.value.clone(), status, None)
         }
     };
@@ -257,7 +260,10 @@ async fn produce_for_cache(
     let complete = produced.status == StatusCode::OK
         && produced.missing_regions.is_none()
         && !produced.degraded;
+    // A region missing, or covered by a stale page: the response layer's own stale entry, if
+    // any, is the better answer.
     let failed = produced.missing_regions.is_some()
+        || produced.degraded
         || produced.status.is_server_error()
         || produced.status == StatusCode::TOO_MANY_REQUESTS;
     let store = (state.caches.enabled && complete).then(|| {

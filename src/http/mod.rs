@@ -1,6 +1,7 @@
 //! The HTTP front: routes, thin handlers and what they share (token, microversion, request
 //! id, public base URL, response headers).
 
+pub mod admin;
 pub mod body;
 pub mod error;
 pub mod list;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use axum::extract::ConnectInfo;
 use axum::http::{request::Parts, HeaderMap, HeaderName, HeaderValue};
 use axum::routing::get;
+
 use axum::Router;
 
 use crate::app::AppState;
@@ -50,6 +52,8 @@ pub fn routes(state: Arc<AppState>) -> Router {
     router
         .route("/healthz", get(|| async { "OK" }))
         .route("/readyz", get(versions::readyz))
+        .route("/metrics", get(admin::metrics))
+        .route("/admin/cache/purge", axum::routing::post(admin::purge))
         .fallback(passthrough::handle)
         .with_state(state)
 }

@@ -72,6 +72,16 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         .await;
     match result {
         Ok(upstream) => {
+            // A successful write changes what the project's listings would show.
+            if parts.method != axum::http::Method::GET
+                && parts.method != axum::http::Method::HEAD
+                && upstream.status().is_success()
+            {
+                if let Ok(scope) = super::scope(parts.uri.path()) {
+                    let purged = state.caches.purge(Some(scope));
+                    tracing::debug!(scope, purged, "write passed through: listings dropped");
+                }
+            }
             let mut response = Response::builder().status(upstream.status());
             if let Some(headers) = response.headers_mut() {
                 *headers = copy_headers(upstream.headers());

@@ -2,6 +2,7 @@
 //! Cinder regions that count their calls.
 
 mod api;
+mod cache;
 mod cli;
 mod merge_props;
 mod reference;

@@ -16,6 +16,7 @@ pub struct Harness {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub client: reqwest::Client,
+    pub state: Arc<AppState>,
 }
 
 pub struct Reply {
@@ -75,8 +76,8 @@ impl Harness {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let state = AppState::new(config);
         vbs_proxy::http::versions::refresh(&state).await;
-        let app =
-            vbs_proxy::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = vbs_proxy::router(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -85,6 +86,7 @@ impl Harness {
             region_urls: urls,
             base,
             client: reqwest::Client::new(),
+            state,
         }
     }
 

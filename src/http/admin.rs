@@ -1,0 +1,96 @@
+//! `POST /admin/cache/purge` and `GET /metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use crate::app::AppState;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Purge {
+    project_id: Option<String>,
+}
+
+/// Equal, in time that does not depend on where they differ (both sides hashed first, so
+/// lengths do not leak either).
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// `{"project_id": "..."}` drops that project's entries, `{}` drops all; answers how many.
+pub async fn purge(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let Some(expected) = &state.config.admin.token else {
+        return ApiError::NotFound("The resource could not be found.".into()).into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let Some(given) = parts.headers.get("x-admin-token") else {
+        return ApiError::Unauthorized("X-Admin-Token is required.".into()).into_response();
+    };
+    if !same_secret(given.as_bytes(), expected.as_bytes()) {
+        let (status, body) = (
+            StatusCode::FORBIDDEN,
+            r#"{"forbidden": {"code": 403, "message": "Invalid admin token."}}"#,
+        );
+        return (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
+    }
+    let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::bad_request("Request body too large or unreadable.").into_response()
+        }
+    };
+    let purge: Purge = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Purge::default()
+    } else {
+        match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                return ApiError::bad_request(format!("Invalid purge request: {e}")).into_response()
+            }
+        }
+    };
+    let scope = purge
+        .project_id
+        .as_ref()
+        .map(|p| format!("/v3/{}", crate::upstream::encode_segment(p)));
+    let purged = state.caches.purge(scope.as_deref());
+    tracing::info!(
+        project = purge.project_id.as_deref().unwrap_or("*"),
+        purged,
+        "cache purged"
+    );
+    let body = serde_json::json!({ "purged": purged }).to_string();
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let body = state.metrics.render(&state.caches);
+    let ct = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
+    ([(header::CONTENT_TYPE, ct)], body).into_response()
+}
