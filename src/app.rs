@@ -24,6 +24,8 @@ pub struct AppState {
     pub region_bases: Vec<String>,
     pub caches: Caches,
     pub metrics: crate::metrics::Metrics,
+    /// Inbound requests in flight (server.max_in_flight).
+    pub in_flight: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -35,13 +37,14 @@ impl AppState {
         };
         let region_bases = upstream.regions.iter().map(|r| r.base.clone()).collect();
         let caches = Caches::new(&config.cache);
-        let metrics = crate::metrics::Metrics::new(&caches);
+        let metrics = crate::metrics::Metrics::new(&caches, &upstream);
         Arc::new(AppState {
             versions: VersionBook::new(config.regions.len()),
             id_regions: moka::sync::Cache::new(100_000),
             region_bases,
             caches,
             metrics,
+            in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight),
             cursor_key,
             upstream,
             config,
@@ -50,8 +53,17 @@ impl AppState {
 }
 
 /// The whole application: routes plus middleware, in one place.
+/// The whole application, and the middleware order, in one place: every request is traced;
+/// API requests then pass the inbound protection (header size, load shedding, request
+/// timeout); the operational routes (`/healthz`, `/readyz`, `/metrics`) skip it so probes and
+/// scrapes still answer under overload.
 pub fn router(state: Arc<AppState>) -> Router {
-    crate::http::routes(state).layer(TraceLayer::new_for_http())
+    let api = crate::http::routes(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::http::protect::inbound,
+    ));
+    api.merge(crate::http::ops_routes(state))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// Learn the regions' versions, then serve on `listener` until `shutdown` resolves.
@@ -62,10 +74,25 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     crate::http::versions::refresh(&state).await;
     let refresher = crate::http::versions::spawn_refresher(state.clone());
+    let grace = state.config.server.shutdown_grace;
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    });
+    // Stop accepting at once; give requests in flight `server.shutdown_grace` to finish.
+    let deadline = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = server => result,
+        _ = deadline => {
+            tracing::warn!(grace = ?grace, "shutdown grace expired with requests still in flight");
+            Ok(())
+        }
+    };
     refresher.abort();
     result
 }

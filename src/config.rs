@@ -42,6 +42,18 @@ pub struct ServerConfig {
     pub primary_region: Option<String>,
     /// Forward other `/v3/` paths to the primary region; off → 404.
     pub passthrough: bool,
+    /// Longest a client request may take before the proxy answers 504.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Requests handled at once; more are shed with 503 and `Retry-After`.
+    pub max_in_flight: usize,
+    /// Largest request body accepted (pass-through writes, admin).
+    pub max_request_body: bytesize::ByteSize,
+    /// Largest total of request header bytes.
+    pub max_header_bytes: bytesize::ByteSize,
+    /// After SIGTERM/SIGINT: how long in-flight requests may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -112,6 +124,87 @@ pub struct UpstreamConfig {
     /// How often the regions' version documents are re-read (for `latest` and `GET /`).
     #[serde(with = "humantime_serde")]
     pub version_refresh: Duration,
+    #[serde(flatten)]
+    pub protection: Protection,
+}
+
+/// Per-region protection; `[upstream]` sets it for all, a `[[regions]]` entry may override
+/// any key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protection {
+    /// Retries of an idempotent GET after a timeout, connection error or 5xx.
+    pub retries: u32,
+    /// Base of the jittered exponential backoff between retries.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Retries allowed per request sent (plus a reserve of 10).
+    pub retry_budget: f64,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// Failure ratio over the last 20 calls that opens the breaker.
+    pub breaker_failure_ratio: f64,
+    /// How long an open breaker fails fast before one probe.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// Requests in flight to the region at once.
+    pub max_concurrency: usize,
+    /// Requests per second to the region; 0 = no limit.
+    pub rate_limit: f64,
+    /// How long a request waits for a concurrency slot or a rate token before the region
+    /// counts as unavailable for it.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Larger upstream answers are the region's failure.
+    pub max_body_bytes: bytesize::ByteSize,
+}
+
+/// A region's overrides of `[upstream]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionOverrides {
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    pub retries: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub retry_backoff: Option<Duration>,
+    pub retry_budget: Option<f64>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_failure_ratio: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    pub breaker_cooldown: Option<Duration>,
+    pub max_concurrency: Option<usize>,
+    pub rate_limit: Option<f64>,
+    #[serde(default, with = "humantime_serde")]
+    pub queue_timeout: Option<Duration>,
+    pub max_body_bytes: Option<bytesize::ByteSize>,
+}
+
+impl Config {
+    /// The effective protection and timeouts of region `i`.
+    pub fn region_protection(&self, i: usize) -> (Protection, Duration, Duration) {
+        let o = &self.regions[i].overrides;
+        let g = &self.upstream.protection;
+        let p = Protection {
+            retries: o.retries.unwrap_or(g.retries),
+            retry_backoff: o.retry_backoff.unwrap_or(g.retry_backoff),
+            retry_budget: o.retry_budget.unwrap_or(g.retry_budget),
+            breaker_failures: o.breaker_failures.unwrap_or(g.breaker_failures),
+            breaker_failure_ratio: o.breaker_failure_ratio.unwrap_or(g.breaker_failure_ratio),
+            breaker_cooldown: o.breaker_cooldown.unwrap_or(g.breaker_cooldown),
+            max_concurrency: o.max_concurrency.unwrap_or(g.max_concurrency),
+            rate_limit: o.rate_limit.unwrap_or(g.rate_limit),
+            queue_timeout: o.queue_timeout.unwrap_or(g.queue_timeout),
+            max_body_bytes: o.max_body_bytes.unwrap_or(g.max_body_bytes),
+        };
+        (
+            p,
+            o.timeout.unwrap_or(self.upstream.timeout),
+            o.connect_timeout.unwrap_or(self.upstream.connect_timeout),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -133,6 +226,25 @@ pub struct LogConfig {
 pub struct RegionConfig {
     pub name: String,
     pub url: String,
+    #[serde(flatten)]
+    pub overrides: RegionOverrides,
+}
+
+impl RegionConfig {
+    fn overrides_key(&self, key: &str) -> bool {
+        let o = &self.overrides;
+        match key {
+            "timeout" => o.timeout.is_some(),
+            "connect_timeout" => o.connect_timeout.is_some(),
+            "max_concurrency" => o.max_concurrency.is_some(),
+            "breaker_failure_ratio" => o.breaker_failure_ratio.is_some(),
+            "breaker_failures" => o.breaker_failures.is_some(),
+            "retry_budget" => o.retry_budget.is_some(),
+            "rate_limit" => o.rate_limit.is_some(),
+            "retries" => o.retries.is_some(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,14 +352,19 @@ impl Config {
         if matches!(&self.admin.token, Some(t) if t.len() < 16) {
             return Err(invalid("admin.token", "must be at least 16 characters"));
         }
-        if self.upstream.timeout.is_zero() {
-            return Err(invalid("upstream.timeout", "must be greater than 0"));
+        for (key, d) in [
+            ("server.request_timeout", self.server.request_timeout),
+            ("server.shutdown_grace", self.server.shutdown_grace),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
         }
-        if self.upstream.connect_timeout.is_zero() {
-            return Err(invalid(
-                "upstream.connect_timeout",
-                "must be greater than 0",
-            ));
+        if self.server.max_in_flight == 0 {
+            return Err(invalid("server.max_in_flight", "must be at least 1"));
+        }
+        for i in 0..self.regions.len() {
+            self.validate_region_protection(i)?;
         }
         if self.upstream.version_refresh.is_zero() {
             return Err(invalid(
@@ -258,6 +375,56 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
+    }
+
+    fn validate_region_protection(&self, i: usize) -> Result<(), ConfigError> {
+        let (p, timeout, connect) = self.region_protection(i);
+        // Name the key where the value came from: the region's override or [upstream].
+        let at = |k: &str| {
+            if self.regions[i].overrides_key(k) {
+                format!("regions[{i}].{k}")
+            } else {
+                format!("upstream.{k}")
+            }
+        };
+        let checks: [(&str, bool, &str); 8] = [
+            ("timeout", timeout.is_zero(), "must be greater than 0"),
+            (
+                "connect_timeout",
+                connect.is_zero(),
+                "must be greater than 0",
+            ),
+            (
+                "max_concurrency",
+                p.max_concurrency == 0,
+                "must be at least 1",
+            ),
+            (
+                "breaker_failures",
+                p.breaker_failures == 0,
+                "must be at least 1",
+            ),
+            (
+                "breaker_failure_ratio",
+                !(p.breaker_failure_ratio > 0.0 && p.breaker_failure_ratio <= 1.0),
+                "must be in (0, 1]",
+            ),
+            (
+                "retry_budget",
+                !(p.retry_budget >= 0.0 && p.retry_budget.is_finite()),
+                "must be a non-negative number",
+            ),
+            (
+                "rate_limit",
+                !(p.rate_limit >= 0.0 && p.rate_limit.is_finite()),
+                "must be a non-negative number (0 = no limit)",
+            ),
+            ("retries", p.retries > 10, "must be at most 10"),
+        ];
+        match checks.iter().find(|(_, bad, _)| *bad) {
+            Some((key, _, message)) => Err(invalid(at(key), *message)),
+            None => Ok(()),
+        }
     }
 
     /// Index of the primary region (pass-through target).
@@ -336,6 +503,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn regions_override_upstream_protection() {
+        let toml = "[upstream]\nretries = 1\nmax_concurrency = 8\n[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nmax_concurrency = 2\ntimeout = \"3s\"\n";
+        let c = Config::from_toml(toml).unwrap();
+        let (p, timeout, _) = c.region_protection(0);
+        assert_eq!(
+            (p.retries, p.max_concurrency, timeout),
+            (1, 2, Duration::from_secs(3))
+        );
+        let bad = "[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nmax_concurrency = 0\n";
+        let err = Config::from_toml(bad).unwrap_err().to_string();
+        assert!(err.contains("regions[0].max_concurrency"), "{err}");
     }
 
     #[test]

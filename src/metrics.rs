@@ -3,7 +3,10 @@
 use std::borrow::Cow;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cache::Caches;
@@ -11,11 +14,35 @@ use crate::cache::Caches;
 pub struct Metrics {
     registry: Registry,
     bytes: [Gauge; 2],
+    /// 0 closed, 1 half-open, 2 open; by region.
+    breaker: Family<RegionLabel, Gauge>,
 }
 
 impl Metrics {
-    pub fn new(caches: &Caches) -> Metrics {
+    pub fn new(caches: &Caches, upstream: &crate::upstream::Upstream) -> Metrics {
         let mut registry = Registry::with_prefix("vbs");
+        let u = &upstream.metrics;
+        registry.register(
+            "upstream_calls",
+            "Upstream calls by region and outcome",
+            u.calls.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Upstream retries by region",
+            u.retries.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Upstream call latency by region",
+            u.latency.clone(),
+        );
+        let breaker = Family::<RegionLabel, Gauge>::default();
+        registry.register(
+            "upstream_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            breaker.clone(),
+        );
         let bytes = [Gauge::default(), Gauge::default()];
         let layers = [
             ("responses", caches.responses.metrics_arc()),
@@ -47,15 +74,94 @@ impl Metrics {
             );
             sub.register("cache_bytes", "Bytes held, as weighed", gauge.clone());
         }
-        Metrics { registry, bytes }
+        Metrics {
+            registry,
+            bytes,
+            breaker,
+        }
     }
 
     /// The text exposition, with the cache sizes read now.
-    pub fn render(&self, caches: &Caches) -> String {
+    pub fn render(&self, caches: &Caches, upstream: &crate::upstream::Upstream) -> String {
+        use crate::upstream::guard::BreakerState;
+        for (region, guard) in upstream.regions.iter().zip(&upstream.guards) {
+            let state = match guard.breaker() {
+                BreakerState::Closed => 0,
+                BreakerState::HalfOpen => 1,
+                BreakerState::Open { .. } => 2,
+            };
+            self.breaker
+                .get_or_create(&RegionLabel {
+                    region: region.name.clone(),
+                })
+                .set(state);
+        }
         self.bytes[0].set(caches.responses.weighted_size() as i64);
         self.bytes[1].set(caches.pages.weighted_size() as i64);
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RegionOutcome {
+    pub region: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RegionLabel {
+    pub region: String,
+}
+
+/// Upstream calls by region and outcome (`ok`, `status_4xx`, `status_5xx`, `timeout`,
+/// `connect`, `transport`, `body`, `circuit_open`, `backing_off`, `rate_limited`,
+/// `overloaded`), retries, and latency.
+#[derive(Debug)]
+pub struct UpstreamMetrics {
+    pub calls: Family<RegionOutcome, Counter>,
+    pub retries: Family<RegionLabel, Counter>,
+    pub latency: Family<RegionLabel, Histogram>,
+}
+
+impl Default for UpstreamMetrics {
+    fn default() -> Self {
+        UpstreamMetrics {
+            calls: Family::default(),
+            retries: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            }),
+        }
+    }
+}
+
+impl UpstreamMetrics {
+    pub fn count(&self, region: &str, outcome: &str) {
+        self.calls
+            .get_or_create(&RegionOutcome {
+                region: region.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_retry(&self, region: &str) {
+        self.retries
+            .get_or_create(&RegionLabel {
+                region: region.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn observe_latency(&self, region: &str, took: std::time::Duration) {
+        self.latency
+            .get_or_create(&RegionLabel {
+                region: region.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 }

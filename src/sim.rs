@@ -151,10 +151,31 @@ impl Backup {
 }
 
 /// A fault the tests can make a region answer with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Fault {
     pub status: StatusCode,
     pub body: String,
+    /// Extra response headers (`Retry-After`, say).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Fault {
+    pub fn new(status: u16, body: impl Into<String>) -> Option<Fault> {
+        Some(Fault {
+            status: StatusCode::from_u16(status).expect("a status"),
+            body: body.into(),
+            headers: Vec::new(),
+        })
+    }
+
+    fn response(&self) -> Response {
+        let mut r = json_response(self.status, self.body.clone(), None);
+        for (k, v) in &self.headers {
+            r.headers_mut()
+                .insert(*k, HeaderValue::try_from(v.as_str()).expect("header value"));
+        }
+        r
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +214,9 @@ pub struct SimRegion {
     pub arrived: tokio::sync::Notify,
     /// When set, backups requests wait here for a permit before answering.
     pub gate: RwLock<Option<Arc<tokio::sync::Semaphore>>>,
+    /// When set: (requests in flight now, the most seen at once); each request then takes
+    /// a millisecond, like a real database would take some time.
+    pub watch: RwLock<Option<(Arc<AtomicUsize>, Arc<AtomicUsize>)>>,
 }
 
 impl SimRegion {
@@ -304,7 +328,7 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
         .unwrap_or_default();
     sim.requests.lock().expect("lock").push(pq);
     if let Some(f) = sim.fault.read().expect("lock").clone() {
-        return Err(json_response(f.status, f.body, None));
+        return Err(f.response());
     }
     let config = sim.config.read().expect("lock").clone();
     let Some(token) = request
@@ -315,7 +339,7 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
         return Err(StatusCode::NO_CONTENT.into_response());
     };
     if let Some(f) = sim.refuse.read().expect("lock").get(token) {
-        return Err(json_response(f.status, f.body.clone(), None));
+        return Err(f.response());
     }
     let token_project = token.split_once(':').map_or(token, |(_, p)| p).to_string();
     let version = microversion::negotiate(
@@ -402,6 +426,13 @@ async fn show(State(sim): Sim, request: Request) -> Response {
 async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
     let ctx = context(&sim, &request);
     pass_gate(&sim).await;
+    let watch = sim.watch.read().expect("lock").clone();
+    if let Some((now, peak)) = &watch {
+        let n = now.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+        peak.fetch_max(n, AtomicOrdering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        now.fetch_sub(1, AtomicOrdering::SeqCst);
+    }
     let ctx = match ctx {
         Ok(c) => c,
         Err(r) => return r,

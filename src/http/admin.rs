@@ -90,7 +90,7 @@ pub async fn purge(State(state): State<Arc<AppState>>, request: Request) -> Resp
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let body = state.metrics.render(&state.caches);
+    let body = state.metrics.render(&state.caches, &state.upstream);
     let ct = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
     ([(header::CONTENT_TYPE, ct)], body).into_response()
 }

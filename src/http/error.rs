@@ -30,6 +30,16 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Internal(String),
+    /// 413 (body too large) or 429.
+    #[error("{message}")]
+    OverLimit { status: StatusCode, message: String },
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// Load shed: 503 with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl ApiError {
@@ -63,6 +73,18 @@ impl ApiError {
                 "computeFault",
                 m.as_str(),
             ),
+            ApiError::OverLimit { status, message } => (*status, "overLimit", message.as_str()),
+            ApiError::HeadersTooLarge(m) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "badRequest",
+                m.as_str(),
+            ),
+            ApiError::Busy(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "serviceUnavailable",
+                m.as_str(),
+            ),
+            ApiError::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, "computeFault", m.as_str()),
         };
         let body = serde_json::json!({ kind: { "code": status.as_u16(), "message": message } });
         (status, body)

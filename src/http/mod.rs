@@ -6,6 +6,7 @@ pub mod body;
 pub mod error;
 pub mod list;
 pub mod passthrough;
+pub mod protect;
 pub mod show;
 pub mod versions;
 
@@ -50,11 +51,17 @@ pub fn routes(state: Arc<AppState>) -> Router {
             .route(&format!("{scope}/backups/{{backup_id}}"), show());
     }
     router
+        .route("/admin/cache/purge", axum::routing::post(admin::purge))
+        .fallback(passthrough::handle)
+        .with_state(state)
+}
+
+/// Liveness, readiness and metrics: outside the inbound protection.
+pub fn ops_routes(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "OK" }))
         .route("/readyz", get(versions::readyz))
         .route("/metrics", get(admin::metrics))
-        .route("/admin/cache/purge", axum::routing::post(admin::purge))
-        .fallback(passthrough::handle)
         .with_state(state)
 }
 

@@ -12,9 +12,6 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use crate::app::AppState;
 
-/// Largest request body forwarded.
-const MAX_FORWARD_BODY: usize = 16 * 1024 * 1024;
-
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy must not pass on.
 fn forwardable(name: &HeaderName) -> bool {
     !matches!(
@@ -56,15 +53,22 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             .map(|p| p.as_str())
             .unwrap_or("/")
     );
-    let body = match axum::body::to_bytes(body, MAX_FORWARD_BODY).await {
+    let limit = state.config.server.max_request_body.as_u64() as usize;
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
-            return ApiError::bad_request("Request body too large or unreadable.").into_response()
+            return ApiError::OverLimit {
+                status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!(
+                    "Request body larger than server.max_request_body ({limit} bytes)."
+                ),
+            }
+            .into_response()
         }
     };
     let result = state
         .upstream
-        .client()
+        .client(region)
         .request(parts.method.clone(), &url)
         .headers(copy_headers(&parts.headers))
         .body(body)

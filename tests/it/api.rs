@@ -29,6 +29,7 @@ fn fault(status: u16, body: Value) -> Option<Fault> {
     Some(Fault {
         status: StatusCode::from_u16(status).unwrap(),
         body: body.to_string(),
+        ..Fault::default()
     })
 }
 

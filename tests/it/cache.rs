@@ -122,6 +122,7 @@ async fn callers_never_share_entries() {
         Fault {
             status: StatusCode::FORBIDDEN,
             body: forbidden.to_string(),
+            ..Fault::default()
         },
     );
     let b = h.get_with(DETAIL, &[("X-Auth-Token", other)]).await;
@@ -238,14 +239,12 @@ async fn stale_if_error_covers_a_failing_region_and_partial_answers_are_not_stor
             (SimConfig::default(), rows("a", 4)),
             (SimConfig::default(), rows("b", 4)),
         ],
-        "[cache]\nttl = \"1ns\"\nstale_while_revalidate = \"0s\"\nstale_if_error = \"300s\"\n",
+        // (A breaker that never opens: region r1 comes back within the test.)
+        "[cache]\nttl = \"1ns\"\nstale_while_revalidate = \"0s\"\nstale_if_error = \"300s\"\n[upstream]\nbreaker_failures = 100\n",
     )
     .await;
     let first = h.get(DETAIL, None).await;
-    *h.regions[1].fault.write().unwrap() = Some(Fault {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        body: "{}".into(),
-    });
+    *h.regions[1].fault.write().unwrap() = Fault::new(503, "{}");
     let r = h.get(DETAIL, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(

@@ -121,3 +121,65 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish() {
+    let region = SimRegion::new(SimConfig::default(), rows("a", 5));
+    let url = region.spawn().await.unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    *region.gate.write().unwrap() = Some(gate.clone());
+    let config = temp_config(
+        "graceful.toml",
+        &format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"60s\"\n[log]\nformat = \"json\"\n[[regions]]\nname = \"a\"\nurl = \"{url}\"\n"),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the proxy logs before exiting")
+            .unwrap();
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["message"] == "serving" {
+            break v["fields"]["listen"].as_str().unwrap().to_string();
+        }
+    };
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(format!("http://{addr}/v3/abc123/backups/detail?limit=2"))
+            .header("X-Auth-Token", TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    crate::support::until("the request at the region", || region.calls() >= 1).await;
+    assert!(Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    // The proxy logs that it is shutting down, then the region answers.
+    loop {
+        let line = lines.next().expect("the proxy logs its shutdown").unwrap();
+        if line.contains("shutting down") {
+            break;
+        }
+    }
+    gate.add_permits(10);
+    assert_eq!(in_flight.await.unwrap(), 200);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -4,6 +4,7 @@
 mod api;
 mod cache;
 mod cli;
+mod faults;
 mod merge_props;
 mod reference;
 mod support;

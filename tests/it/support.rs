@@ -90,6 +90,30 @@ impl Harness {
         }
     }
 
+    /// Another proxy with a whole configuration of its own (its own `[[regions]]`), sharing
+    /// this harness's simulated regions.
+    pub async fn restart_proxy(&self, toml: &str) -> Harness {
+        let config = Config::from_toml(toml).expect("valid test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = AppState::new(config);
+        vbs_proxy::http::versions::refresh(&state).await;
+        let app = vbs_proxy::router(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Harness {
+            regions: self.regions.clone(),
+            region_urls: self.region_urls.clone(),
+            base,
+            client: reqwest::Client::new(),
+            state,
+        }
+    }
+
     pub async fn get_with(&self, path_or_url: &str, headers: &[(&str, &str)]) -> Reply {
         let url = if path_or_url.starts_with("http") {
             path_or_url.to_string()
@@ -166,4 +190,19 @@ pub fn rows(prefix: &str, n: usize) -> Vec<Backup> {
             )
         })
         .collect()
+}
+
+/// Wait (yielding, never sleeping) until `cond` holds; bounded at 30 s.
+pub async fn until(what: &str, cond: impl Fn() -> bool) {
+    let wait = async {
+        while !cond() {
+            tokio::task::yield_now().await;
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .is_err()
+    {
+        panic!("timed out waiting for {what}");
+    }
 }

@@ -1,0 +1,316 @@
+//! Per-region protection (SPEC §6): a circuit breaker, a retry budget, a token-bucket rate
+//! limit and the region's own `Retry-After`. Pure state behind one mutex, judged with the tokio
+//! clock so the tests drive it with paused time; the concurrency limit is a semaphore beside it.
+
+use std::sync::Mutex;
+
+use rand::Rng;
+use tokio::time::{Duration, Instant};
+
+/// The settings of one region (global `[upstream]`, overridden per region).
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    /// Retries allowed per request made (on top of a small reserve).
+    pub retry_budget: f64,
+    pub breaker_failures: u32,
+    pub breaker_failure_ratio: f64,
+    pub breaker_cooldown: Duration,
+    /// Requests per second; 0 = unlimited.
+    pub rate_limit: f64,
+    pub max_concurrency: usize,
+    /// How long a request may wait for a concurrency permit or a rate token.
+    pub queue_timeout: Duration,
+}
+
+/// Retries always allowed before the ratio has anything to go on.
+const BUDGET_RESERVE: f64 = 10.0;
+/// The failure ratio is judged over this many recent calls, once there are this many.
+const RATIO_WINDOW: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open {
+        until: Instant,
+    },
+    /// One probe is out; others fail fast until it answers.
+    HalfOpen,
+}
+
+/// Why the guard refused to send a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    CircuitOpen,
+    /// The region said `Retry-After`; no request before this time.
+    BackingOff,
+    RateLimited,
+    Overloaded,
+}
+
+#[derive(Debug)]
+struct State {
+    breaker: BreakerState,
+    consecutive_failures: u32,
+    /// Most recent outcomes, true = failure.
+    recent: std::collections::VecDeque<bool>,
+    retry_after: Option<Instant>,
+    budget: f64,
+    /// Token bucket: tokens and when they were counted.
+    tokens: f64,
+    counted_at: Instant,
+}
+
+#[derive(Debug)]
+pub struct Guard {
+    pub config: GuardConfig,
+    state: Mutex<State>,
+    pub permits: tokio::sync::Semaphore,
+}
+
+impl Guard {
+    pub fn new(config: GuardConfig) -> Guard {
+        let burst = config.rate_limit.max(1.0);
+        Guard {
+            permits: tokio::sync::Semaphore::new(config.max_concurrency),
+            state: Mutex::new(State {
+                breaker: BreakerState::Closed,
+                consecutive_failures: 0,
+                recent: std::collections::VecDeque::with_capacity(RATIO_WINDOW),
+                retry_after: None,
+                budget: BUDGET_RESERVE,
+                tokens: burst,
+                counted_at: Instant::now(),
+            }),
+            config,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn breaker(&self) -> BreakerState {
+        self.state().breaker
+    }
+
+    /// May a request go now? A `first` attempt (not a retry) also earns retry budget.
+    pub fn admit(&self, now: Instant, first: bool) -> Result<(), Refusal> {
+        let mut s = self.state();
+        if s.retry_after.is_some_and(|until| now < until) {
+            return Err(Refusal::BackingOff);
+        }
+        match s.breaker {
+            BreakerState::Open { until } if now < until => return Err(Refusal::CircuitOpen),
+            BreakerState::Open { .. } => s.breaker = BreakerState::HalfOpen, // this one probes
+            BreakerState::HalfOpen => return Err(Refusal::CircuitOpen),
+            BreakerState::Closed => {}
+        }
+        if first {
+            s.budget = (s.budget + self.config.retry_budget).min(BUDGET_RESERVE + 100.0);
+        }
+        Ok(())
+    }
+
+    /// A probe admitted but never sent (refused locally after `admit`): let the next request
+    /// probe instead.
+    pub fn release_probe(&self, now: Instant) {
+        let mut s = self.state();
+        if s.breaker == BreakerState::HalfOpen {
+            s.breaker = BreakerState::Open { until: now };
+        }
+    }
+
+    /// A rate token now, or how long until one.
+    pub fn take_token(&self, now: Instant) -> Result<(), Duration> {
+        let rate = self.config.rate_limit;
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        let mut s = self.state();
+        let elapsed = now.saturating_duration_since(s.counted_at).as_secs_f64();
+        s.tokens = (s.tokens + elapsed * rate).min(rate.max(1.0));
+        s.counted_at = now;
+        if s.tokens >= 1.0 {
+            s.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - s.tokens) / rate))
+        }
+    }
+
+    /// Record what a sent request came to (`failure`: 5xx, timeout, connection, bad body).
+    pub fn record(&self, failure: bool, now: Instant) {
+        let mut s = self.state();
+        if s.recent.len() == RATIO_WINDOW {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(failure);
+        if !failure {
+            s.consecutive_failures = 0;
+            s.breaker = BreakerState::Closed;
+            return;
+        }
+        s.consecutive_failures += 1;
+        let failures = s.recent.iter().filter(|f| **f).count();
+        let ratio_tripped = s.recent.len() == RATIO_WINDOW
+            && failures as f64 / RATIO_WINDOW as f64 >= self.config.breaker_failure_ratio;
+        if s.breaker == BreakerState::HalfOpen
+            || s.consecutive_failures >= self.config.breaker_failures
+            || ratio_tripped
+        {
+            s.breaker = BreakerState::Open {
+                until: now + self.config.breaker_cooldown,
+            };
+            s.recent.clear();
+        }
+    }
+
+    /// The region answered 429: nothing goes to it before `until`.
+    pub fn back_off_until(&self, until: Instant) {
+        let mut s = self.state();
+        s.retry_after = Some(s.retry_after.map_or(until, |u| u.max(until)));
+    }
+
+    /// Take one retry from the budget, if there is one.
+    pub fn take_retry(&self) -> bool {
+        let mut s = self.state();
+        if s.budget >= 1.0 {
+            s.budget -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Full-jitter exponential backoff before retry `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .config
+            .retry_backoff
+            .saturating_mul(1 << attempt.min(10));
+        cap.mul_f64(rand::thread_rng().gen_range(0.0..1.0))
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3); `None` if unreadable.
+pub fn parse_retry_after(value: &str, now_system: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now_system).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> GuardConfig {
+        GuardConfig {
+            retries: 2,
+            retry_backoff: Duration::from_millis(50),
+            retry_budget: 0.2,
+            breaker_failures: 3,
+            breaker_failure_ratio: 0.5,
+            breaker_cooldown: Duration::from_secs(10),
+            rate_limit: 0.0,
+            max_concurrency: 4,
+            queue_timeout: Duration::from_millis(100),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_opens_fails_fast_probes_and_closes() {
+        let g = Guard::new(config());
+        for _ in 0..3 {
+            assert_eq!(g.admit(Instant::now(), true), Ok(()));
+            g.record(true, Instant::now());
+        }
+        assert!(matches!(g.breaker(), BreakerState::Open { .. }));
+        assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Cool-down over: one probe goes, the others still fail fast.
+        assert_eq!(g.admit(Instant::now(), true), Ok(()));
+        assert_eq!(g.breaker(), BreakerState::HalfOpen);
+        assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
+        // The probe fails: open again for a full cool-down.
+        g.record(true, Instant::now());
+        assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(g.admit(Instant::now(), true), Ok(()));
+        g.record(false, Instant::now());
+        assert_eq!(g.breaker(), BreakerState::Closed);
+        assert_eq!(g.admit(Instant::now(), true), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_opens_on_a_failure_ratio_too() {
+        let g = Guard::new(GuardConfig {
+            breaker_failures: 100,
+            ..config()
+        });
+        for i in 0..RATIO_WINDOW {
+            g.admit(Instant::now(), true).unwrap();
+            g.record(i % 2 == 1, Instant::now()); // half fail, never two in a row
+        }
+        assert!(matches!(g.breaker(), BreakerState::Open { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_holds_every_request_back_until_then() {
+        let g = Guard::new(config());
+        g.back_off_until(Instant::now() + Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(g.admit(Instant::now(), true), Err(Refusal::BackingOff));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(g.admit(Instant::now(), true), Ok(()));
+    }
+
+    #[test]
+    fn retry_budget_is_a_fraction_of_requests() {
+        let g = Guard::new(config());
+        let mut retries = 0;
+        for _ in 0..1000 {
+            g.admit(Instant::now(), true).unwrap();
+            while g.take_retry() {
+                retries += 1;
+                if retries % 2 == 0 {
+                    break;
+                }
+            }
+        }
+        assert!(
+            retries as f64 <= BUDGET_RESERVE + 0.2 * 1000.0 + 1.0,
+            "{retries}"
+        );
+        assert!(retries >= 200, "{retries}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_spaces_requests() {
+        let g = Guard::new(GuardConfig {
+            rate_limit: 2.0,
+            ..config()
+        });
+        assert!(g.take_token(Instant::now()).is_ok());
+        assert!(g.take_token(Instant::now()).is_ok());
+        let wait = g.take_token(Instant::now()).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        tokio::time::advance(wait).await;
+        assert!(g.take_token(Instant::now()).is_ok());
+    }
+
+    #[test]
+    fn retry_after_values() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(parse_retry_after("30", now), Some(Duration::from_secs(30)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

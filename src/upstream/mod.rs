@@ -1,0 +1,429 @@
+//! The regional Cinder endpoints: a reqwest client per region behind its guard (breaker,
+//! retry budget, rate and concurrency limits, `Retry-After`), typed answers, failures named
+//! by kind in logs and metrics.
+
+pub mod guard;
+
+use std::time::Duration;
+
+use guard::{Guard, GuardConfig, Refusal};
+use tokio::time::Instant;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::config::Config;
+pub use crate::item::ListPage;
+use crate::item::{self, Item};
+use crate::microversion::Version;
+
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    /// Endpoint root without a trailing slash, e.g. `http://127.0.0.1:9001`.
+    pub base: String,
+}
+
+/// What every upstream call carries for the caller.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub token: HeaderValue,
+    pub version: Version,
+    pub request_id: HeaderValue,
+    pub traceparent: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegionError {
+    /// The region answered, but not 200.
+    #[error("answered HTTP {status}")]
+    Status {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("invalid answer: {0}")]
+    Body(String),
+    /// Not sent: the proxy's own protection of the region said no.
+    #[error("not asked: {}", refusal_text(*.0))]
+    Refused(Refusal),
+}
+
+fn refusal_text(r: Refusal) -> &'static str {
+    match r {
+        Refusal::CircuitOpen => "circuit breaker open",
+        Refusal::BackingOff => "backing off after 429 Retry-After",
+        Refusal::RateLimited => "rate limit reached",
+        Refusal::Overloaded => "too many requests in flight",
+    }
+}
+
+impl RegionError {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegionError::Status { status, .. } if status.is_client_error() => "status_4xx",
+            RegionError::Status { .. } => "status_5xx",
+            RegionError::Timeout => "timeout",
+            RegionError::Connect(_) => "connect",
+            RegionError::Transport(_) => "transport",
+            RegionError::Body(_) => "body",
+            RegionError::Refused(Refusal::CircuitOpen) => "circuit_open",
+            RegionError::Refused(Refusal::BackingOff) => "backing_off",
+            RegionError::Refused(Refusal::RateLimited) => "rate_limited",
+            RegionError::Refused(Refusal::Overloaded) => "overloaded",
+        }
+    }
+
+    /// Counts against the region's health (its breaker): it answered badly or not at all.
+    fn is_region_fault(&self) -> bool {
+        match self {
+            RegionError::Status { status, .. } => status.is_server_error(),
+            RegionError::Refused(_) => false,
+            _ => true,
+        }
+    }
+
+    /// Worth trying again (an idempotent GET): timeouts, lost connections, 5xx.
+    fn is_retryable(&self) -> bool {
+        match self {
+            RegionError::Status { status, .. } => status.is_server_error(),
+            RegionError::Timeout | RegionError::Connect(_) | RegionError::Transport(_) => true,
+            RegionError::Body(_) | RegionError::Refused(_) => false,
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            RegionError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> RegionError {
+        if e.is_timeout() {
+            RegionError::Timeout
+        } else if e.is_connect() {
+            RegionError::Connect(e.to_string())
+        } else {
+            RegionError::Transport(e.to_string())
+        }
+    }
+}
+
+pub struct Upstream {
+    pub regions: Vec<Region>,
+    clients: Vec<reqwest::Client>,
+    pub guards: Vec<Guard>,
+    max_body: Vec<u64>,
+    pub metrics: crate::metrics::UpstreamMetrics,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Upstream {
+        let mut up = Upstream {
+            regions: Vec::new(),
+            clients: Vec::new(),
+            guards: Vec::new(),
+            max_body: Vec::new(),
+            metrics: crate::metrics::UpstreamMetrics::default(),
+        };
+        for (i, r) in config.regions.iter().enumerate() {
+            let (p, timeout, connect_timeout) = config.region_protection(i);
+            let client = reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(60))
+                // Cinder builds links from the Host we send: keep the configured one.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("reqwest client builds with static settings");
+            up.regions.push(Region {
+                name: r.name.clone(),
+                base: r.url.trim_end_matches('/').to_string(),
+            });
+            up.clients.push(client);
+            up.max_body.push(p.max_body_bytes.as_u64());
+            up.guards.push(Guard::new(GuardConfig {
+                retries: p.retries,
+                retry_backoff: p.retry_backoff,
+                retry_budget: p.retry_budget,
+                breaker_failures: p.breaker_failures,
+                breaker_failure_ratio: p.breaker_failure_ratio,
+                breaker_cooldown: p.breaker_cooldown,
+                rate_limit: p.rate_limit,
+                max_concurrency: p.max_concurrency,
+                queue_timeout: p.queue_timeout,
+            }));
+        }
+        up
+    }
+
+    /// The client of region `i` (pass-through uses the primary's).
+    pub fn client(&self, region: usize) -> &reqwest::Client {
+        &self.clients[region]
+    }
+
+    fn get(&self, region: usize, url: &str, ctx: &CallContext) -> reqwest::RequestBuilder {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-auth-token"), ctx.token.clone());
+        headers.insert(
+            HeaderName::from_static("openstack-api-version"),
+            HeaderValue::try_from(format!("volume {}", ctx.version)).expect("ascii"),
+        );
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-openstack-request-id"),
+            ctx.request_id.clone(),
+        );
+        if let Some(tp) = &ctx.traceparent {
+            headers.insert(HeaderName::from_static("traceparent"), tp.clone());
+        }
+        self.clients[region].get(url).headers(headers)
+    }
+
+    /// One guarded call: admitted by the region's guard, sent, read (bounded), retried within
+    /// the budget, and its outcome counted. Only `ok` statuses are success; anything else is
+    /// the region's refusal or failure, with its body kept for the caller.
+    async fn call<T>(
+        &self,
+        region: usize,
+        request: reqwest::RequestBuilder,
+        ok: &[StatusCode],
+        parse: impl Fn(Bytes) -> Result<T, String>,
+    ) -> Result<T, RegionError> {
+        let guard = &self.guards[region];
+        let mut attempt = 0;
+        loop {
+            let result = match self.admitted(region, attempt == 0).await {
+                Err(refusal) => Err(RegionError::Refused(refusal)),
+                Ok(permit) => {
+                    let started = Instant::now();
+                    let attempt_request = request
+                        .try_clone()
+                        .expect("GET requests have no streaming body");
+                    let (sent, retry_after) = self.send(region, attempt_request, ok).await;
+                    drop(permit);
+                    // An answer that does not parse is the region's failure too.
+                    let result = sent.and_then(|body| parse(body).map_err(RegionError::Body));
+                    self.metrics
+                        .observe_latency(&self.regions[region].name, started.elapsed());
+                    guard.record(
+                        result
+                            .as_ref()
+                            .err()
+                            .is_some_and(RegionError::is_region_fault),
+                        Instant::now(),
+                    );
+                    if let Err(RegionError::Status {
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        ..
+                    }) = &result
+                    {
+                        // Nothing goes to the region before the time it named (1 s if none).
+                        guard.back_off_until(
+                            Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)),
+                        );
+                    }
+                    result
+                }
+            };
+            let outcome = result.as_ref().err().map_or("ok", RegionError::kind);
+            self.metrics.count(&self.regions[region].name, outcome);
+            match result {
+                Err(e)
+                    if e.is_retryable() && attempt < guard.config.retries && guard.take_retry() =>
+                {
+                    attempt += 1;
+                    self.metrics.count_retry(&self.regions[region].name);
+                    tokio::time::sleep(guard.backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Through the guard: `Retry-After`, breaker, rate limit (waiting up to the queue
+    /// timeout for a token), then a concurrency slot (same bound).
+    async fn admitted(
+        &self,
+        region: usize,
+        first: bool,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal> {
+        let guard = &self.guards[region];
+        let queue = guard.config.queue_timeout;
+        guard.admit(Instant::now(), first)?;
+        let outcome = async {
+            if let Err(wait) = guard.take_token(Instant::now()) {
+                if wait > queue {
+                    return Err(Refusal::RateLimited);
+                }
+                tokio::time::sleep(wait).await;
+                guard
+                    .take_token(Instant::now())
+                    .map_err(|_| Refusal::RateLimited)?;
+            }
+            match tokio::time::timeout(queue, guard.permits.acquire()).await {
+                Ok(Ok(permit)) => Ok(permit),
+                _ => Err(Refusal::Overloaded),
+            }
+        }
+        .await;
+        if outcome.is_err() {
+            guard.release_probe(Instant::now());
+        }
+        outcome
+    }
+
+    /// Send and read the answer (bounded by `upstream.max_body_bytes`); with a 429, its
+    /// `Retry-After`.
+    async fn send(
+        &self,
+        region: usize,
+        request: reqwest::RequestBuilder,
+        ok: &[StatusCode],
+    ) -> (Result<Bytes, RegionError>, Option<Duration>) {
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return (Err(RegionError::from_reqwest(e)), None),
+        };
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .cloned();
+        let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| {
+                response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)?
+                    .to_str()
+                    .ok()
+                    .map(str::to_string)
+            })
+            .flatten()
+            .and_then(|v| guard::parse_retry_after(&v, std::time::SystemTime::now()));
+        let max = self.max_body[region];
+        let too_large = || {
+            RegionError::Body(format!(
+                "answer larger than upstream.max_body_bytes ({max} bytes)"
+            ))
+        };
+        if response.content_length().is_some_and(|len| len > max) {
+            return (Err(too_large()), retry_after);
+        }
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if (body.len() + chunk.len()) as u64 > max => {
+                    return (Err(too_large()), retry_after)
+                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return (Err(RegionError::from_reqwest(e)), retry_after),
+            }
+        }
+        let body = body.freeze();
+        if !ok.contains(&status) {
+            return (
+                Err(RegionError::Status {
+                    status,
+                    content_type,
+                    body,
+                }),
+                retry_after,
+            );
+        }
+        (Ok(body), None)
+    }
+
+    /// `GET {base}{scope}/backups/detail?{params}`, items parsed for `fields`. `scope` is
+    /// `/v3/{project}` or, project-less (Cinder ≥ 3.67 routes), `/v3`.
+    pub async fn list(
+        &self,
+        region: usize,
+        scope: &str,
+        params: &[(String, String)],
+        fields: &[&str],
+        ctx: &CallContext,
+    ) -> Result<ListPage, RegionError> {
+        let mut query = String::new();
+        for (k, v) in params {
+            crate::query::push_pair(&mut query, k, v);
+        }
+        let url = format!(
+            "{}{scope}/backups/detail?{query}",
+            self.regions[region].base
+        );
+        let request = self.get(region, &url, ctx);
+        self.call(region, request, &[StatusCode::OK], |body| {
+            item::parse_list(body, fields)
+        })
+        .await
+    }
+
+    /// `GET {base}{scope}/backups/{id}`: the backup, or the region's refusal.
+    pub async fn show(
+        &self,
+        region: usize,
+        scope: &str,
+        id: &str,
+        fields: &[&str],
+        ctx: &CallContext,
+    ) -> Result<Item, RegionError> {
+        let url = format!(
+            "{}{scope}/backups/{}",
+            self.regions[region].base,
+            encode_segment(id)
+        );
+        let request = self.get(region, &url, ctx);
+        self.call(region, request, &[StatusCode::OK], |body| {
+            item::parse_show(body, fields)
+        })
+        .await
+    }
+
+    /// `GET {base}/`: the version document (Cinder answers 300 there).
+    pub async fn versions(&self, region: usize) -> Result<Value, RegionError> {
+        let url = format!("{}/", self.regions[region].base);
+        let request = self.clients[region]
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        let ok = [StatusCode::OK, StatusCode::MULTIPLE_CHOICES];
+        self.call(region, request, &ok, |body| {
+            serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+        })
+        .await
+    }
+}
+
+/// Percent-encode one path segment (everything but RFC 3986 unreserved characters).
+pub fn encode_segment(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(encode_segment("ab-12"), "ab-12");
+        assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
+    }
+}
