@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
 
 use crate::cache::Caches;
 use crate::config::Config;
@@ -53,7 +52,8 @@ impl AppState {
 }
 
 /// The whole application: routes plus middleware, in one place.
-/// The whole application, and the middleware order, in one place: every request is traced;
+/// The whole application, and the middleware order, in one place: every request is observed
+/// (request id, span, log event, metrics);
 /// API requests then pass the inbound protection (header size, load shedding, request
 /// timeout); the operational routes (`/healthz`, `/readyz`, `/metrics`) skip it so probes and
 /// scrapes still answer under overload.
@@ -62,8 +62,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         state.clone(),
         crate::http::protect::inbound,
     ));
-    api.merge(crate::http::ops_routes(state))
-        .layer(TraceLayer::new_for_http())
+    api.merge(crate::http::ops_routes(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::http::observe::observe,
+        ))
 }
 
 /// Learn the regions' versions, then serve on `listener` until `shutdown` resolves.

@@ -23,6 +23,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
 }
@@ -223,6 +224,15 @@ pub struct LogConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP collector base URL (`/v1/traces` is appended); traces are off without it.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RegionConfig {
     pub name: String,
     pub url: String,
@@ -333,6 +343,9 @@ impl Config {
                     format!("no region is named {primary:?}"),
                 ));
             }
+        }
+        if let Some(url) = &self.telemetry.otlp_endpoint {
+            check_http_url(url).map_err(|m| invalid("telemetry.otlp_endpoint", m))?;
         }
         if self.cache.scope == CacheScope::Project {
             return Err(invalid(

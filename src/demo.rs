@@ -126,7 +126,9 @@ pub async fn run(port: u16) -> ExitCode {
         println!("simulated {name}: {url} ({n} backups)");
     }
     toml.push_str(&format!("[server]\nlisten = \"127.0.0.1:{port}\"\n"));
+    toml.push_str("[log]\nlevel = \"warn\"\n");
     let config = Config::from_toml(&toml).expect("the demo configuration is valid");
+    let telemetry = crate::telemetry::init(&config);
     let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -150,7 +152,9 @@ pub async fn run(port: u16) -> ExitCode {
     println!("  curl -s http://{addr}/");
     println!("\nFollow a backups_links next href to walk every page. Ctrl-C stops.");
     let state = crate::AppState::new(config);
-    match crate::serve(state, listener, crate::app::shutdown_signal()).await {
+    let served = crate::serve(state, listener, crate::app::shutdown_signal()).await;
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("demo: {e}");

@@ -20,6 +20,7 @@ pub mod microversion;
 pub mod query;
 pub mod sim;
 pub mod sort;
+pub mod telemetry;
 pub mod upstream;
 
 pub use app::{router, serve, AppState};

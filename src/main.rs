@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vbs_proxy::config::{Config, LogFormat};
+use vbs_proxy::config::Config;
 
 /// Caching aggregation proxy for the OpenStack Cinder/VBS backups API.
 #[derive(Parser)]
@@ -55,8 +55,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            init_logging(config.log.format, &config.log.level);
             runtime.block_on(async move {
+                let telemetry = vbs_proxy::telemetry::init(&config);
                 let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -70,7 +70,10 @@ fn main() -> ExitCode {
                     .unwrap_or_default();
                 tracing::info!(listen = %listen, regions = config.regions.len(), "serving");
                 let state = vbs_proxy::AppState::new(config);
-                match vbs_proxy::serve(state, listener, vbs_proxy::app::shutdown_signal()).await {
+                let served =
+                    vbs_proxy::serve(state, listener, vbs_proxy::app::shutdown_signal()).await;
+                telemetry.shutdown();
+                match served {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("vbs-proxy: {e}");
@@ -79,18 +82,6 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Demo { port } => {
-            init_logging(LogFormat::Text, "warn");
-            runtime.block_on(vbs_proxy::demo::run(port))
-        }
-    }
-}
-
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        Command::Demo { port } => runtime.block_on(vbs_proxy::demo::run(port)),
     }
 }

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use crate::cache::Caches;
 
 pub struct Metrics {
+    pub http: HttpMetrics,
     registry: Registry,
     bytes: [Gauge; 2],
     /// 0 closed, 1 half-open, 2 open; by region.
@@ -21,6 +22,22 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(caches: &Caches, upstream: &crate::upstream::Upstream) -> Metrics {
         let mut registry = Registry::with_prefix("vbs");
+        let http = HttpMetrics::default();
+        registry.register(
+            "http_requests",
+            "Requests by route and status",
+            http.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Request latency by route",
+            http.latency.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being handled",
+            http.in_flight.clone(),
+        );
         let u = &upstream.metrics;
         registry.register(
             "upstream_calls",
@@ -75,6 +92,7 @@ impl Metrics {
             sub.register("cache_bytes", "Bytes held, as weighed", gauge.clone());
         }
         Metrics {
+            http,
             registry,
             bytes,
             breaker,
@@ -161,6 +179,54 @@ impl UpstreamMetrics {
         self.latency
             .get_or_create(&RegionLabel {
                 region: region.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Debug)]
+pub struct HttpMetrics {
+    pub requests: Family<RouteStatus, Counter>,
+    pub latency: Family<RouteLabel, Histogram>,
+    pub in_flight: Gauge,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ])
+            }),
+            in_flight: Gauge::default(),
+        }
+    }
+}
+
+impl HttpMetrics {
+    pub fn observe(&self, route: &str, status: u16, took: std::time::Duration) {
+        let labels = RouteStatus {
+            route: route.to_string(),
+            status: status.to_string(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
             })
             .observe(took.as_secs_f64());
     }

@@ -210,6 +210,8 @@ pub struct SimRegion {
     pub requests: Mutex<Vec<String>>,
     /// Refusals by token (a region that does not accept this caller).
     pub refuse: RwLock<std::collections::HashMap<String, Fault>>,
+    /// The `traceparent` of every backups request that had one.
+    pub traceparents: Mutex<Vec<String>>,
     /// Signalled (one stored permit) whenever a backups request arrives.
     pub arrived: tokio::sync::Notify,
     /// When set, backups requests wait here for a permit before answering.
@@ -327,6 +329,13 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
         .map(|p| p.to_string())
         .unwrap_or_default();
     sim.requests.lock().expect("lock").push(pq);
+    if let Some(tp) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        sim.traceparents.lock().expect("lock").push(tp.to_string());
+    }
     if let Some(f) = sim.fault.read().expect("lock").clone() {
         return Err(f.response());
     }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::{Duration, Instant};
+use tracing::Instrument;
 
 use super::metrics::LayerMetrics;
 
@@ -199,7 +200,8 @@ where
         }
         let layer = self.clone();
         let task_key = key.clone();
-        let work = fetch();
+        // The fetch belongs to the trace of the request that started it.
+        let work = fetch().in_current_span();
         let task = tokio::spawn(async move {
             let fetched = Arc::new(work.await);
             if let Some((weight, scope)) = &fetched.store {

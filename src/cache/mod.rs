@@ -34,6 +34,8 @@ pub struct Produced {
     pub content_type: Option<HeaderValue>,
     /// Built from a stale region page: never stored.
     pub degraded: bool,
+    /// Upstream calls it took (for the request log).
+    pub calls: u32,
 }
 
 impl Produced {

@@ -121,6 +121,7 @@ async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) 
         .get(key, refresh, move || produce_for_cache(st, rq))
         .await;
     let ttl = state.caches.ttl;
+    let mut calls = 0;
     let (produced, cache_status, age) = match served {
         Served::Hit(e) => {
             let age = e.age(tokio::time::Instant::now());
@@ -159,10 +160,17 @@ async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) 
             if fetched.value.degraded {
                 status.push_str("; detail=stale-if-error");
             }
+            if !collapsed {
+                calls = fetched.value.calls;
+            }
             (fetched.value.clone(), status, None)
         }
     };
-    respond(&produced, &request, headers, cache_status, age)
+    let mut response = respond(&produced, &request, headers, cache_status, age);
+    response
+        .extensions_mut()
+        .insert(super::observe::UpstreamCalls(calls));
+    response
 }
 
 /// The response for this request from a produced answer: its own next link, its headers.
@@ -254,6 +262,7 @@ async fn produce_for_cache(
                 missing_regions: None,
                 content_type,
                 degraded: false,
+                calls: 0,
             }
         }
     };
@@ -398,6 +407,7 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
         }),
         content_type: Some(HeaderValue::from_static("application/json")),
         degraded: source.degraded.load(Ordering::Relaxed),
+        calls: page.calls.iter().sum(),
     })
 }
 

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod body;
 pub mod error;
 pub mod list;
+pub mod observe;
 pub mod passthrough;
 pub mod protect;
 pub mod show;
@@ -115,12 +116,11 @@ impl Caller {
             state.versions.max(),
         )?;
         let request_id = parts
-            .headers
-            .get(REQUEST_ID)
-            .filter(|v| v.len() <= 64 && v.to_str().is_ok_and(|s| s.starts_with("req-")))
-            .cloned()
+            .extensions
+            .get::<observe::RequestId>()
+            .map(|r| r.0.clone())
             .unwrap_or_else(|| {
-                HeaderValue::try_from(format!("req-{}", uuid::Uuid::new_v4())).expect("ascii")
+                HeaderValue::from_static("req-00000000-0000-0000-0000-000000000000")
             });
         let ctx = CallContext {
             token,

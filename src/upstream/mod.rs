@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use guard::{Guard, GuardConfig, Refusal};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
@@ -186,19 +187,20 @@ impl Upstream {
             HeaderName::from_static("x-openstack-request-id"),
             ctx.request_id.clone(),
         );
-        if let Some(tp) = &ctx.traceparent {
-            headers.insert(HeaderName::from_static("traceparent"), tp.clone());
-        }
         self.clients[region].get(url).headers(headers)
     }
 
     /// One guarded call: admitted by the region's guard, sent, read (bounded), retried within
     /// the budget, and its outcome counted. Only `ok` statuses are success; anything else is
     /// the region's refusal or failure, with its body kept for the caller.
+    ///
+    /// Each attempt is a CLIENT span; its trace context goes upstream as `traceparent` (or, with
+    /// tracing export off, the client's own `traceparent`, passed on as it came).
     async fn call<T>(
         &self,
         region: usize,
         request: reqwest::RequestBuilder,
+        client_traceparent: Option<&HeaderValue>,
         ok: &[StatusCode],
         parse: impl Fn(Bytes) -> Result<T, String>,
     ) -> Result<T, RegionError> {
@@ -209,11 +211,43 @@ impl Upstream {
                 Err(refusal) => Err(RegionError::Refused(refusal)),
                 Ok(permit) => {
                     let started = Instant::now();
-                    let attempt_request = request
+                    let name = &self.regions[region].name;
+                    let span = tracing::info_span!(
+                        "region call",
+                        otel.kind = "client",
+                        otel.name = %format!("GET {name}"),
+                        region = %name,
+                        attempt = attempt + 1,
+                        http.response.status_code = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                    );
+                    let mut attempt_request = request
                         .try_clone()
                         .expect("GET requests have no streaming body");
-                    let (sent, retry_after) = self.send(region, attempt_request, ok).await;
+                    let trace = crate::telemetry::trace_headers(&span);
+                    match (trace.get("traceparent"), client_traceparent) {
+                        (Some(ours), _) => {
+                            attempt_request = attempt_request.header("traceparent", ours.as_str())
+                        }
+                        (None, Some(theirs)) => {
+                            attempt_request = attempt_request.header("traceparent", theirs.clone())
+                        }
+                        (None, None) => {}
+                    }
+                    let (sent, retry_after) = self
+                        .send(region, attempt_request, ok)
+                        .instrument(span.clone())
+                        .await;
                     drop(permit);
+                    let status = match &sent {
+                        Ok(_) => 200,
+                        Err(e) => e.status().map_or(0, |s| s.as_u16()),
+                    };
+                    span.record("http.response.status_code", status);
+                    span.record(
+                        "outcome",
+                        sent.as_ref().err().map_or("ok", RegionError::kind),
+                    );
                     // An answer that does not parse is the region's failure too.
                     let result = sent.and_then(|body| parse(body).map_err(RegionError::Body));
                     self.metrics
@@ -366,9 +400,13 @@ impl Upstream {
             self.regions[region].base
         );
         let request = self.get(region, &url, ctx);
-        self.call(region, request, &[StatusCode::OK], |body| {
-            item::parse_list(body, fields)
-        })
+        self.call(
+            region,
+            request,
+            ctx.traceparent.as_ref(),
+            &[StatusCode::OK],
+            |body| item::parse_list(body, fields),
+        )
         .await
     }
 
@@ -387,9 +425,13 @@ impl Upstream {
             encode_segment(id)
         );
         let request = self.get(region, &url, ctx);
-        self.call(region, request, &[StatusCode::OK], |body| {
-            item::parse_show(body, fields)
-        })
+        self.call(
+            region,
+            request,
+            ctx.traceparent.as_ref(),
+            &[StatusCode::OK],
+            |body| item::parse_show(body, fields),
+        )
         .await
     }
 
@@ -400,7 +442,7 @@ impl Upstream {
             .get(&url)
             .header(reqwest::header::ACCEPT, "application/json");
         let ok = [StatusCode::OK, StatusCode::MULTIPLE_CHOICES];
-        self.call(region, request, &ok, |body| {
+        self.call(region, request, None, &ok, |body| {
             serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
         })
         .await

@@ -8,3 +8,4 @@ mod faults;
 mod merge_props;
 mod reference;
 mod support;
+mod telemetry;

@@ -1,0 +1,91 @@
+//! One place that watches every request: its request id, its SERVER span (a child of the
+//! client's `traceparent`), one log event, and the request metrics.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use super::{CACHE_STATUS, COMPUTE_REQUEST_ID, REQUEST_ID};
+use crate::app::AppState;
+
+/// The request's `X-Openstack-Request-Id`: the client's when it sent a sane one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub HeaderValue);
+
+/// Upstream calls a response cost (set by the listing handler on a miss).
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamCalls(pub u32);
+
+fn request_id(request: &Request) -> HeaderValue {
+    request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|v| v.len() <= 64 && v.to_str().is_ok_and(|s| s.starts_with("req-")))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::try_from(format!("req-{}", uuid::Uuid::new_v4())).expect("ascii")
+        })
+}
+
+pub async fn observe(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = tokio::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = request.method().clone();
+    let id = request_id(&request);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        otel.name = %format!("{method} {route}"),
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %id.to_str().unwrap_or(""),
+    );
+    crate::telemetry::adopt_parent(&span, request.headers());
+    let metrics = &state.metrics.http;
+    metrics.in_flight.inc();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    metrics.in_flight.dec();
+    let status = response.status().as_u16();
+    let took = started.elapsed();
+    metrics.observe(&route, status, took);
+    span.record("http.response.status_code", status);
+    let headers = response.headers_mut();
+    if !headers.contains_key(REQUEST_ID) {
+        headers.insert(REQUEST_ID, id.clone());
+        headers.insert(COMPUTE_REQUEST_ID, id);
+    }
+    let cache = headers
+        .get(CACHE_STATUS)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let upstream_calls = response
+        .extensions()
+        .get::<UpstreamCalls>()
+        .map_or(0, |c| c.0);
+    tracing::info!(
+        parent: &span,
+        method = %method,
+        route = %route,
+        status,
+        duration_ms = took.as_secs_f64() * 1000.0,
+        cache = %cache,
+        upstream_calls,
+        "request"
+    );
+    response
+}

@@ -1,0 +1,131 @@
+//! Logs (`tracing`, text or JSON) and, when `telemetry.otlp_endpoint` is set, OpenTelemetry
+//! traces exported over OTLP/HTTP (protobuf). With no endpoint no OpenTelemetry layer exists,
+//! so spans cost what plain `tracing` spans cost.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::config::{Config, LogFormat};
+
+/// Keeps the exporter alive; `shutdown` flushes what is buffered.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(&self) {
+        if let Some(p) = &self.provider {
+            if let Err(e) = p.shutdown() {
+                eprintln!("vbs-proxy: flushing traces failed: {e}");
+            }
+        }
+    }
+}
+
+/// Install the global subscriber (logs, and traces when configured). Call once, inside the
+/// tokio runtime (the exporter sends on it).
+pub fn init(config: &Config) -> Telemetry {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| "info".into());
+    let fmt = match config.log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+    };
+    let provider = config
+        .telemetry
+        .otlp_endpoint
+        .as_ref()
+        .map(|endpoint| provider(endpoint, &config.telemetry.service_name));
+    let otel = provider.as_ref().map(|p| {
+        // Spans of this crate only (not every dependency's), at any level the filter passes.
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("vbs-proxy"))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("vbs_proxy", tracing::Level::INFO),
+            )
+    });
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .init();
+    Telemetry { provider }
+}
+
+fn provider(endpoint: &str, service: &str) -> SdkTracerProvider {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .with_http_client(OtlpClient {
+            client: reqwest::Client::new(),
+            runtime: tokio::runtime::Handle::current(),
+        })
+        .build()
+        .expect("the OTLP exporter builds from a validated endpoint");
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service.to_string())
+        .build();
+    SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build()
+}
+
+/// The exporter's HTTP client: the project's reqwest, run on the proxy's runtime (the batch
+/// processor exports from a thread of its own).
+#[derive(Debug)]
+struct OtlpClient {
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+#[async_trait]
+impl HttpClient for OtlpClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let client = self.client.clone();
+        let send = async move {
+            let request = reqwest::Request::try_from(request.map(reqwest::Body::from))?;
+            let response = client.execute(request).await?;
+            let mut out = Response::builder().status(response.status());
+            for (k, v) in response.headers() {
+                out = out.header(k, v);
+            }
+            let body = response.bytes().await?;
+            Ok::<_, HttpError>(out.body(body)?)
+        };
+        self.runtime.spawn(send).await?
+    }
+}
+
+/// The W3C trace context of `span` as headers (`traceparent`), for an upstream request.
+/// Empty when no OpenTelemetry layer is installed.
+pub fn trace_headers(span: &tracing::Span) -> HashMap<String, String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut headers = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut headers);
+    headers
+}
+
+/// Make `span` a child of the client's `traceparent`, if it sent one.
+pub fn adopt_parent(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let carrier: HashMap<String, String> = headers
+        .iter()
+        .filter(|(k, _)| matches!(k.as_str(), "traceparent" | "tracestate"))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    if !carrier.is_empty() {
+        let _ = span.set_parent(TraceContextPropagator::new().extract(&carrier));
+    }
+}

@@ -1,0 +1,211 @@
+//! Telemetry through the real binary: OTLP/HTTP export decoded by an in-test receiver, the
+//! client's trace continued through the proxy to the regions; and `/metrics` after known
+//! traffic.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
+use prost::Message;
+use vbs_proxy::sim::{SimConfig, SimRegion};
+
+use crate::support::{rows, Harness, TOKEN};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vbs-proxy");
+
+/// An OTLP/HTTP receiver: `POST /v1/traces` with protobuf `ExportTraceServiceRequest`.
+async fn otlp_receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let sink = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("valid OTLP protobuf");
+                for rs in request.resource_spans {
+                    for ss in rs.scope_spans {
+                        sink.lock().unwrap().extend(ss.spans);
+                    }
+                }
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, spans)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_follow_the_client_through_the_proxy_to_every_region() {
+    let (collector, spans) = otlp_receiver().await;
+    let regions = [
+        SimRegion::new(SimConfig::default(), rows("a", 3)),
+        SimRegion::new(SimConfig::default(), rows("b", 3)),
+    ];
+    let mut toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[telemetry]\notlp_endpoint = \"{collector}\"\n[cache]\nttl = \"0s\"\n"
+    );
+    for (i, r) in regions.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[regions]]\nname = \"r{i}\"\nurl = \"{}\"\n",
+            r.spawn().await.unwrap()
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("vbs-proxy-otel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("otel.toml");
+    std::fs::write(&config, toml).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the proxy logs before exiting")
+            .unwrap();
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["message"] == "serving" {
+            break v["fields"]["listen"].as_str().unwrap().to_string();
+        }
+    };
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/v3/abc123/backups/detail?limit=2"))
+        .header("X-Auth-Token", TOKEN)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Shutdown flushes the batch exporter.
+    assert!(Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+
+    let spans = spans.lock().unwrap().clone();
+    let server: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server as i32)
+        .collect();
+    assert_eq!(server.len(), 1, "{spans:#?}");
+    assert_eq!(hex(&server[0].trace_id), trace_id);
+    assert_eq!(hex(&server[0].parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(server[0].name, "GET /v3/{project_id}/backups/detail");
+    let clients: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32 && hex(&s.trace_id) == trace_id)
+        .collect();
+    let mut names: Vec<&str> = clients.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["GET r0", "GET r1"], "one client span per region");
+    // Each region saw the trace, with its client span as the parent.
+    for (region, span) in regions.iter().zip([
+        clients.iter().find(|s| s.name == "GET r0"),
+        clients.iter().find(|s| s.name == "GET r1"),
+    ]) {
+        let seen = region.traceparents.lock().unwrap().clone();
+        let expected = format!("00-{trace_id}-{}-01", hex(&span.unwrap().span_id));
+        assert!(seen.contains(&expected), "{seen:?} lacks {expected}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_known_traffic() {
+    let h = Harness::start(
+        vec![
+            (SimConfig::default(), rows("a", 3)),
+            (SimConfig::default(), rows("b", 3)),
+        ],
+        "",
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(h.get("/v3/abc123/backups/detail", None).await.status, 200);
+    }
+    assert_eq!(
+        h.get("/v3/abc123/backups/detail?limit=-1", None)
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        h.get_with("/v3/abc123/backups/detail", &[]).await.status,
+        401
+    );
+    let r = h.get("/v3/abc123/backups/detail", None).await;
+    assert!(r
+        .header("x-openstack-request-id")
+        .unwrap()
+        .starts_with("req-"));
+    let text = h.get_with("/metrics", &[]).await.text;
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let route = "/v3/{project_id}/backups/detail";
+    assert_eq!(
+        value(&format!(
+            "vbs_http_requests_total{{route=\"{route}\",status=\"200\"}} "
+        )),
+        4.0
+    );
+    assert_eq!(
+        value(&format!(
+            "vbs_http_requests_total{{route=\"{route}\",status=\"400\"}} "
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            "vbs_http_requests_total{{route=\"{route}\",status=\"401\"}} "
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            "vbs_http_request_duration_seconds_count{{route=\"{route}\"}} "
+        )),
+        6.0
+    );
+    // Four listings, each one call per region (no cache in this harness).
+    assert_eq!(
+        value("vbs_upstream_calls_total{region=\"r0\",outcome=\"ok\"} "),
+        4.0 + 1.0
+    ); // + version probe
+    assert_eq!(
+        value("vbs_upstream_latency_seconds_count{region=\"r1\"} "),
+        5.0
+    );
+    assert_eq!(value("vbs_http_requests_in_flight "), 1.0); // this scrape
+    assert_eq!(value("vbs_upstream_breaker_state{region=\"r0\"} "), 0.0);
+    assert!(!text.contains(TOKEN));
+}
