@@ -11,7 +11,8 @@ WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/merge.rs && mkdir config && touch config/default.toml \
+    && for b in merge hot_path; do echo 'fn main() {}' > benches/$b.rs; done \
+    && mkdir config && touch config/default.toml \
     && cargo build --release --locked --bin vbs-proxy && rm -rf src benches config
 COPY src src
 COPY benches benches

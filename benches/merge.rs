@@ -49,11 +49,37 @@ impl Source for Memory {
     }
 }
 
+/// The regions' own order for the sort the fields came from (they come in key order).
+fn sort_rows(
+    a: &vbs_proxy::sim::Backup,
+    b: &vbs_proxy::sim::Backup,
+    fields: &[&str],
+) -> std::cmp::Ordering {
+    let key =
+        |x: &vbs_proxy::sim::Backup| (x.status.clone(), x.size, x.created_at.clone(), x.id.clone());
+    if fields.first() == Some(&"status") {
+        // status asc, size desc, created_at asc, id asc
+        let (ka, kb) = (key(a), key(b));
+        ka.0.cmp(&kb.0)
+            .then(kb.1.cmp(&ka.1))
+            .then(ka.2.cmp(&kb.2))
+            .then(ka.3.cmp(&kb.3))
+    } else {
+        b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id))
+    }
+}
+
 fn memory(regions: usize, parse: bool, fields: Vec<&'static str>) -> Memory {
     let bytes: Vec<Bytes> = (0..regions)
         .map(|r| {
             let mut rows = vbs_proxy::demo::sample_backups(r, 1000, 7);
-            rows.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+            rows.retain(|b| !b.deleted);
+            while rows.len() < 1000 {
+                let mut extra = rows[rows.len() % 900].clone();
+                extra.id = format!("{}-{}", extra.id, rows.len());
+                rows.push(extra);
+            }
+            rows.sort_by(|a, b| sort_rows(a, b, &fields));
             let items: Vec<_> = rows
                 .iter()
                 .map(|b| b.detail(Version::new(3, 45), "http://127.0.0.1:9000", "p", true))
@@ -74,43 +100,50 @@ fn memory(regions: usize, parse: bool, fields: Vec<&'static str>) -> Memory {
 }
 
 fn bench(c: &mut Criterion) {
-    let spec = SortSpec::parse(None, None, None, Version::MIN).unwrap();
-    let comparator = Comparator {
-        keys: spec.resolve().unwrap(),
-        collation: Collation::Binary,
-    };
-    let mut group = c.benchmark_group("merge_1000_item_page");
+    let mut group = c.benchmark_group("merge");
     group
-        .measurement_time(Duration::from_secs(4))
-        .sample_size(30);
-    for regions in [5usize, 10] {
-        for parse in [false, true] {
-            let source = memory(regions, parse, comparator.fields());
-            let name = if parse {
-                "parse_and_merge"
-            } else {
-                "merge_only"
-            };
-            group.bench_with_input(BenchmarkId::new(name, regions), &source, |b, source| {
-                b.iter(|| {
-                    let req = PageRequest {
-                        filters: &[],
-                        sort_param: spec.to_param(),
-                        comparator: &comparator,
-                        limit: 1000,
-                        offset: 0,
-                        with_count: false,
-                        chunk: 1000,
-                    };
-                    let page = futures::executor::block_on(merge::paginate(
-                        source,
-                        req,
-                        vec![Start::default(); regions],
-                    ));
-                    assert_eq!(page.items.len(), 1000);
-                    page
-                })
-            });
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20);
+    for (sort_name, sort) in [
+        ("default_sort", None),
+        ("multi_key_sort", Some("status:asc,size:desc")),
+    ] {
+        let spec = SortSpec::parse(sort, None, None, Version::MIN).unwrap();
+        let comparator = Comparator {
+            keys: spec.resolve().unwrap(),
+            collation: Collation::Binary,
+        };
+        for regions in [2usize, 5, 10] {
+            for limit in [50usize, 1000] {
+                for parse in [false, true] {
+                    let source = memory(regions, parse, comparator.fields());
+                    let what = if parse { "parse_and_merge" } else { "merge" };
+                    let id = BenchmarkId::new(
+                        format!("{what}/{sort_name}/limit_{limit}"),
+                        format!("{regions}x1000"),
+                    );
+                    group.bench_with_input(id, &source, |b, source| {
+                        b.iter(|| {
+                            let req = PageRequest {
+                                filters: &[],
+                                sort_param: spec.to_param(),
+                                comparator: &comparator,
+                                limit,
+                                offset: 0,
+                                with_count: false,
+                                chunk: 1000,
+                            };
+                            let page = futures::executor::block_on(merge::paginate(
+                                source,
+                                req,
+                                vec![Start::default(); regions],
+                            ));
+                            assert_eq!(page.items.len(), limit);
+                            page
+                        })
+                    });
+                }
+            }
         }
     }
     group.finish();

@@ -11,16 +11,23 @@ pub fn venv() -> PathBuf {
     let venv = std::env::var_os("VBS_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-venv"));
-    let stamp = venv.join(format!(".requirements-{:016x}", fnv1a(REQUIREMENTS.as_bytes())));
+    let stamp = venv.join(format!(
+        ".requirements-{:016x}",
+        fnv1a(REQUIREMENTS.as_bytes())
+    ));
     if stamp.exists() {
         return venv;
     }
     let run = |cmd: &mut Command| {
-        let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
         assert!(status.success(), "{cmd:?} failed: {status}");
     };
     eprintln!("creating {} (pip install from PyPI)", venv.display());
-    run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv));
+    run(Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv));
     let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python-requirements.txt");
     run(Command::new(venv.join("bin/pip"))
         .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
@@ -30,7 +37,9 @@ pub fn venv() -> PathBuf {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Run pytest on `dir` (relative to the crate) with the proxy binary at hand; panics with
@@ -38,14 +47,31 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 pub fn pytest(dir: &str) {
     let venv = venv();
     let output = Command::new(venv.join("bin/python"))
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning", "-x"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::DeprecationWarning",
+            "-x",
+        ])
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
         .env("VBS_PROXY_BIN", env!("CARGO_BIN_EXE_vbs-proxy"))
         .env("PYTHONWARNINGS", "ignore")
         .output()
         .expect("run pytest");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let summary = stdout.lines().rev().find(|l| l.contains(" passed") || l.contains(" failed")).unwrap_or("");
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed") || l.contains(" failed"))
+        .unwrap_or("");
     eprintln!("{dir} (pytest): {summary}");
-    assert!(output.status.success(), "{dir} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{dir} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

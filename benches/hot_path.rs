@@ -1,0 +1,120 @@
+//! The pieces of a cache hit and of a page: cursor encode/decode, link rewriting of a
+//! 1,000-item page, and the cache-hit path's key computation and lookup for a 50-item page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use vbs_proxy::cache::layer::{Fetched, Served};
+use vbs_proxy::cache::{Caches, Produced};
+use vbs_proxy::cursor::{Cursor, CursorKey, Position};
+use vbs_proxy::links::Rewriter;
+use vbs_proxy::microversion::Version;
+use vbs_proxy::query::ListQuery;
+
+fn page_json(items: usize) -> Vec<u8> {
+    let rows = vbs_proxy::demo::sample_backups(0, items, 1);
+    let items: Vec<_> = rows
+        .iter()
+        .map(|b| b.detail(Version::new(3, 45), "http://127.0.0.1:9001", "p", false))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "backups": items })).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hot_path");
+    group.measurement_time(Duration::from_secs(3));
+
+    let key = CursorKey::new(b"0123456789abcdef0123");
+    let cursor = Cursor {
+        positions: (0..5)
+            .map(|i| Position {
+                marker: Some(format!("6f0e4c52-a9d8-4cc6-b1e2-f3a4b5c6d7e{i}")),
+                skip: 0,
+            })
+            .collect(),
+    };
+    let encoded = cursor.encode(&key, b"binding");
+    group.bench_function("cursor_encode_5_regions", |b| {
+        b.iter(|| cursor.encode(&key, b"binding"))
+    });
+    group.bench_function("cursor_decode_5_regions", |b| {
+        b.iter(|| Cursor::decode(&encoded, &key, b"binding", 5).unwrap())
+    });
+
+    let page = page_json(1000);
+    let bases = vec!["http://127.0.0.1:9001".to_string()];
+    let rewriter = Rewriter {
+        region_bases: &bases,
+        public_base: "https://volume.example.com",
+    };
+    group.bench_function("rewrite_links_1000_items", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(page.len() + 64 * 1000);
+            rewriter.write_json(&page, &mut out);
+            out
+        })
+    });
+
+    // The cache-hit path for a 50-item page: parse the query, key it, look it up.
+    let config = vbs_proxy::Config::from_toml(
+        "[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\n",
+    )
+    .unwrap();
+    let caches = Caches::new(&config.cache);
+    let body = bytes::Bytes::from(page_json(50));
+    let produced = Arc::new(Produced {
+        status: axum::http::StatusCode::OK,
+        etag: Some(Produced::etag_for(&body, None, b"")),
+        head: body,
+        cursor: None,
+        tail: bytes::Bytes::new(),
+        missing_regions: None,
+        content_type: None,
+        degraded: false,
+        calls: 0,
+    });
+    let raw = "limit=50&sort=created_at:desc&status=available";
+    let token =
+        b"gAAAAABk-a-realistic-length-keystone-fernet-token-0123456789abcdefghijklmnopqrstuvwxyz";
+    let make_key = || {
+        let query = ListQuery::parse(Some(raw), Version::new(3, 45), 1000).unwrap();
+        let identity = caches.identity(token);
+        format!(
+            "{identity}\n3.45\nDetail\nhttp://h/v3/p/backups/detail\n{}",
+            query.canonical()
+        )
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let p = produced.clone();
+        caches
+            .responses
+            .get(make_key(), false, move || async move {
+                Fetched {
+                    value: p,
+                    store: Some((1000, "/v3/p".into())),
+                    failed: false,
+                }
+            })
+            .await;
+    });
+    group.bench_function("cache_hit_key_and_lookup_50_items", |b| {
+        b.iter(|| {
+            let key = make_key();
+            let served = runtime.block_on(
+                caches
+                    .responses
+                    .get(key, false, || async { unreachable!("a hit") }),
+            );
+            assert!(matches!(served, Served::Hit(_)));
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
