@@ -55,9 +55,19 @@ impl Produced {
         h.update(cursor.unwrap_or("").as_bytes());
         h.update(tail);
         let digest = h.finalize();
-        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        HeaderValue::try_from(format!("W/\"{hex}\"")).expect("ascii")
+        HeaderValue::try_from(format!("W/\"{}\"", hex(&digest[..12]))).expect("ascii")
     }
+}
+
+/// Lower-case hex, without a formatting call per byte (this runs on every request).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
 }
 
 pub type PageResult = Arc<Result<ListPage, RegionError>>;
@@ -99,11 +109,7 @@ impl Caches {
     pub fn identity(&self, token: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.identity_key).expect("any key length");
         mac.update(token);
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex(&mac.finalize().into_bytes())
     }
 
     /// Drop the entries of `scope` (`/v3/{project}`) and the project-less ones (whose project

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Macro benchmark of vbs-proxy against what a user would otherwise run (bench/run.sh).
+
+Loopback only; every load run is bounded in time (BENCH_SECONDS, default 5 s). The load generator
+(wrk) is pinned to core 0 and every server to core 1. Targets are measured interleaved, ROUNDS
+rounds each (default 3), and medians reported. CPU per request comes from the server process's
+/proc/PID/stat (utime + stime) before and after each run.
+"""
+import datetime
+import os
+import pathlib
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RELEASE = ROOT / "target" / "release"
+EXAMPLES = RELEASE / "examples"
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+LOAD_CORE, SERVER_CORE = "0", "1"
+TICK = os.sysconf("SC_CLK_TCK")
+TOKEN = "bench:p"
+PROCS = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd, **kw):
+    p = subprocess.Popen(["taskset", "-c", SERVER_CORE, *map(str, cmd)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, **kw)
+    PROCS.append(p)
+    return p
+
+
+def get(url, token=True):
+    req = urllib.request.Request(url, headers={"X-Auth-Token": TOKEN} if token else {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read()
+
+
+def wait_up(url, token=False):
+    for _ in range(200):
+        try:
+            get(url, token)
+            return
+        except Exception:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def ticks(pids):
+    total = 0
+    for pid in pids:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total
+
+
+def peak_rss_mib(pids):
+    kb = 0
+    for pid in pids:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                kb += int(line.split()[1])
+    return kb / 1024
+
+
+def to_ms(value):
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url, conns):
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency",
+                          "-H", f"X-Auth-Token: {TOKEN}", url], capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} errors\n{out}")
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "requests": requests,
+            "p50": to_ms(latency["50"]), "p99": to_ms(latency["99"])}
+
+
+def measure(url, pids, conns):
+    before = ticks(pids)
+    r = wrk(url, conns)
+    r["cpu_us"] = (ticks(pids) - before) / TICK / r["requests"] * 1e6
+    return r
+
+
+def proxy_config(regions, ttl, port):
+    text = f'[server]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n'
+    text += f'[cache]\nttl = "{ttl}"\n[log]\nlevel = "warn"\n'
+    for i, url in enumerate(regions):
+        text += f'[[regions]]\nname = "r{i}"\nurl = "{url}"\n'
+    path = pathlib.Path(tempfile.mkdtemp()) / "bench.toml"
+    path.write_text(text)
+    return path
+
+
+def start_proxy(regions, ttl):
+    port = free_port()
+    p = start([RELEASE / "vbs-proxy", "serve", "--config", proxy_config(regions, ttl, port)])
+    base = f"http://127.0.0.1:{port}"
+    wait_up(base + "/healthz")
+    return p, base
+
+
+def start_region(seed):
+    port = free_port()
+    p = start([EXAMPLES / "bench_server", "region", port, seed])
+    base = f"http://127.0.0.1:{port}"
+    wait_up(base + "/")
+    return p, base
+
+
+def nginx(region):
+    work = pathlib.Path(tempfile.mkdtemp(prefix="vbs-bench-nginx-"))
+    port = free_port()
+    (work / "nginx.conf").write_text(f"""
+worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  proxy_cache_path {work}/cache levels=1:2 keys_zone=pages:64m max_size=1g inactive=1h use_temp_path=off;
+  upstream region {{ server {region.split('//')[1]}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://region;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache pages;
+      proxy_cache_key $request_uri$http_x_auth_token;
+      proxy_cache_valid 200 1h;
+      proxy_cache_lock on;
+    }}
+  }}
+}}
+""")
+    p = start(["nginx", "-c", work / "nginx.conf", "-p", work])
+    base = f"http://127.0.0.1:{port}"
+    wait_up(base + "/", token=False)
+    time.sleep(0.2)
+    workers = [int(x) for x in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()]
+    return p, base, [p.pid, *workers]
+
+
+def median(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def main():
+    subprocess.run(["cargo", "build", "--release", "--bin", "vbs-proxy", "--examples"], cwd=ROOT, check=True)
+    for tool in ("wrk", "nginx", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: bench/run.sh installs it")
+    page = "/v3/p/backups/detail?limit={}"
+    region, region_url = start_region(0)
+    proxy, proxy_url = start_proxy([region_url], "1h")
+    ng, ng_url, ng_pids = nginx(region_url)
+    bodies = {n: get(proxy_url + page.format(n)) for n in (50, 1000)}
+    ceilings = {}
+    for n, body in bodies.items():
+        f = pathlib.Path(tempfile.mkdtemp()) / f"page{n}.json"
+        f.write_bytes(body)
+        port = free_port()
+        p = start([EXAMPLES / "bench_server", "ceiling", port, f])
+        ceilings[n] = (p, f"http://127.0.0.1:{port}")
+        wait_up(ceilings[n][1] + "/")
+    for n in bodies:
+        get(ng_url + page.format(n))  # warm nginx's cache
+
+    targets = []
+    for n in (50, 1000):
+        targets += [(f"vbs-proxy hit, {n} items", proxy_url + page.format(n), [proxy.pid], 64),
+                    (f"nginx proxy_cache hit, {n} items", ng_url + page.format(n), ng_pids, 64),
+                    (f"ceiling (bytes from memory), {n} items", ceilings[n][1] + page.format(n), [ceilings[n][0].pid], 64)]
+    results = {name: [] for name, *_ in targets}
+    for _ in range(ROUNDS):
+        for name, url, pids, conns in targets:
+            results[name].append(measure(url, pids, conns))
+    rss = {f"vbs-proxy hit, {n} items": peak_rss_mib([proxy.pid]) for n in (50, 1000)}
+    rss.update({f"nginx proxy_cache hit, {n} items": peak_rss_mib(ng_pids) for n in (50, 1000)})
+    rss.update({f"ceiling (bytes from memory), {n} items": peak_rss_mib([ceilings[n][0].pid]) for n in (50, 1000)})
+
+    # The price of aggregation: misses over three regions against one region directly.
+    three = [start_region(seed) for seed in (1, 2, 3)]
+    miss_proxy, miss_url = start_proxy([u for _, u in three], "0s")
+    miss_targets = [("vbs-proxy miss over 3 regions, 50 items", miss_url + page.format(50), [miss_proxy.pid], 4),
+                    ("one region directly, 50 items", three[0][1] + page.format(50), [three[0][0].pid], 4)]
+    for name, *_ in miss_targets:
+        results[name] = []
+    for _ in range(ROUNDS):
+        for name, url, pids, conns in miss_targets:
+            results[name].append(measure(url, pids, conns))
+    rss[miss_targets[0][0]] = peak_rss_mib([miss_proxy.pid])
+    rss[miss_targets[1][0]] = peak_rss_mib([three[0][0].pid])
+
+    # Coalescing: 500 identical cold requests at once.
+    burst_regions = [start_region(seed) for seed in (4, 5, 6)]
+    burst_proxy, burst_url = start_proxy([u for _, u in burst_regions], "30s")
+    before = [int(get(u + "/__calls", token=False)) for _, u in burst_regions]
+    ok = subprocess.run(["taskset", "-c", LOAD_CORE, EXAMPLES / "bench_burst", burst_url + page.format(50), "500"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+    calls = [int(get(u + "/__calls", token=False)) - b for (_, u), b in zip(burst_regions, before)]
+
+    # Memory per cached 50-item page: RSS growth over 2,000 distinct cached pages.
+    mem_regions = [start_region(7)]
+    mem_proxy, mem_url = start_proxy([u for _, u in mem_regions], "1h")
+    get(mem_url + page.format(50))
+    rss_before = int(re.search(r"VmRSS:\s+(\d+)", pathlib.Path(f"/proc/{mem_proxy.pid}/status").read_text()).group(1))
+    for i in range(2000):
+        get(mem_url + page.format(50) + f"&status=s{i}")
+    rss_after = int(re.search(r"VmRSS:\s+(\d+)", pathlib.Path(f"/proc/{mem_proxy.pid}/status").read_text()).group(1))
+    per_page = (rss_after - rss_before) * 1024 / 2000
+
+    print(f"\n## Macro benchmark, {datetime.date.today()}, {os.cpu_count()} cores; wrk -t1 pinned to core "
+          f"{LOAD_CORE}, servers pinned to core {SERVER_CORE}; {SECONDS} s runs, {ROUNDS} rounds, medians\n")
+    print("| target | conns | req/s | p50 ms | p99 ms | server CPU µs/req | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        conns = 4 if "miss" in name or "directly" in name else 64
+        print(f"| {name} | {conns} | {median(runs, 'rps'):,.0f} | {median(runs, 'p50'):.3f} | {median(runs, 'p99'):.3f} | "
+              f"{median(runs, 'cpu_us'):.1f} | {rss[name]:.0f} |")
+    print()
+    for n in (50, 1000):
+        p, ng_, c = (median(results[f"{k}, {n} items"], "cpu_us") for k in
+                     ("vbs-proxy hit", "nginx proxy_cache hit", "ceiling (bytes from memory)"))
+        rp, rn = (median(results[f"{k}, {n} items"], "rps") for k in ("vbs-proxy hit", "nginx proxy_cache hit"))
+        print(f"- {n} items: CPU/request vbs-proxy/nginx = {p / ng_:.2f}, vbs-proxy/ceiling = {p / c:.2f}; "
+              f"throughput vbs-proxy/nginx = {rp / rn:.2f}; body {len(bodies[n]):,} bytes")
+    added = median(results[miss_targets[0][0]], "p50") - median(results[miss_targets[1][0]], "p50")
+    print(f"- aggregation over 3 regions adds {added:.3f} ms at p50 over one direct region call (4 connections)")
+    print(f"- coalescing: 500 identical cold requests, {ok} answered 200; upstream calls per region: {calls}")
+    print(f"- memory: RSS grew {per_page:,.0f} bytes per cached 50-item page (2,000 pages; "
+          f"body {len(bodies[50]):,} bytes: {per_page / len(bodies[50]):.2f}x; region page and response both held)")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in PROCS:
+            p.terminate()
+        for p in PROCS:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
