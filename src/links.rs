@@ -28,9 +28,10 @@ impl Rewriter<'_> {
     /// Append `raw` (JSON) to `out`, with every `"href": "<region base>...` rewritten.
     pub fn write_json(&self, raw: &[u8], out: &mut Vec<u8>) {
         const KEY: &[u8] = b"\"href\"";
+        let finder = memchr::memmem::Finder::new(KEY);
         let mut copied = 0;
         let mut at = 0;
-        while let Some(found) = find(&raw[at..], KEY) {
+        while let Some(found) = finder.find(&raw[at..]) {
             let mut i = at + found + KEY.len();
             at = i;
             let skip_ws = |mut i: usize| {
@@ -57,10 +58,6 @@ impl Rewriter<'_> {
         }
         out.extend_from_slice(&raw[copied..]);
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
