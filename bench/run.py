@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -54,7 +55,11 @@ def wait_up(url, token=False):
         try:
             get(url, token)
             return
-        except Exception:
+        except urllib.error.HTTPError as e:
+            if e.code < 500:  # the version document answers 300
+                return
+            time.sleep(0.05)
+        except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{url} did not come up")
 
@@ -128,6 +133,7 @@ def start_region(seed):
 
 def nginx(region):
     work = pathlib.Path(tempfile.mkdtemp(prefix="vbs-bench-nginx-"))
+    work.chmod(0o755)  # nginx's workers run unprivileged
     port = free_port()
     (work / "nginx.conf").write_text(f"""
 worker_processes 1;
@@ -157,7 +163,9 @@ http {{
     base = f"http://127.0.0.1:{port}"
     wait_up(base + "/", token=False)
     time.sleep(0.2)
-    workers = [int(x) for x in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()]
+    children = [int(x) for x in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()]
+    # The worker serves; the cache loader exits on its own and the manager only sweeps.
+    workers = [c for c in children if b"worker process" in pathlib.Path(f"/proc/{c}/cmdline").read_bytes()]
     return p, base, [p.pid, *workers]
 
 
