@@ -1,8 +1,7 @@
 //! The real binary: `check-config` exit codes, and `serve` answering then shutting down
 //! cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use vbs_proxy::sim::{SimConfig, SimRegion};
 
@@ -71,28 +70,9 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
         "serve.toml",
         &format!("[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[[regions]]\nname = \"a\"\nurl = \"{url}\"\n"),
     );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("VBS_PROXY__SERVER__MAX_LIMIT", "3")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The "serving" log line names the bound address.
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the proxy logs before exiting")
-            .unwrap();
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["fields"]["message"] == "serving" {
-            break v["fields"]["listen"].as_str().unwrap().to_string();
-        }
-    };
+    // `_lines` keeps the log pipe open while the proxy runs.
+    let (mut child, _lines, addr) =
+        crate::support::spawn_serve(&config, &[("VBS_PROXY__SERVER__MAX_LIMIT", "3")]);
     let resp = reqwest::Client::new()
         .get(format!("http://{addr}/v3/abc123/backups/detail"))
         .header("X-Auth-Token", TOKEN)
@@ -132,26 +112,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
         "graceful.toml",
         &format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"60s\"\n[log]\nformat = \"json\"\n[[regions]]\nname = \"a\"\nurl = \"{url}\"\n"),
     );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the proxy logs before exiting")
-            .unwrap();
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["fields"]["message"] == "serving" {
-            break v["fields"]["listen"].as_str().unwrap().to_string();
-        }
-    };
+    let (mut child, mut lines, addr) = crate::support::spawn_serve(&config, &[]);
     let in_flight = tokio::spawn(async move {
         reqwest::Client::new()
             .get(format!("http://{addr}/v3/abc123/backups/detail?limit=2"))

@@ -69,18 +69,7 @@ impl Harness {
         if !extra.contains("[cache]") {
             toml.push_str("\n[cache]\nttl = \"0s\"\n");
         }
-        let config = Config::from_toml(&toml).expect("valid test config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let state = AppState::new(config);
-        vbs_proxy::http::versions::refresh(&state).await;
-        let app = vbs_proxy::router(state.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (base, state) = serve(&toml).await;
         Harness {
             regions: sims,
             region_urls: urls,
@@ -93,18 +82,7 @@ impl Harness {
     /// Another proxy with a whole configuration of its own (its own `[[regions]]`), sharing
     /// this harness's simulated regions.
     pub async fn restart_proxy(&self, toml: &str) -> Harness {
-        let config = Config::from_toml(toml).expect("valid test config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let state = AppState::new(config);
-        vbs_proxy::http::versions::refresh(&state).await;
-        let app = vbs_proxy::router(state.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (base, state) = serve(toml).await;
         Harness {
             regions: self.regions.clone(),
             region_urls: self.region_urls.clone(),
@@ -152,6 +130,62 @@ impl Harness {
     pub fn total_calls(&self) -> usize {
         self.calls().iter().sum()
     }
+}
+
+/// The router for `toml` on `127.0.0.1:0`, the regions' versions learnt: (base URL, state).
+async fn serve(toml: &str) -> (String, Arc<AppState>) {
+    let config = Config::from_toml(toml).expect("valid test config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let state = AppState::new(config);
+    vbs_proxy::http::versions::refresh(&state).await;
+    let app = vbs_proxy::router(state.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (base, state)
+}
+
+/// The `vbs-proxy serve` binary on `config` (JSON logs, `listen = 127.0.0.1:0`): the child,
+/// its log lines still to read, and the address it logged as serving on.
+pub fn spawn_serve(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vbs-proxy"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("VBS_PROXY__LOG__FORMAT", "json")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the proxy logs before exiting")
+            .expect("a line");
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if v["fields"]["message"] == "serving" {
+            break v["fields"]["listen"]
+                .as_str()
+                .expect("an address")
+                .to_string();
+        }
+    };
+    (child, lines, addr)
 }
 
 /// A plain backup row in `PROJECT`.

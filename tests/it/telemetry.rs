@@ -2,8 +2,7 @@
 //! client's trace continued through the proxy to the regions; and `/metrics` after known
 //! traffic.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use axum::routing::post;
@@ -13,8 +12,6 @@ use prost::Message;
 use vbs_proxy::sim::{SimConfig, SimRegion};
 
 use crate::support::{rows, Harness, TOKEN};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vbs-proxy");
 
 /// An OTLP/HTTP receiver: `POST /v1/traces` with protobuf `ExportTraceServiceRequest`.
 async fn otlp_receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
@@ -65,26 +62,7 @@ async fn traces_follow_the_client_through_the_proxy_to_every_region() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("otel.toml");
     std::fs::write(&config, toml).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("the proxy logs before exiting")
-            .unwrap();
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["fields"]["message"] == "serving" {
-            break v["fields"]["listen"].as_str().unwrap().to_string();
-        }
-    };
+    let (mut child, _lines, addr) = crate::support::spawn_serve(&config, &[]);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let response = reqwest::Client::new()
         .get(format!("http://{addr}/v3/abc123/backups/detail?limit=2"))
