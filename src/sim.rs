@@ -693,31 +693,19 @@ fn order_by(a: &Backup, b: &Backup, keys: &[(String, Dir)], collation: Collation
     Ordering::Equal
 }
 
-/// `paginate_query`'s marker criteria: NULL becomes the column default on both sides.
-fn coalesce(c: Cell<'_>) -> Cell<'_> {
-    match c {
-        Cell::Null => Cell::Text(""), // compared only with the same column's values
-        other => other,
+/// `paginate_query`'s marker criteria compare `COALESCE(column, default)` on both sides, the
+/// default by column type (`sqlalchemyutils._get_default_column_value`).
+fn coalesced<'a>(row: &'a Backup, column: &str) -> Cell<'a> {
+    match row.cell(column) {
+        Some(Cell::Null) | None => match column {
+            "size" | "object_count" | "num_dependent_backups" => Cell::Int(0),
+            "created_at" | "updated_at" | "data_timestamp" | "deleted_at" => {
+                Cell::Time("1900-01-01T00:00:00.000000")
+            }
+            _ => Cell::Text(""),
+        },
+        Some(value) => value,
     }
-}
-
-fn coalesced_cmp(a: Cell<'_>, b: Cell<'_>, collation: Collation) -> Ordering {
-    let default_of = |other: Cell<'_>| match other {
-        Cell::Int(_) => Cell::Int(0),
-        Cell::Time(_) => Cell::Time("1900-01-01T00:00:00.000000"),
-        _ => Cell::Text(""),
-    };
-    let a2 = if matches!(a, Cell::Null) {
-        default_of(b)
-    } else {
-        coalesce(a)
-    };
-    let b2 = if matches!(b, Cell::Null) {
-        default_of(a2)
-    } else {
-        coalesce(b)
-    };
-    cmp_cells(a2, b2, collation)
 }
 
 fn after_marker(
@@ -726,22 +714,12 @@ fn after_marker(
     keys: &[(String, Dir)],
     collation: Collation,
 ) -> bool {
+    let cmp = |k: &str| cmp_cells(coalesced(row, k), coalesced(marker, k), collation);
     for (i, (k, dir)) in keys.iter().enumerate() {
-        let earlier_equal = keys[..i].iter().all(|(kj, _)| {
-            coalesced_cmp(
-                row.cell(kj).unwrap_or(Cell::Null),
-                marker.cell(kj).unwrap_or(Cell::Null),
-                collation,
-            ) == Ordering::Equal
-        });
-        if !earlier_equal {
+        if !keys[..i].iter().all(|(kj, _)| cmp(kj) == Ordering::Equal) {
             continue;
         }
-        let o = coalesced_cmp(
-            row.cell(k).unwrap_or(Cell::Null),
-            marker.cell(k).unwrap_or(Cell::Null),
-            collation,
-        );
+        let o = cmp(k);
         let beyond = if *dir == Dir::Desc {
             o == Ordering::Less
         } else {
