@@ -103,6 +103,7 @@ impl Source for RegionSource<'_> {
                 e.value.clone()
             }
             Served::Fetched { fetched, .. } => fetched.value.clone(),
+            Served::Lost => return Err(RegionError::Lost),
         };
         (*result).clone()
     }
@@ -129,6 +130,11 @@ pub async fn find_backup(
     ctx: &CallContext,
 ) -> Result<(usize, Item), ApiError> {
     let upstream = &state.upstream;
+    if !crate::upstream::is_path_segment(id) {
+        // Not an id any region could hold, nor one that can be asked for without becoming
+        // another route: Cinder's answer for an unknown id, and no region call.
+        return Err(ApiError::backup_not_found(id));
+    }
     if let Some(region) = state.id_regions.get(id) {
         if let Ok(item) = upstream.show(region, scope, id, fields, ctx).await {
             return Ok((region, item));
@@ -151,7 +157,7 @@ pub async fn find_backup(
     }
     let unavailable: Vec<_> = failures
         .iter()
-        .filter(|(_, e)| e.status() != Some(StatusCode::NOT_FOUND))
+        .filter(|(_, e)| !e.is_not_here())
         .inspect(|(i, e)| log_failure(upstream, *i, "show", e))
         .map(|(i, e)| format!("{} ({e})", upstream.regions[*i].name))
         .collect();

@@ -88,9 +88,32 @@ pub enum Served<V> {
         fetched: Arc<Fetched<V>>,
         collapsed: bool,
     },
+    /// The producer panicked or was cancelled, and nothing stored could stand in: an error
+    /// for this request; the key is free again for the next one.
+    Lost,
 }
 
-type Flight<V> = Shared<BoxFuture<'static, Arc<Fetched<V>>>>;
+/// `None`: the producer never finished (it panicked, or its task was cancelled).
+type Flight<V> = Shared<BoxFuture<'static, Option<Arc<Fetched<V>>>>>;
+
+/// Forgets a key's flight when the producer's task ends, however it ends: a panicking
+/// producer must not leave a flight that every later request for the key would join.
+struct Forget<K: Hash + Eq, V> {
+    layer: Layer<K, V>,
+    key: K,
+}
+
+impl<K: Hash + Eq, V> Drop for Forget<K, V> {
+    fn drop(&mut self) {
+        let mut inflight = self
+            .layer
+            .0
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        inflight.remove(&self.key);
+    }
+}
 
 struct Inner<K, V> {
     entries: moka::sync::Cache<K, Arc<Stored<V>>>,
@@ -174,7 +197,17 @@ where
         if collapsed {
             inner.metrics.coalesced.inc();
         }
-        let fetched = flight.await;
+        let Some(fetched) = flight.await else {
+            tracing::error!("a cache producer panicked or was cancelled");
+            let usable = freshness.is_some_and(|f| f != Freshness::Expired);
+            return match (stored, usable) {
+                (Some(s), true) => {
+                    inner.metrics.stale.inc();
+                    Served::StaleIfError(s)
+                }
+                _ => Served::Lost,
+            };
+        };
         if fetched.failed {
             let usable = matches!(
                 freshness,
@@ -194,7 +227,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Fetched<V>> + Send + 'static,
     {
-        let mut inflight = self.0.inflight.lock().expect("not poisoned");
+        let mut inflight = self.0.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flight) = inflight.get(&key) {
             return (flight.clone(), true);
         }
@@ -202,7 +235,12 @@ where
         let task_key = key.clone();
         // The fetch belongs to the trace of the request that started it.
         let work = fetch().in_current_span();
+        let forget = Forget {
+            layer: self.clone(),
+            key: key.clone(),
+        };
         let task = tokio::spawn(async move {
+            let forget = forget;
             let fetched = Arc::new(work.await);
             if let Some((weight, scope)) = &fetched.store {
                 let stored = Stored {
@@ -214,17 +252,10 @@ where
                 layer.0.entries.insert(task_key.clone(), Arc::new(stored));
             }
             // Stored first, then forgotten: a request in between finds one or the other.
-            layer
-                .0
-                .inflight
-                .lock()
-                .expect("not poisoned")
-                .remove(&task_key);
+            drop(forget);
             fetched
         });
-        let flight = async move { task.await.expect("the fetch task does not panic") }
-            .boxed()
-            .shared();
+        let flight = async move { task.await.ok() }.boxed().shared();
         inflight.insert(key, flight.clone());
         (flight, false)
     }
@@ -286,7 +317,40 @@ mod tests {
             Served::StaleWhileRevalidate(e) => (e.value, "swr"),
             Served::StaleIfError(e) => (e.value, "sie"),
             Served::Fetched { fetched, .. } => (fetched.value, "fetched"),
+            Served::Lost => (0, "lost"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_producer_is_an_error_for_its_waiters_not_a_poisoned_key() {
+        let l = layer(30, 0, 0);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let l = l.clone();
+            async move {
+                let served = l
+                    .get("k", false, || async move {
+                        let _ = rx.await;
+                        panic!("a producer bug");
+                    })
+                    .await;
+                value(&served)
+            }
+        });
+        settle().await;
+        let waiter = tokio::spawn({
+            let l = l.clone();
+            async move { value(&l.get("k", false, || async { ok(2) }).await) }
+        });
+        settle().await;
+        tx.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), (0, "lost"));
+        assert_eq!(waiter.await.unwrap(), (0, "lost"));
+        // The key is free: the next request produces again.
+        assert_eq!(
+            value(&l.get("k", false, || async { ok(3) }).await),
+            (3, "fetched")
+        );
     }
 
     /// Let spawned fetch tasks run to completion (paused time: no sleeping involved).

@@ -123,6 +123,10 @@ async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) 
     let ttl = state.caches.ttl;
     let mut calls = 0;
     let (produced, cache_status, age) = match served {
+        Served::Lost => {
+            return ApiError::Internal("The listing could not be produced.".into())
+                .into_response_with(Some(request.caller.ctx.version))
+        }
         Served::Hit(e) => {
             let age = e.age(tokio::time::Instant::now());
             let left = ttl.saturating_sub(age).as_secs();

@@ -39,6 +39,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+/// What one sent request says about the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// It answered as a working region does.
+    Healthy,
+    /// No answer, a 5xx or a 429.
+    Faulty,
+    /// The answer depends on the request (a 4xx, the wrong shape): nothing is learnt.
+    Unknown,
+}
+
 /// Why the guard refused to send a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -140,8 +151,13 @@ impl Guard {
         }
     }
 
-    /// Record what a sent request came to (`failure`: 5xx, timeout, connection, bad body).
-    pub fn record(&self, failure: bool, now: Instant) {
+    /// Record what a sent request came to.
+    pub fn record(&self, health: Health, now: Instant) {
+        let failure = match health {
+            Health::Healthy => false,
+            Health::Faulty => true,
+            Health::Unknown => return,
+        };
         let mut s = self.state();
         if s.recent.len() == RATIO_WINDOW {
             s.recent.pop_front();
@@ -161,7 +177,7 @@ impl Guard {
             || ratio_tripped
         {
             s.breaker = BreakerState::Open {
-                until: now + self.config.breaker_cooldown,
+                until: later(now, self.config.breaker_cooldown),
             };
             s.recent.clear();
         }
@@ -194,14 +210,31 @@ impl Guard {
     }
 }
 
-/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3); `None` if unreadable.
+/// `now + wait` without overflowing the clock: a wait too long for it is as good as forever,
+/// which a year stands in for.
+pub fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
+}
+
+/// The longest `Retry-After` the proxy honours. A region may ask for more (or send
+/// `18446744073709551615`); past this the proxy asks it again, so a typo or a hostile value
+/// cannot switch a region off for good, nor overflow the clock.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3), at most
+/// [`MAX_RETRY_AFTER`]; `None` if unreadable.
 pub fn parse_retry_after(value: &str, now_system: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now_system).unwrap_or(Duration::ZERO))
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let when = httpdate::parse_http_date(value).ok()?;
+            when.duration_since(now_system).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -227,7 +260,7 @@ mod tests {
         let g = Guard::new(config());
         for _ in 0..3 {
             assert_eq!(g.admit(Instant::now(), true), Ok(()));
-            g.record(true, Instant::now());
+            g.record(Health::Faulty, Instant::now());
         }
         assert!(matches!(g.breaker(), BreakerState::Open { .. }));
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
@@ -239,11 +272,11 @@ mod tests {
         assert_eq!(g.breaker(), BreakerState::HalfOpen);
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
         // The probe fails: open again for a full cool-down.
-        g.record(true, Instant::now());
+        g.record(Health::Faulty, Instant::now());
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(g.admit(Instant::now(), true), Ok(()));
-        g.record(false, Instant::now());
+        g.record(Health::Healthy, Instant::now());
         assert_eq!(g.breaker(), BreakerState::Closed);
         assert_eq!(g.admit(Instant::now(), true), Ok(()));
     }
@@ -256,7 +289,14 @@ mod tests {
         });
         for i in 0..RATIO_WINDOW {
             g.admit(Instant::now(), true).unwrap();
-            g.record(i % 2 == 1, Instant::now()); // half fail, never two in a row
+            g.record(
+                if i % 2 == 1 {
+                    Health::Faulty
+                } else {
+                    Health::Healthy
+                },
+                Instant::now(),
+            ); // half fail, never two in a row
         }
         assert!(matches!(g.breaker(), BreakerState::Open { .. }));
     }
@@ -312,5 +352,12 @@ mod tests {
         let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
         assert_eq!(parse_retry_after("soon", now), None);
+        // Absurd values are clamped, never an overflow later.
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        let far = httpdate::fmt_http_date(now + Duration::from_secs(86_400 * 365 * 100));
+        assert_eq!(parse_retry_after(&far, now), Some(MAX_RETRY_AFTER));
     }
 }

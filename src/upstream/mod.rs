@@ -6,7 +6,7 @@ pub mod guard;
 
 use std::time::Duration;
 
-use guard::{Guard, GuardConfig, Refusal};
+use guard::{Guard, GuardConfig, Health, Refusal};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -52,6 +52,9 @@ pub enum RegionError {
     Transport(String),
     #[error("invalid answer: {0}")]
     Body(String),
+    /// The proxy's own call for this page never finished (a bug, logged where it happened).
+    #[error("the call was lost")]
+    Lost,
     /// Not sent: the proxy's own protection of the region said no.
     #[error("not asked: {}", refusal_text(*.0))]
     Refused(Refusal),
@@ -76,6 +79,7 @@ impl RegionError {
             RegionError::Connect(_) => "connect",
             RegionError::Transport(_) => "transport",
             RegionError::Body(_) => "body",
+            RegionError::Lost => "lost",
             RegionError::Refused(Refusal::CircuitOpen) => "circuit_open",
             RegionError::Refused(Refusal::BackingOff) => "backing_off",
             RegionError::Refused(Refusal::RateLimited) => "rate_limited",
@@ -83,12 +87,25 @@ impl RegionError {
         }
     }
 
-    /// Counts against the region's health (its breaker): it answered badly or not at all.
-    fn is_region_fault(&self) -> bool {
+    /// What this outcome says about the region's health (SPEC §6: client input never changes
+    /// it). Only what a region does whatever it is asked counts against it: no answer
+    /// (transport, timeout), 5xx, 429. A 4xx, or an answer of the wrong shape, depends on the
+    /// request (a client's id can route to another Cinder view: `GET .../backups/detail` is a
+    /// listing, not a show), so it is that request's problem and says nothing either way.
+    fn health(&self) -> Health {
         match self {
-            RegionError::Status { status, .. } => status.is_server_error(),
-            RegionError::Refused(_) => false,
-            _ => true,
+            RegionError::Status { status, .. }
+                if status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Health::Faulty
+            }
+            RegionError::Timeout | RegionError::Connect(_) | RegionError::Transport(_) => {
+                Health::Faulty
+            }
+            RegionError::Status { .. }
+            | RegionError::Body(_)
+            | RegionError::Lost
+            | RegionError::Refused(_) => Health::Unknown,
         }
     }
 
@@ -97,7 +114,26 @@ impl RegionError {
         match self {
             RegionError::Status { status, .. } => status.is_server_error(),
             RegionError::Timeout | RegionError::Connect(_) | RegionError::Transport(_) => true,
-            RegionError::Body(_) | RegionError::Refused(_) => false,
+            RegionError::Body(_) | RegionError::Refused(_) | RegionError::Lost => false,
+        }
+    }
+
+    /// The region answered, and what it said means "no such backup here": a 4xx other than
+    /// an authorization refusal or 429, or an answer that is not a backup at all (the id
+    /// routed to another view).
+    pub fn is_not_here(&self) -> bool {
+        match self {
+            RegionError::Status { status, .. } => {
+                status.is_client_error()
+                    && !matches!(
+                        *status,
+                        StatusCode::UNAUTHORIZED
+                            | StatusCode::FORBIDDEN
+                            | StatusCode::TOO_MANY_REQUESTS
+                    )
+            }
+            RegionError::Body(_) => true,
+            _ => false,
         }
     }
 
@@ -252,22 +288,20 @@ impl Upstream {
                     let result = sent.and_then(|body| parse(body).map_err(RegionError::Body));
                     self.metrics
                         .observe_latency(&self.regions[region].name, started.elapsed());
-                    guard.record(
-                        result
-                            .as_ref()
-                            .err()
-                            .is_some_and(RegionError::is_region_fault),
-                        Instant::now(),
-                    );
+                    let health = result
+                        .as_ref()
+                        .map_or_else(RegionError::health, |_| Health::Healthy);
+                    guard.record(health, Instant::now());
                     if let Err(RegionError::Status {
                         status: StatusCode::TOO_MANY_REQUESTS,
                         ..
                     }) = &result
                     {
                         // Nothing goes to the region before the time it named (1 s if none).
-                        guard.back_off_until(
-                            Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)),
-                        );
+                        guard.back_off_until(guard::later(
+                            Instant::now(),
+                            retry_after.unwrap_or(Duration::from_secs(1)),
+                        ));
                     }
                     result
                 }
@@ -410,7 +444,8 @@ impl Upstream {
         .await
     }
 
-    /// `GET {base}{scope}/backups/{id}`: the backup, or the region's refusal.
+    /// `GET {base}{scope}/backups/{id}`: the backup, or the region's refusal. `id` must be
+    /// a [`PathSegment`] (see [`path_segment`]).
     pub async fn show(
         &self,
         region: usize,
@@ -449,7 +484,16 @@ impl Upstream {
     }
 }
 
-/// Percent-encode one path segment (everything but RFC 3986 unreserved characters).
+/// Whether `s` can be sent as one path segment. Empty and dot segments cannot: every URL
+/// library and HTTP server on the way would remove or resolve them (`%2E%2E` included, per
+/// the WHATWG URL standard), so the request would reach another route. No Cinder object has
+/// such an id.
+pub fn is_path_segment(s: &str) -> bool {
+    !matches!(s, "" | "." | "..")
+}
+
+/// Percent-encode one path segment (everything but RFC 3986 unreserved characters), so a `/`,
+/// `?` or `%` in an id stays inside its segment.
 pub fn encode_segment(s: &str) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
@@ -467,5 +511,8 @@ mod tests {
     fn segments_are_encoded() {
         assert_eq!(encode_segment("ab-12"), "ab-12");
         assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
+        assert_eq!(encode_segment("%64etail"), "%2564etail");
+        assert!(!is_path_segment("..") && !is_path_segment(".") && !is_path_segment(""));
+        assert!(is_path_segment("detail") && is_path_segment("..."));
     }
 }

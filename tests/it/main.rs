@@ -5,6 +5,7 @@ mod api;
 mod cache;
 mod cli;
 mod faults;
+mod hardening;
 mod merge_props;
 mod reference;
 mod support;
