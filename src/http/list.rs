@@ -65,7 +65,7 @@ fn prepare(
     kind: Kind,
 ) -> Result<ListRequest, ApiError> {
     let path = parts.uri.path();
-    let scope = super::scope(path)?.to_string();
+    let scope = super::scope(path)?;
     let query = ListQuery::parse(
         parts.uri.query(),
         caller.ctx.version,

@@ -7,6 +7,7 @@ pub mod error;
 pub mod list;
 pub mod observe;
 pub mod passthrough;
+pub mod path;
 pub mod protect;
 pub mod show;
 pub mod versions;
@@ -66,20 +67,19 @@ pub fn ops_routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The part of a backups path before the collection, as the client sent it: `/v3/{project}`,
-/// or `/v3` for the project-less routes. Regions are asked under the same scope, so their
-/// links and the caller's identity work out as they would talking to Cinder directly.
-pub fn scope(path: &str) -> Result<&str, ApiError> {
-    let second = path.split('/').nth(2).unwrap_or("");
-    if second == "backups" || second == "native" {
-        return Ok("/v3");
-    }
-    if second.is_empty() || second == "." || second == ".." {
-        return Err(ApiError::NotFound(
+/// The part of a backups path before the collection: `/v3/{project}` (the project
+/// re-encoded, so every spelling of it is one scope), or `/v3` for the project-less routes.
+/// Regions are asked under the same scope, so their links and the caller's identity work out
+/// as they would talking to Cinder directly.
+pub fn scope(path: &str) -> Result<String, ApiError> {
+    let segments = path::segments(path)?;
+    match segments.get(1).map(String::as_str) {
+        Some("backups" | "native") => Ok("/v3".to_string()),
+        Some(project) => Ok(format!("/v3/{}", crate::upstream::encode_segment(project))),
+        None => Err(ApiError::NotFound(
             "The resource could not be found.".into(),
-        ));
+        )),
     }
-    Ok(&path[..3 + 1 + second.len()])
 }
 
 pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
@@ -193,6 +193,7 @@ mod tests {
             "/v3/abc"
         );
         assert_eq!(super::scope("/v3/a%20b/backups/x").unwrap(), "/v3/a%20b");
+        assert_eq!(super::scope("/v3/%61bc/backups/x").unwrap(), "/v3/abc");
         assert_eq!(super::scope("/v3/backups/detail").unwrap(), "/v3");
         assert_eq!(super::scope("/v3/native/backups/detail").unwrap(), "/v3");
         assert!(super::scope("/v3/../backups").is_err());

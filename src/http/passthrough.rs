@@ -40,19 +40,20 @@ fn copy_headers(from: &HeaderMap) -> HeaderMap {
 
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if !state.config.server.passthrough || !parts.uri.path().starts_with("/v3/") {
+    if !state.config.server.passthrough {
         return ApiError::NotFound("The resource could not be found.".into()).into_response();
     }
+    // Only `/v3/{project}/...`, rebuilt from encoded segments: never `/`, `/healthcheck` or a
+    // path the region would resolve differently.
+    let path = match super::path::upstream_path(parts.uri.path()) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let region = state.config.primary_index();
-    let url = format!(
-        "{}{}",
-        state.upstream.regions[region].base,
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
+    let url = match parts.uri.query() {
+        Some(q) => format!("{}{path}?{q}", state.upstream.regions[region].base),
+        None => format!("{}{path}", state.upstream.regions[region].base),
+    };
     let limit = state.config.server.max_request_body.as_u64() as usize;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -82,7 +83,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
                 && upstream.status().is_success()
             {
                 if let Ok(scope) = super::scope(parts.uri.path()) {
-                    let purged = state.caches.purge(Some(scope));
+                    let purged = state.caches.purge(Some(&scope));
                     tracing::debug!(scope, purged, "write passed through: listings dropped");
                 }
             }

@@ -13,6 +13,9 @@ use crate::app::AppState;
 
 pub async fn inbound(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let server = &state.config.server;
+    if let Err(e) = super::path::check(request.uri().path()) {
+        return e.into_response();
+    }
     let header_bytes: usize = request
         .headers()
         .iter()

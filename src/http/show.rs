@@ -24,7 +24,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         Err(e) => return e.into_response_with(version),
     };
     let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
-    match fanout::find_backup(&state, scope, &id, &[], &caller.ctx).await {
+    match fanout::find_backup(&state, &scope, &id, &[], &caller.ctx).await {
         Ok((_, item)) => {
             let rewriter = Rewriter {
                 region_bases: &state.region_bases,

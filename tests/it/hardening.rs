@@ -79,3 +79,68 @@ async fn an_absurd_retry_after_cannot_crash_a_request_path() {
         assert_eq!(r.header("x-aggregate-missing-regions"), Some("r1"));
     }
 }
+
+/// One raw HTTP/1.1 GET, the path sent byte for byte (reqwest would resolve dot segments
+/// itself): the status and the body.
+pub async fn raw_get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    socket.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    socket.read_to_end(&mut answer).await.expect("read");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// Class 2: dot segments, empty segments and encoded separators are refused as Cinder
+/// refuses an unknown route, and never reach a region (pass-through included).
+#[tokio::test]
+async fn paths_are_what_they_look_like() {
+    let h = two_regions("").await;
+    let token = [("X-Auth-Token", crate::support::TOKEN)];
+    for path in [
+        "/v3/../",
+        "/v3/%2e%2e/backups/detail",
+        "/v3/%2E%2e/healthcheck",
+        "/v3//abc123/backups/detail",
+        "/v3/abc123%2Fbackups/detail",
+        "/v3/abc123/backups/a%2Fb",
+        "/v3/abc123/volumes/../../healthcheck",
+        "/v3/abc123",
+    ] {
+        let (status, body) = raw_get(&h.base, path, &token).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect(path);
+        assert_eq!(json["itemNotFound"]["code"], 404, "{path}");
+    }
+    assert_eq!(h.total_calls(), 0, "no region was asked");
+    for region in &h.regions {
+        assert!(region.requests.lock().unwrap().is_empty());
+    }
+    // Every spelling of a project is that project, sent upstream in one spelling.
+    let (status, body) = raw_get(&h.base, "/v3/%61bc123/backups/detail", &token).await;
+    assert_eq!(status, 200, "{body}");
+    for region in &h.regions {
+        let requests = region.requests.lock().unwrap();
+        assert!(requests
+            .iter()
+            .all(|l| l.starts_with("/v3/abc123/backups/detail")));
+    }
+}
