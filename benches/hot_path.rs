@@ -44,10 +44,7 @@ fn bench(c: &mut Criterion) {
 
     let page = page_json(1000);
     let bases = vec!["http://127.0.0.1:9001".to_string()];
-    let rewriter = Rewriter {
-        region_bases: &bases,
-        public_base: "https://volume.example.com",
-    };
+    let rewriter = Rewriter::new(&bases, "https://volume.example.com");
     group.bench_function("rewrite_links_1000_items", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(page.len() + 64 * 1000);

@@ -7,11 +7,23 @@
 //! `"href":` cannot occur there).
 
 pub struct Rewriter<'a> {
-    pub region_bases: &'a [String],
-    pub public_base: &'a str,
+    region_bases: &'a [String],
+    public_base: &'a str,
+    /// `public_base` as it goes inside a JSON string: escaped by the JSON encoder, never
+    /// pasted in as it came (it may come from a header).
+    public_base_json: String,
 }
 
-impl Rewriter<'_> {
+impl<'a> Rewriter<'a> {
+    pub fn new(region_bases: &'a [String], public_base: &'a str) -> Rewriter<'a> {
+        let quoted = serde_json::to_string(public_base).expect("a string serialises");
+        Rewriter {
+            region_bases,
+            public_base,
+            public_base_json: quoted[1..quoted.len() - 1].to_string(),
+        }
+    }
+
     /// The region base that `value` (an href) starts with, if any.
     fn region_prefix(&self, value: &[u8]) -> Option<usize> {
         self.region_bases.iter().find_map(|base| {
@@ -51,7 +63,7 @@ impl Rewriter<'_> {
             let value = i + 1;
             if let Some(len) = self.region_prefix(&raw[value..]) {
                 out.extend_from_slice(&raw[copied..value]);
-                out.extend_from_slice(self.public_base.as_bytes());
+                out.extend_from_slice(self.public_base_json.as_bytes());
                 copied = value + len;
                 at = copied;
             }
@@ -65,10 +77,17 @@ mod tests {
     use super::*;
 
     fn rw<'a>(bases: &'a [String]) -> Rewriter<'a> {
-        Rewriter {
-            region_bases: bases,
-            public_base: "https://proxy.example/api",
-        }
+        Rewriter::new(bases, "https://proxy.example/api")
+    }
+
+    #[test]
+    fn the_public_base_is_json_escaped() {
+        let bases = vec!["http://127.0.0.1:9001".to_string()];
+        let raw = br#"{"links": [{"rel": "self", "href": "http://127.0.0.1:9001/v3/p"}]}"#;
+        let mut out = Vec::new();
+        Rewriter::new(&bases, "http://a\"b\\").write_json(raw, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["links"][0]["href"], "http://a\"b\\/v3/p");
     }
 
     #[test]

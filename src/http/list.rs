@@ -388,10 +388,7 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
         state.id_regions.insert(item.id().to_string(), *region);
     }
 
-    let rewriter = Rewriter {
-        region_bases: &state.region_bases,
-        public_base: &caller.public_base,
-    };
+    let rewriter = Rewriter::new(&state.region_bases, &caller.public_base);
     let cursor = next_link(query, page.items.len(), page.count).then(|| {
         Cursor {
             positions: page.positions.clone(),

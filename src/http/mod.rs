@@ -130,7 +130,7 @@ impl Caller {
         };
         Ok(Caller {
             ctx,
-            public_base: public_base(state, parts),
+            public_base: public_base(state, parts)?,
         })
     }
 
@@ -144,10 +144,11 @@ impl Caller {
 
 /// `server.public_url`, else the request's scheme and Host. `X-Forwarded-Proto/Host` count
 /// only from `server.trusted_proxies`: Cinder trusts `X-Forwarded-Host` from anyone, which
-/// behind a cache is a poisoning vector.
-pub fn public_base(state: &AppState, parts: &Parts) -> String {
+/// behind a cache is a poisoning vector. A Host that is not an RFC 3986 authority is the
+/// caller's mistake (400): it would otherwise reach every href of the answer, and its key.
+pub fn public_base(state: &AppState, parts: &Parts) -> Result<String, ApiError> {
     if let Some(url) = &state.config.server.public_url {
-        return url.trim_end_matches('/').to_string();
+        return Ok(url.trim_end_matches('/').to_string());
     }
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let trusted = parts
@@ -155,25 +156,78 @@ pub fn public_base(state: &AppState, parts: &Parts) -> String {
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|ci| state.config.server.trusted_proxies.contains(&ci.0.ip()));
     let mut scheme = "http";
-    let mut host = header("host").unwrap_or("localhost").to_string();
+    let mut host = match parts.headers.get("host") {
+        None => "localhost",
+        Some(h) => h.to_str().map_err(|_| bad_host())?,
+    };
     if trusted {
         if let Some(proto) = header("x-forwarded-proto").and_then(|p| p.split(',').next()) {
-            if matches!(proto.trim(), "http" | "https") {
-                scheme = if proto.trim() == "https" {
-                    "https"
-                } else {
-                    "http"
-                };
+            match proto.trim() {
+                "https" => scheme = "https",
+                "http" => scheme = "http",
+                _ => {}
             }
         }
         // As Cinder's get_request_url: the last entry of a list.
         if let Some(fwd) = header("x-forwarded-host").and_then(|h| h.split(',').next_back()) {
             if !fwd.trim().is_empty() {
-                host = fwd.trim().to_string();
+                host = fwd.trim();
             }
         }
     }
-    format!("{scheme}://{host}")
+    if !is_authority(host) {
+        return Err(bad_host());
+    }
+    Ok(format!("{scheme}://{host}"))
+}
+
+fn bad_host() -> ApiError {
+    ApiError::bad_request("Invalid Host header.")
+}
+
+/// RFC 3986 §3.2 `host [ ":" port ]` (no userinfo: a Host header has none), at most 255
+/// bytes of host: `reg-name` (unreserved, sub-delims, pct-encoded), IPv4, or `[IP-literal]`.
+pub fn is_authority(s: &str) -> bool {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((literal, after)) => {
+                let ok = !literal.is_empty()
+                    && literal
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+                if !ok {
+                    return false;
+                }
+                match after {
+                    "" => return true,
+                    _ => match after.strip_prefix(':') {
+                        Some(port) => ("x", Some(port)),
+                        None => return false,
+                    },
+                }
+            }
+            None => return false,
+        },
+        None => match s.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (s, None),
+        },
+    };
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    port_ok && host.len() <= 255 && is_reg_name(host.as_bytes())
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )`, not empty (an IPv4 address is one).
+fn is_reg_name(b: &[u8]) -> bool {
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if b.len() > i + 2 && b[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit) => i += 3,
+            c if c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&c) => i += 1,
+            _ => return false,
+        }
+    }
+    !b.is_empty()
 }
 
 /// A path segment as the client meant it (percent-decoded).
@@ -197,5 +251,36 @@ mod tests {
         assert_eq!(super::scope("/v3/backups/detail").unwrap(), "/v3");
         assert_eq!(super::scope("/v3/native/backups/detail").unwrap(), "/v3");
         assert!(super::scope("/v3/../backups").is_err());
+    }
+
+    #[test]
+    fn hosts_are_authorities() {
+        for good in [
+            "proxy.example",
+            "proxy.example:8776",
+            "127.0.0.1:1",
+            "[::1]:8776",
+            "[fe80::1]",
+            "a%20b",
+            "x'y",
+        ] {
+            assert!(super::is_authority(good), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "evil.example/x\", \"injected\": \"yes",
+            "a\"b\\",
+            "user@host",
+            "host:port",
+            "host:123456",
+            "[::1",
+            "[::1]x",
+            "a%2",
+            "a b",
+            &"h".repeat(256),
+        ] {
+            assert!(!super::is_authority(bad), "{bad}");
+        }
     }
 }

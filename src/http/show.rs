@@ -26,10 +26,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
     match fanout::find_backup(&state, &scope, &id, &[], &caller.ctx).await {
         Ok((_, item)) => {
-            let rewriter = Rewriter {
-                region_bases: &state.region_bases,
-                public_base: &caller.public_base,
-            };
+            let rewriter = Rewriter::new(&state.region_bases, &caller.public_base);
             let mut body = Vec::with_capacity(item.raw().len() + 16);
             body.extend_from_slice(b"{\"backup\": ");
             rewriter.write_json(item.raw(), &mut body);

@@ -141,7 +141,10 @@ fn json_response(status: StatusCode, body: String) -> Response {
 /// `GET /`: Cinder answers 300 Multiple Choices, without authentication.
 pub async fn root(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    let base = super::public_base(&state, &parts);
+    let base = match super::public_base(&state, &parts) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     json_response(StatusCode::MULTIPLE_CHOICES, document(&state, &base))
 }
 
@@ -156,7 +159,10 @@ pub async fn v3(State(state): State<Arc<AppState>>, request: Request) -> Respons
         return ApiError::Unauthorized("The request you have made requires authentication.".into())
             .into_response();
     }
-    let base = super::public_base(&state, &parts);
+    let base = match super::public_base(&state, &parts) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     json_response(StatusCode::OK, document(&state, &base))
 }
 

@@ -144,3 +144,41 @@ async fn paths_are_what_they_look_like() {
             .all(|l| l.starts_with("/v3/abc123/backups/detail")));
     }
 }
+
+/// Class 5: a Host that is not an authority is refused (and nothing is cached); every href of
+/// an answer is valid JSON built through the encoder.
+#[tokio::test]
+async fn hosts_cannot_inject_json() {
+    let h = Harness::start(
+        vec![(SimConfig::default(), rows("a", 3))],
+        "[cache]\nttl = \"30s\"\n",
+    )
+    .await;
+    let token = ("X-Auth-Token", crate::support::TOKEN);
+    for host in [r#"evil.example/x", "injected": "yes"#, r#"a"b\"#] {
+        for path in [
+            &format!("{DETAIL}?limit=1"),
+            "/v3/abc123/backups/a-001",
+            "/",
+        ] {
+            let (status, body) = raw_get(&h.base, path, &[token, ("Host", host)]).await;
+            assert_eq!(status, 400, "{host} {path}: {body}");
+            let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            assert_eq!(json["badRequest"]["code"], 400);
+        }
+    }
+    assert_eq!(h.state.caches.purge(None), 0, "nothing was cached");
+    // A legal but unusual authority comes back escaped and parseable.
+    let (status, body) = raw_get(
+        &h.base,
+        &format!("{DETAIL}?limit=1"),
+        &[token, ("Host", "x'y.example:81")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(json["backups_links"][0]["href"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://x'y.example:81/v3/abc123/backups/detail?"));
+}
