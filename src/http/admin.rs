@@ -14,7 +14,13 @@ use crate::app::AppState;
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Purge {
+    /// Absent: everything. Present, it must be a project id: `null` is a mistake, not "all".
+    #[serde(default, deserialize_with = "present")]
     project_id: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// Equal, in time that does not depend on where they differ (both sides hashed first, so
@@ -67,10 +73,19 @@ pub async fn purge(State(state): State<Arc<AppState>>, request: Request) -> Resp
             }
         }
     };
-    let scope = purge
-        .project_id
-        .as_ref()
-        .map(|p| format!("/v3/{}", crate::upstream::encode_segment(p)));
+    if purge.project_id.as_deref().is_some_and(|p| {
+        let p = super::decode_segment(p);
+        p.is_empty() || !crate::upstream::is_path_segment(&p)
+    }) {
+        return ApiError::bad_request("project_id must name a project.").into_response();
+    }
+    // The scope as listings are keyed: decoded, then encoded once (every spelling matches).
+    let scope = purge.project_id.as_ref().map(|p| {
+        format!(
+            "/v3/{}",
+            crate::upstream::encode_segment(&super::decode_segment(p))
+        )
+    });
     let purged = state.caches.purge(scope.as_deref());
     tracing::info!(
         project = purge.project_id.as_deref().unwrap_or("*"),

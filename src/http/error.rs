@@ -8,6 +8,9 @@ use bytes::Bytes;
 
 use crate::microversion::Version;
 
+/// `Retry-After` of the proxy's own 503s, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -124,7 +127,18 @@ impl ApiError {
         if let Some(v) = version {
             crate::http::set_version_headers(response.headers_mut(), v);
         }
+        set_retry_after(status, response.headers_mut());
         response
+    }
+}
+
+/// Every 503 of the proxy's says when to come back (load shedding, regions unavailable),
+/// whether it is made now or served from a produced answer.
+pub fn set_retry_after(status: StatusCode, headers: &mut axum::http::HeaderMap) {
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from_static(RETRY_AFTER_SECS));
     }
 }
 

@@ -214,6 +214,7 @@ fn respond(
         if let Some(ct) = &produced.content_type {
             r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
         }
+        super::error::set_retry_after(produced.status, r.headers_mut());
         if let Some(missing) = &produced.missing_regions {
             r.headers_mut()
                 .insert(super::MISSING_REGIONS, missing.clone());

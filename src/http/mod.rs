@@ -82,6 +82,9 @@ pub fn scope(path: &str) -> Result<String, ApiError> {
     }
 }
 
+/// The headers of every API answer made for a caller: the microversion it was made at, and
+/// that it is this caller's alone (a shared HTTP cache in front must neither serve it to
+/// another token nor mix versions).
 pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
     headers.insert(
         API_VERSION,
@@ -89,7 +92,11 @@ pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
     );
     headers.insert(
         axum::http::header::VARY,
-        HeaderValue::from_static("OpenStack-API-Version"),
+        HeaderValue::from_static("X-Auth-Token, OpenStack-API-Version"),
+    );
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("private"),
     );
 }
 

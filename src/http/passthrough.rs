@@ -90,6 +90,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             let mut response = Response::builder().status(upstream.status());
             if let Some(headers) = response.headers_mut() {
                 *headers = copy_headers(upstream.headers());
+                super::error::set_retry_after(upstream.status(), headers);
             }
             response
                 .body(Body::from_stream(upstream.bytes_stream()))

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -29,12 +28,7 @@ pub async fn inbound(State(state): State<Arc<AppState>>, request: Request, next:
         .into_response();
     }
     let Ok(_slot) = state.in_flight.try_acquire() else {
-        let mut response =
-            ApiError::Busy("The proxy is at capacity; retry shortly.".into()).into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return ApiError::Busy("The proxy is at capacity; retry shortly.".into()).into_response();
     };
     match tokio::time::timeout(server.request_timeout, next.run(request)).await {
         Ok(response) => response,

@@ -144,13 +144,24 @@ impl RegionError {
         }
     }
 
+    /// Without the URL: errors reach clients, which must not learn regions' internal URLs.
     fn from_reqwest(e: reqwest::Error) -> RegionError {
+        let e = e.without_url();
+        // The causes say what happened ("tcp connect error: Connection refused"); the
+        // top-level text alone does not.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
         if e.is_timeout() {
             RegionError::Timeout
         } else if e.is_connect() {
-            RegionError::Connect(e.to_string())
+            RegionError::Connect(text)
         } else {
-            RegionError::Transport(e.to_string())
+            RegionError::Transport(text)
         }
     }
 }

@@ -129,7 +129,7 @@ def assert_same(proxy, union, what):
     assert normalised(proxy) == normalised(union), what
     if union.headers.get("OpenStack-API-Version"):
         assert proxy.headers.get("OpenStack-API-Version") == union.headers["OpenStack-API-Version"], what
-        assert proxy.headers.get("Vary") == "OpenStack-API-Version", what
+        assert proxy.headers.get("Vary") == "X-Auth-Token, OpenStack-API-Version", what
 
 
 def walk(first, token, version, limit=100):

@@ -72,7 +72,11 @@ async fn merged_page_is_ordered_and_links_point_at_the_proxy() {
             || !h.region_urls.iter().any(|u| r.text.contains(u.as_str()))
     );
     assert_eq!(r.header("openstack-api-version"), Some("volume 3.0"));
-    assert_eq!(r.header("vary"), Some("OpenStack-API-Version"));
+    assert_eq!(
+        r.header("vary"),
+        Some("X-Auth-Token, OpenStack-API-Version")
+    );
+    assert_eq!(r.header("cache-control"), Some("private"));
     assert!(r
         .header("x-openstack-request-id")
         .unwrap()

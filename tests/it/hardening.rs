@@ -182,3 +182,49 @@ async fn hosts_cannot_inject_json() {
         .unwrap()
         .starts_with("http://x'y.example:81/v3/abc123/backups/detail?"));
 }
+
+/// Class 10: purges match every spelling of a project and refuse `null`; errors name a
+/// region, never its URL; every 503 says when to retry; answers are private to the caller.
+#[tokio::test]
+async fn smaller_ones() {
+    let h = Harness::start(
+        vec![(SimConfig::default(), rows("a", 3))],
+        "[admin]\ntoken = \"0123456789abcdef\"\n[cache]\nttl = \"30s\"\n",
+    )
+    .await;
+    let r = h.get(DETAIL, None).await;
+    assert_eq!(r.header("cache-control"), Some("private"));
+    assert_eq!(
+        r.header("vary"),
+        Some("X-Auth-Token, OpenStack-API-Version")
+    );
+    let purge = |body: &'static str| {
+        h.client
+            .post(format!("{}/admin/cache/purge", h.base))
+            .header("X-Admin-Token", "0123456789abcdef")
+            .body(body)
+            .send()
+    };
+    let r = purge(r#"{"project_id": null}"#).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = purge(r#"{"project_id": "%61bc123"}"#).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let purged: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert!(purged["purged"].as_u64().unwrap() >= 1, "{purged}");
+
+    // A region that refuses connections: a 503 that names it, with Retry-After, no URL.
+    let down = h
+        .restart_proxy(
+            "[[regions]]\nname = \"r-down\"\nurl = \"http://127.0.0.1:9\"\n[cache]\nttl = \"0s\"\n",
+        )
+        .await;
+    let r = down.get(DETAIL, None).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.text.contains("r-down"), "{}", r.text);
+    assert!(!r.text.contains("127.0.0.1"), "{}", r.text);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let r = down.get("/v3/abc123/backups/x-1", None).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(!r.text.contains("127.0.0.1"), "{}", r.text);
+    assert_eq!(r.header("retry-after"), Some("1"));
+}
