@@ -158,6 +158,9 @@ pub struct Protection {
     pub queue_timeout: Duration,
     /// Larger upstream answers are the region's failure.
     pub max_body_bytes: bytesize::ByteSize,
+    /// Idle pooled connections to the region are closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
 }
 
 /// A region's overrides of `[upstream]`.
@@ -181,6 +184,8 @@ pub struct RegionOverrides {
     #[serde(default, with = "humantime_serde")]
     pub queue_timeout: Option<Duration>,
     pub max_body_bytes: Option<bytesize::ByteSize>,
+    #[serde(default, with = "humantime_serde")]
+    pub pool_idle_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -199,6 +204,7 @@ impl Config {
             rate_limit: o.rate_limit.unwrap_or(g.rate_limit),
             queue_timeout: o.queue_timeout.unwrap_or(g.queue_timeout),
             max_body_bytes: o.max_body_bytes.unwrap_or(g.max_body_bytes),
+            pool_idle_timeout: o.pool_idle_timeout.unwrap_or(g.pool_idle_timeout),
         };
         (
             p,

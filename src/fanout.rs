@@ -181,6 +181,7 @@ fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<ApiError> {
             status,
             content_type,
             body,
+            ..
         } if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN => {
             Some(ApiError::Upstream {
                 status: *status,
@@ -220,6 +221,7 @@ pub fn judge_failures(
             status,
             content_type,
             body,
+            ..
         } = first
         {
             if status.is_client_error() && failed.iter().all(|(_, e)| e.status() == Some(*status)) {

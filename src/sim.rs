@@ -247,6 +247,7 @@ impl SimRegion {
                 get(|s, r| backups(s, r, false)).post(create),
             )
             .route("/v3/{project}/backups/{id}", get(show))
+            .route("/v3/{project}/volumes", get(volumes))
             .route("/v3/backups/detail", get(|s, r| backups(s, r, true)))
             .route("/v3/backups", get(|s, r| backups(s, r, false)))
             .route("/v3/backups/{id}", get(show))
@@ -432,9 +433,8 @@ async fn show(State(sim): Sim, request: Request) -> Response {
     }
 }
 
-async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
-    let ctx = context(&sim, &request);
-    pass_gate(&sim).await;
+/// Count a request in flight while it takes the millisecond a database would, when watched.
+async fn watched(sim: &SimRegion) {
     let watch = sim.watch.read().expect("lock").clone();
     if let Some((now, peak)) = &watch {
         let n = now.fetch_add(1, AtomicOrdering::SeqCst) + 1;
@@ -442,6 +442,23 @@ async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         now.fetch_sub(1, AtomicOrdering::SeqCst);
     }
+}
+
+/// `GET /v3/{project}/volumes`: an empty list; a route the proxy only passes through.
+async fn volumes(State(sim): Sim, request: Request) -> Response {
+    let ctx = context(&sim, &request);
+    pass_gate(&sim).await;
+    watched(&sim).await;
+    match ctx {
+        Ok(c) => json_response(StatusCode::OK, r#"{"volumes": []}"#.into(), Some(c.version)),
+        Err(r) => r,
+    }
+}
+
+async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
+    let ctx = context(&sim, &request);
+    pass_gate(&sim).await;
+    watched(&sim).await;
     let ctx = match ctx {
         Ok(c) => c,
         Err(r) => return r,

@@ -9,8 +9,11 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName};
 use axum::response::{IntoResponse, Response};
 
+use futures::StreamExt;
+
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::upstream::RegionError;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy must not pass on.
 fn forwardable(name: &HeaderName) -> bool {
@@ -67,16 +70,15 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             .into_response()
         }
     };
-    let result = state
+    let request = state
         .upstream
         .client(region)
         .request(parts.method.clone(), &url)
         .headers(copy_headers(&parts.headers))
-        .body(body)
-        .send()
-        .await;
-    match result {
-        Ok(upstream) => {
+        .body(body);
+    let name = &state.upstream.regions[region].name;
+    match state.upstream.forward(region, request).await {
+        Ok((upstream, permit)) => {
             // A successful write changes what the project's listings would show.
             if parts.method != axum::http::Method::GET
                 && parts.method != axum::http::Method::HEAD
@@ -92,16 +94,26 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
                 *headers = copy_headers(upstream.headers());
                 super::error::set_retry_after(upstream.status(), headers);
             }
+            // The region's concurrency slot is held until the body is out: the connection is
+            // in use until then.
+            let body = upstream.bytes_stream().map(move |chunk| {
+                let _held = &permit;
+                chunk
+            });
             response
-                .body(Body::from_stream(upstream.bytes_stream()))
+                .body(Body::from_stream(body))
                 .unwrap_or_else(|e| ApiError::Internal(e.to_string()).into_response())
         }
         Err(e) => {
-            let name = &state.upstream.regions[region].name;
-            tracing::warn!(region = %name, call = "passthrough", error = %e, "region failed");
+            tracing::warn!(region = %name, call = "passthrough", kind = e.kind(), error = %e, "region failed");
+            let status = match e {
+                RegionError::Refused(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                RegionError::Timeout => axum::http::StatusCode::GATEWAY_TIMEOUT,
+                _ => axum::http::StatusCode::BAD_GATEWAY,
+            };
             ApiError::Regions {
-                status: axum::http::StatusCode::BAD_GATEWAY,
-                message: format!("Region {name} could not be reached."),
+                status,
+                message: format!("Region {name} could not be asked: {e}."),
             }
             .into_response()
         }

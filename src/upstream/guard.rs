@@ -77,14 +77,14 @@ struct State {
 pub struct Guard {
     pub config: GuardConfig,
     state: Mutex<State>,
-    pub permits: tokio::sync::Semaphore,
+    pub permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Guard {
     pub fn new(config: GuardConfig) -> Guard {
         let burst = config.rate_limit.max(1.0);
         Guard {
-            permits: tokio::sync::Semaphore::new(config.max_concurrency),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_concurrency)),
             state: Mutex::new(State {
                 breaker: BreakerState::Closed,
                 consecutive_failures: 0,

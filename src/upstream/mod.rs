@@ -7,6 +7,7 @@ pub mod guard;
 use std::time::Duration;
 
 use guard::{Guard, GuardConfig, Health, Refusal};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -26,6 +27,73 @@ pub struct Region {
     pub base: String,
 }
 
+/// A 429's `Retry-After`, read (and clamped) now.
+fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
+    if response.status() != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    guard::parse_retry_after(value.to_str().ok()?, std::time::SystemTime::now())
+}
+
+/// `fut`, or a timeout at `deadline`.
+async fn within<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = Result<T, RegionError>>,
+) -> Result<T, RegionError> {
+    tokio::time::timeout_at(deadline, fut)
+        .await
+        .unwrap_or(Err(RegionError::Timeout))
+}
+
+/// What one attempt came to, as the metrics, the span and the guard record it.
+struct Judged {
+    /// HTTP status; 0 when there was no answer.
+    status: u16,
+    outcome: &'static str,
+    health: Health,
+    retry_after: Option<Duration>,
+}
+
+impl Judged {
+    fn ok() -> Judged {
+        Judged {
+            status: 200,
+            outcome: "ok",
+            health: Health::Healthy,
+            retry_after: None,
+        }
+    }
+
+    fn of(e: &RegionError) -> Judged {
+        Judged {
+            status: e.status().map_or(0, |s| s.as_u16()),
+            outcome: e.kind(),
+            health: e.health(),
+            retry_after: match e {
+                RegionError::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            },
+        }
+    }
+
+    /// A pass-through answer, judged by its status alone (its body is the client's).
+    fn status(status: StatusCode, retry_after: Option<Duration>) -> Judged {
+        if status.is_success() || status.is_redirection() || status.is_informational() {
+            return Judged {
+                status: status.as_u16(),
+                ..Judged::ok()
+            };
+        }
+        Judged::of(&RegionError::Status {
+            status,
+            content_type: None,
+            body: Bytes::new(),
+            retry_after,
+        })
+    }
+}
+
 /// What every upstream call carries for the caller.
 #[derive(Debug, Clone)]
 pub struct CallContext {
@@ -43,6 +111,8 @@ pub enum RegionError {
         status: StatusCode,
         content_type: Option<HeaderValue>,
         body: Bytes,
+        /// A 429's `Retry-After`, clamped.
+        retry_after: Option<Duration>,
     },
     #[error("timed out")]
     Timeout,
@@ -171,6 +241,8 @@ pub struct Upstream {
     clients: Vec<reqwest::Client>,
     pub guards: Vec<Guard>,
     max_body: Vec<u64>,
+    /// `upstream.timeout` per region: the whole budget of one call, retries included.
+    timeouts: Vec<Duration>,
     pub metrics: crate::metrics::UpstreamMetrics,
 }
 
@@ -181,6 +253,7 @@ impl Upstream {
             clients: Vec::new(),
             guards: Vec::new(),
             max_body: Vec::new(),
+            timeouts: Vec::new(),
             metrics: crate::metrics::UpstreamMetrics::default(),
         };
         for (i, r) in config.regions.iter().enumerate() {
@@ -188,7 +261,11 @@ impl Upstream {
             let client = reqwest::Client::builder()
                 .timeout(timeout)
                 .connect_timeout(connect_timeout)
-                .pool_idle_timeout(Duration::from_secs(60))
+                // Idle connections: never more than may be in flight, and closed well before
+                // the region's server would (Apache httpd's KeepAliveTimeout is 5 s), so a
+                // request never lands on a connection the server is closing.
+                .pool_max_idle_per_host(p.max_concurrency)
+                .pool_idle_timeout(p.pool_idle_timeout)
                 // Cinder builds links from the Host we send: keep the configured one.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -199,6 +276,7 @@ impl Upstream {
             });
             up.clients.push(client);
             up.max_body.push(p.max_body_bytes.as_u64());
+            up.timeouts.push(timeout);
             up.guards.push(Guard::new(GuardConfig {
                 retries: p.retries,
                 retry_backoff: p.retry_backoff,
@@ -241,8 +319,8 @@ impl Upstream {
     /// the budget, and its outcome counted. Only `ok` statuses are success; anything else is
     /// the region's refusal or failure, with its body kept for the caller.
     ///
-    /// Each attempt is a CLIENT span; its trace context goes upstream as `traceparent` (or, with
-    /// tracing export off, the client's own `traceparent`, passed on as it came).
+    /// `upstream.timeout` is the whole budget of the call, retries and waits for the guard
+    /// included: a hung region costs a request one deadline, never one per attempt.
     async fn call<T>(
         &self,
         region: usize,
@@ -252,146 +330,175 @@ impl Upstream {
         parse: impl Fn(Bytes) -> Result<T, String>,
     ) -> Result<T, RegionError> {
         let guard = &self.guards[region];
+        let deadline = guard::later(Instant::now(), self.timeouts[region]);
         let mut attempt = 0;
         loop {
-            let result = match self.admitted(region, attempt == 0).await {
+            let request = request
+                .try_clone()
+                .expect("GET requests have no streaming body");
+            let result = match self.admitted(region, attempt == 0, deadline).await {
                 Err(refusal) => Err(RegionError::Refused(refusal)),
-                Ok(permit) => {
+                Ok(_permit) => {
                     let started = Instant::now();
-                    let name = &self.regions[region].name;
-                    let span = tracing::info_span!(
-                        "region call",
-                        otel.kind = "client",
-                        otel.name = %format!("GET {name}"),
-                        region = %name,
-                        attempt = attempt + 1,
-                        http.response.status_code = tracing::field::Empty,
-                        outcome = tracing::field::Empty,
-                    );
-                    let mut attempt_request = request
-                        .try_clone()
-                        .expect("GET requests have no streaming body");
-                    let trace = crate::telemetry::trace_headers(&span);
-                    match (trace.get("traceparent"), client_traceparent) {
-                        (Some(ours), _) => {
-                            attempt_request = attempt_request.header("traceparent", ours.as_str())
-                        }
-                        (None, Some(theirs)) => {
-                            attempt_request = attempt_request.header("traceparent", theirs.clone())
-                        }
-                        (None, None) => {}
-                    }
-                    let (sent, retry_after) = self
-                        .send(region, attempt_request, ok)
-                        .instrument(span.clone())
-                        .await;
-                    drop(permit);
-                    let status = match &sent {
-                        Ok(_) => 200,
-                        Err(e) => e.status().map_or(0, |s| s.as_u16()),
+                    let span = self.span(region, attempt);
+                    let exchange = async {
+                        let response = self.send(request, client_traceparent, &span).await?;
+                        self.read(region, response, ok).await
                     };
-                    span.record("http.response.status_code", status);
-                    span.record(
-                        "outcome",
-                        sent.as_ref().err().map_or("ok", RegionError::kind),
-                    );
-                    // An answer that does not parse is the region's failure too.
-                    let result = sent.and_then(|body| parse(body).map_err(RegionError::Body));
-                    self.metrics
-                        .observe_latency(&self.regions[region].name, started.elapsed());
-                    let health = result
-                        .as_ref()
-                        .map_or_else(RegionError::health, |_| Health::Healthy);
-                    guard.record(health, Instant::now());
-                    if let Err(RegionError::Status {
-                        status: StatusCode::TOO_MANY_REQUESTS,
-                        ..
-                    }) = &result
-                    {
-                        // Nothing goes to the region before the time it named (1 s if none).
-                        guard.back_off_until(guard::later(
-                            Instant::now(),
-                            retry_after.unwrap_or(Duration::from_secs(1)),
-                        ));
+                    let result = within(deadline, exchange.instrument(span.clone()))
+                        .await
+                        .and_then(|body| parse(body).map_err(RegionError::Body));
+                    match &result {
+                        Ok(_) => self.judge(region, &span, started, Judged::ok()),
+                        Err(e) => self.judge(region, &span, started, Judged::of(e)),
                     }
                     result
                 }
             };
-            let outcome = result.as_ref().err().map_or("ok", RegionError::kind);
-            self.metrics.count(&self.regions[region].name, outcome);
             match result {
                 Err(e)
-                    if e.is_retryable() && attempt < guard.config.retries && guard.take_retry() =>
+                    if e.is_retryable()
+                        && attempt < guard.config.retries
+                        && Instant::now() < deadline
+                        && guard.take_retry() =>
                 {
                     attempt += 1;
                     self.metrics.count_retry(&self.regions[region].name);
-                    tokio::time::sleep(guard.backoff(attempt)).await;
+                    let pause = guard::later(Instant::now(), guard.backoff(attempt));
+                    tokio::time::sleep_until(deadline.min(pause)).await;
                 }
                 other => return other,
             }
         }
     }
 
+    /// Pass-through: `request` (any method, its body read already) through the region's guard
+    /// as one attempt, never retried. The answer's head goes back whatever its status (the
+    /// client gets the region's own answer), judged for the region's health like any other;
+    /// the concurrency permit comes with it, for the caller to hold until the body is out.
+    pub async fn forward(
+        &self,
+        region: usize,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::Response, OwnedSemaphorePermit), RegionError> {
+        let deadline = guard::later(Instant::now(), self.timeouts[region]);
+        let permit = self
+            .admitted(region, true, deadline)
+            .await
+            .map_err(RegionError::Refused)?;
+        let started = Instant::now();
+        let span = self.span(region, 0);
+        let sent = within(
+            deadline,
+            self.send(request, None, &span).instrument(span.clone()),
+        )
+        .await;
+        let judged = match &sent {
+            Ok(r) => Judged::status(r.status(), retry_after_of(r)),
+            Err(e) => Judged::of(e),
+        };
+        self.judge(region, &span, started, judged);
+        Ok((sent?, permit))
+    }
+
+    /// The CLIENT span of one attempt.
+    fn span(&self, region: usize, attempt: u32) -> tracing::Span {
+        let name = &self.regions[region].name;
+        tracing::info_span!(
+            "region call",
+            otel.kind = "client",
+            otel.name = %format!("GET {name}"),
+            region = %name,
+            attempt = attempt + 1,
+            http.response.status_code = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        )
+    }
+
+    /// Send, with the attempt's trace context upstream as `traceparent` (with tracing export
+    /// off, the client's own, passed on as it came); the answer's head.
+    async fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        client_traceparent: Option<&HeaderValue>,
+        span: &tracing::Span,
+    ) -> Result<reqwest::Response, RegionError> {
+        let trace = crate::telemetry::trace_headers(span);
+        match (trace.get("traceparent"), client_traceparent) {
+            (Some(ours), _) => request = request.header("traceparent", ours.as_str()),
+            (None, Some(theirs)) => request = request.header("traceparent", theirs.clone()),
+            (None, None) => {}
+        }
+        request.send().await.map_err(RegionError::from_reqwest)
+    }
+
+    /// Count an attempt, and let the guard learn from it (a 429's `Retry-After` included).
+    fn judge(&self, region: usize, span: &tracing::Span, started: Instant, judged: Judged) {
+        let guard = &self.guards[region];
+        let name = &self.regions[region].name;
+        span.record("http.response.status_code", judged.status);
+        span.record("outcome", judged.outcome);
+        self.metrics.observe_latency(name, started.elapsed());
+        self.metrics.count(name, judged.outcome);
+        guard.record(judged.health, Instant::now());
+        if judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
+            // Nothing goes to the region before the time it named (1 s if none).
+            let wait = judged.retry_after.unwrap_or(Duration::from_secs(1));
+            guard.back_off_until(guard::later(Instant::now(), wait));
+        }
+    }
+
     /// Through the guard: `Retry-After`, breaker, rate limit (waiting up to the queue
-    /// timeout for a token), then a concurrency slot (same bound).
+    /// timeout for a token), then a concurrency slot (same bound); never past `deadline`.
+    /// A refusal is counted here: nothing is sent.
     async fn admitted(
         &self,
         region: usize,
         first: bool,
-    ) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal> {
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, Refusal> {
         let guard = &self.guards[region];
-        let queue = guard.config.queue_timeout;
-        guard.admit(Instant::now(), first)?;
+        let queue_until = deadline.min(guard::later(Instant::now(), guard.config.queue_timeout));
         let outcome = async {
+            guard.admit(Instant::now(), first)?;
             if let Err(wait) = guard.take_token(Instant::now()) {
-                if wait > queue {
+                let ready = guard::later(Instant::now(), wait);
+                if ready > queue_until {
                     return Err(Refusal::RateLimited);
                 }
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep_until(ready).await;
                 guard
                     .take_token(Instant::now())
                     .map_err(|_| Refusal::RateLimited)?;
             }
-            match tokio::time::timeout(queue, guard.permits.acquire()).await {
+            let permit = guard.permits.clone().acquire_owned();
+            match tokio::time::timeout_at(queue_until, permit).await {
                 Ok(Ok(permit)) => Ok(permit),
                 _ => Err(Refusal::Overloaded),
             }
         }
         .await;
-        if outcome.is_err() {
-            guard.release_probe(Instant::now());
+        if let Err(refusal) = outcome {
+            let kind = RegionError::Refused(refusal).kind();
+            self.metrics.count(&self.regions[region].name, kind);
         }
         outcome
     }
 
-    /// Send and read the answer (bounded by `upstream.max_body_bytes`); with a 429, its
-    /// `Retry-After`.
-    async fn send(
+    /// Read an answer (bounded by `upstream.max_body_bytes`): its body when its status is
+    /// `ok`, else the region's refusal with its body (and a 429's `Retry-After`).
+    async fn read(
         &self,
         region: usize,
-        request: reqwest::RequestBuilder,
+        mut response: reqwest::Response,
         ok: &[StatusCode],
-    ) -> (Result<Bytes, RegionError>, Option<Duration>) {
-        let mut response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return (Err(RegionError::from_reqwest(e)), None),
-        };
+    ) -> Result<Bytes, RegionError> {
         let status = response.status();
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .cloned();
-        let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
-            .then(|| {
-                response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)?
-                    .to_str()
-                    .ok()
-                    .map(str::to_string)
-            })
-            .flatten()
-            .and_then(|v| guard::parse_retry_after(&v, std::time::SystemTime::now()));
+        let retry_after = retry_after_of(&response);
         let max = self.max_body[region];
         let too_large = || {
             RegionError::Body(format!(
@@ -399,31 +506,25 @@ impl Upstream {
             ))
         };
         if response.content_length().is_some_and(|len| len > max) {
-            return (Err(too_large()), retry_after);
+            return Err(too_large());
         }
         let mut body = bytes::BytesMut::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) if (body.len() + chunk.len()) as u64 > max => {
-                    return (Err(too_large()), retry_after)
-                }
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) => break,
-                Err(e) => return (Err(RegionError::from_reqwest(e)), retry_after),
+        while let Some(chunk) = response.chunk().await.map_err(RegionError::from_reqwest)? {
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(too_large());
             }
+            body.extend_from_slice(&chunk);
         }
         let body = body.freeze();
         if !ok.contains(&status) {
-            return (
-                Err(RegionError::Status {
-                    status,
-                    content_type,
-                    body,
-                }),
+            return Err(RegionError::Status {
+                status,
+                content_type,
+                body,
                 retry_after,
-            );
+            });
         }
-        (Ok(body), None)
+        Ok(body)
     }
 
     /// `GET {base}{scope}/backups/detail?{params}`, items parsed for `fields`. `scope` is

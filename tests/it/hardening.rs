@@ -18,6 +18,14 @@ async fn two_regions(extra: &str) -> Harness {
     .await
 }
 
+async fn ok_calls(h: &Harness, region: &str) -> u64 {
+    let text = h.get_with("/metrics", &[]).await.text;
+    let prefix = format!("vbs_upstream_calls_total{{region=\"{region}\",outcome=\"ok\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
 async fn breaker_state(h: &Harness, region: &str) -> String {
     let text = h.get_with("/metrics", &[]).await.text;
     let prefix = format!("vbs_upstream_breaker_state{{region=\"{region}\"}} ");
@@ -227,4 +235,49 @@ async fn smaller_ones() {
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(!r.text.contains("127.0.0.1"), "{}", r.text);
     assert_eq!(r.header("retry-after"), Some("1"));
+}
+
+/// Class 3: pass-through shares the region's guard: its concurrency limit, its breaker and
+/// its metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pass_through_goes_through_the_regions_guard() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let h = Arc::new(
+        Harness::start(
+            vec![(SimConfig::default(), rows("a", 1))],
+            "[upstream]\nmax_concurrency = 4\nqueue_timeout = \"60s\"\nbreaker_failures = 3\nbreaker_cooldown = \"60s\"\nretries = 0\n[server]\nrequest_timeout = \"120s\"\n",
+        )
+        .await,
+    );
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    *h.regions[0].watch.write().unwrap() = Some((now.clone(), peak.clone()));
+    let clients: Vec<_> = (0..150)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get(&format!("/v3/abc123/volumes?i={i}"), None).await })
+        })
+        .collect();
+    for c in clients {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.text, r#"{"volumes": []}"#);
+    }
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        4,
+        "peak in flight at the region"
+    );
+    // 150 pass-through calls, and the version discovery at start-up.
+    assert_eq!(ok_calls(&h, "r0").await, 151);
+    // Its 5xx count against the region: the breaker opens, and then nothing is sent.
+    *h.regions[0].fault.write().unwrap() = vbs_proxy::sim::Fault::new(500, "{}");
+    for _ in 0..3 {
+        assert_eq!(h.get("/v3/abc123/volumes", None).await.status, 500);
+    }
+    let asked = h.regions[0].calls();
+    let r = h.get("/v3/abc123/volumes", None).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(h.regions[0].calls(), asked, "an open breaker sends nothing");
 }
