@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
         "[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\n",
     )
     .unwrap();
-    let caches = Caches::new(&config.cache);
+    let caches = Caches::new(&config.cache, 1024);
     let body = bytes::Bytes::from(page_json(50));
     let produced = Arc::new(Produced {
         status: axum::http::StatusCode::OK,

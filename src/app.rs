@@ -17,8 +17,6 @@ pub struct AppState {
     pub upstream: Arc<Upstream>,
     pub cursor_key: CursorKey,
     pub versions: VersionBook,
-    /// Backup id → region index, learnt from listings and lookups (for show and markers).
-    pub id_regions: moka::sync::Cache<String, usize>,
     /// Region endpoint roots, for href rewriting.
     pub region_bases: Vec<String>,
     pub caches: Caches,
@@ -35,11 +33,13 @@ impl AppState {
             None => CursorKey::random(),
         };
         let region_bases = upstream.regions.iter().map(|r| r.base.clone()).collect();
-        let caches = Caches::new(&config.cache);
+        // A flight per request in flight and region, and as many more for the ones whose
+        // clients went away or that refresh in the background.
+        let max_flights = config.server.max_in_flight * (config.regions.len() + 1) * 2;
+        let caches = Caches::new(&config.cache, max_flights);
         let metrics = crate::metrics::Metrics::new(&caches, &upstream);
         Arc::new(AppState {
             versions: VersionBook::new(config.regions.len()),
-            id_regions: moka::sync::Cache::new(100_000),
             region_bases,
             caches,
             metrics,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::cache::layer::{Fetched, Served};
+use crate::upstream::guard::Refusal;
 use crate::upstream::{CallContext, ListPage, RegionError, Upstream};
 
 /// The regions as the merge reads them, through the region-page cache.
@@ -104,6 +105,7 @@ impl Source for RegionSource<'_> {
             }
             Served::Fetched { fetched, .. } => fetched.value.clone(),
             Served::Lost => return Err(RegionError::Lost),
+            Served::Shed => return Err(RegionError::Refused(Refusal::Overloaded)),
         };
         (*result).clone()
     }
@@ -135,7 +137,7 @@ pub async fn find_backup(
         // another route: Cinder's answer for an unknown id, and no region call.
         return Err(ApiError::backup_not_found(id));
     }
-    if let Some(region) = state.id_regions.get(id) {
+    if let Some(region) = state.caches.holders.get(id) {
         if let Ok(item) = upstream.show(region, scope, id, fields, ctx).await {
             return Ok((region, item));
         }
@@ -146,7 +148,7 @@ pub async fn find_backup(
     for (i, result) in futures::future::join_all(calls).await {
         match result {
             Ok(item) => {
-                state.id_regions.insert(id.to_string(), i);
+                state.caches.holders.insert(id.into(), i);
                 return Ok((i, item));
             }
             Err(e) => failures.push((i, e)),

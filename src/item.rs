@@ -181,7 +181,19 @@ impl ListPage {
             .collect();
         bodies.sort_unstable();
         bodies.dedup();
-        bodies.iter().map(|(_, len)| len).sum::<usize>() + self.items.len() * 96 + 128
+        // Each item also owns its id and the text of its sort values.
+        let owned: usize = self
+            .items
+            .iter()
+            .map(|i| {
+                let text = i.0.values.iter().map(|v| match v {
+                    SortValue::Text(t) => t.len(),
+                    _ => 0,
+                });
+                i.0.id.len() + text.sum::<usize>()
+            })
+            .sum();
+        bodies.iter().map(|(_, len)| len).sum::<usize>() + owned + self.items.len() * 96 + 128
     }
 }
 

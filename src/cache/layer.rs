@@ -14,6 +14,34 @@ use tracing::Instrument;
 
 use super::metrics::LayerMetrics;
 
+/// What a key costs in memory: counted in its entry's weight, so that the byte bound holds
+/// whatever size of key a client makes (a long query, a long project id).
+pub trait KeySize {
+    fn key_size(&self) -> usize;
+}
+
+impl KeySize for String {
+    fn key_size(&self) -> usize {
+        std::mem::size_of::<String>() + self.capacity()
+    }
+}
+
+impl KeySize for u32 {
+    fn key_size(&self) -> usize {
+        4
+    }
+}
+
+impl KeySize for &'static str {
+    fn key_size(&self) -> usize {
+        16 + self.len()
+    }
+}
+
+/// What moka and the layer keep per entry besides key and value (hash table slot, access
+/// deques, timer wheel node, the `Stored` header): measured roughly, rounded up.
+pub const ENTRY_OVERHEAD: usize = 256;
+
 /// TTL and the two staleness windows after it (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -91,6 +119,8 @@ pub enum Served<V> {
     /// The producer panicked or was cancelled, and nothing stored could stand in: an error
     /// for this request; the key is free again for the next one.
     Lost,
+    /// Too many flights already: nothing was started (load shedding).
+    Shed,
 }
 
 /// `None`: the producer never finished (it panicked, or its task was cancelled).
@@ -118,6 +148,8 @@ impl<K: Hash + Eq, V> Drop for Forget<K, V> {
 struct Inner<K, V> {
     entries: moka::sync::Cache<K, Arc<Stored<V>>>,
     inflight: Mutex<HashMap<K, Flight<V>>>,
+    /// Most flights at once: each holds a key and a task, so they are bounded too.
+    max_flights: usize,
     policy: Policy,
     metrics: Arc<LayerMetrics>,
 }
@@ -133,10 +165,15 @@ impl<K, V> Clone for Layer<K, V> {
 /// Values are shared between the store and every waiter: make `V` cheap to clone (an `Arc`).
 impl<K, V> Layer<K, V>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + KeySize + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    pub fn new(max_bytes: u64, policy: Policy, metrics: Arc<LayerMetrics>) -> Layer<K, V> {
+    pub fn new(
+        max_bytes: u64,
+        max_flights: usize,
+        policy: Policy,
+        metrics: Arc<LayerMetrics>,
+    ) -> Layer<K, V> {
         let evictions = metrics.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
@@ -151,6 +188,7 @@ where
         Layer(Arc::new(Inner {
             entries,
             inflight: Mutex::new(HashMap::new()),
+            max_flights,
             policy,
             metrics,
         }))
@@ -193,7 +231,9 @@ where
             }
         }
         inner.metrics.misses.inc();
-        let (flight, collapsed) = self.flight(key, fetch);
+        let Some((flight, collapsed)) = self.flight(key, fetch) else {
+            return Served::Shed;
+        };
         if collapsed {
             inner.metrics.coalesced.inc();
         }
@@ -221,15 +261,19 @@ where
         Served::Fetched { fetched, collapsed }
     }
 
-    /// Join the fetch in flight for `key`, or start one in a task of its own.
-    fn flight<F, Fut>(&self, key: K, fetch: F) -> (Flight<V>, bool)
+    /// Join the fetch in flight for `key`, or start one in a task of its own; `None` when
+    /// `max_flights` are under way already.
+    fn flight<F, Fut>(&self, key: K, fetch: F) -> Option<(Flight<V>, bool)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Fetched<V>> + Send + 'static,
     {
         let mut inflight = self.0.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flight) = inflight.get(&key) {
-            return (flight.clone(), true);
+            return Some((flight.clone(), true));
+        }
+        if inflight.len() >= self.0.max_flights {
+            return None;
         }
         let layer = self.clone();
         let task_key = key.clone();
@@ -243,10 +287,16 @@ where
             let forget = forget;
             let fetched = Arc::new(work.await);
             if let Some((weight, scope)) = &fetched.store {
+                // The entry's whole cost: value, key, scope and bookkeeping.
+                let weight = (*weight as usize)
+                    .saturating_add(task_key.key_size())
+                    .saturating_add(scope.len())
+                    .saturating_add(ENTRY_OVERHEAD)
+                    .min(u32::MAX as usize) as u32;
                 let stored = Stored {
                     value: fetched.value.clone(),
                     stored_at: Instant::now(),
-                    weight: *weight,
+                    weight,
                     scope: scope.clone(),
                 };
                 layer.0.entries.insert(task_key.clone(), Arc::new(stored));
@@ -257,7 +307,7 @@ where
         });
         let flight = async move { task.await.ok() }.boxed().shared();
         inflight.insert(key, flight.clone());
-        (flight, false)
+        Some((flight, false))
     }
 
     /// Drop every entry whose scope is `scope` (all when `None`); how many were dropped.
@@ -272,6 +322,12 @@ where
             entries.invalidate(k);
         }
         doomed.len()
+    }
+
+    /// Entries held, after pending maintenance.
+    pub fn entry_count(&self) -> u64 {
+        self.0.entries.run_pending_tasks();
+        self.0.entries.entry_count()
     }
 
     /// Bytes held (by the weigher), after pending maintenance.
@@ -292,7 +348,7 @@ mod tests {
             stale_while_revalidate: Duration::from_secs(swr),
             stale_if_error: Duration::from_secs(sie),
         };
-        Layer::new(1 << 20, policy, Arc::new(LayerMetrics::default()))
+        Layer::new(1 << 20, 64, policy, Arc::new(LayerMetrics::default()))
     }
 
     fn ok(v: u32) -> Fetched<u32> {
@@ -318,6 +374,7 @@ mod tests {
             Served::StaleIfError(e) => (e.value, "sie"),
             Served::Fetched { fetched, .. } => (fetched.value, "fetched"),
             Served::Lost => (0, "lost"),
+            Served::Shed => (0, "shed"),
         }
     }
 
@@ -469,7 +526,7 @@ mod tests {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
         };
-        let l: Layer<u32, u32> = Layer::new(10_000, policy, Arc::new(LayerMetrics::default()));
+        let l: Layer<u32, u32> = Layer::new(10_000, 64, policy, Arc::new(LayerMetrics::default()));
         for k in 0..100u32 {
             let scope: Arc<str> = if k % 2 == 0 {
                 "/v3/a".into()

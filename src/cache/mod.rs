@@ -79,17 +79,28 @@ pub struct Caches {
     pub ttl: std::time::Duration,
     pub responses: Layer<String, Arc<Produced>>,
     pub pages: Layer<String, PageResult>,
+    /// Backup id → the region that holds it, learnt from listings and look-ups (for show and
+    /// plain-id markers). Counted in bytes like the layers.
+    pub holders: moka::sync::Cache<Box<str>, usize>,
     identity_key: Vec<u8>,
 }
 
 impl Caches {
-    pub fn new(config: &CacheConfig) -> Caches {
+    /// `cache.max_bytes` is shared out: 7/16 to each layer, 1/8 to the id → region map, so
+    /// everything they hold, keys included, stays within it. `max_flights` bounds each layer's
+    /// coalescing table.
+    pub fn new(config: &CacheConfig, max_flights: usize) -> Caches {
         let policy = Policy {
             ttl: config.ttl,
             stale_while_revalidate: config.stale_while_revalidate,
             stale_if_error: config.stale_if_error,
         };
-        let half = config.max_bytes.as_u64() / 2;
+        let max = config.max_bytes.as_u64();
+        let layer = max / 16 * 7;
+        let holders = moka::sync::Cache::builder()
+            .max_capacity(max / 8)
+            .weigher(holder_weight)
+            .build();
         let identity_key = match &config.key_secret {
             Some(s) => s.as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
@@ -98,8 +109,19 @@ impl Caches {
             enabled: !config.ttl.is_zero(),
             honor_client_no_cache: config.honor_client_no_cache,
             ttl: config.ttl,
-            responses: Layer::new(half, policy, Arc::new(LayerMetrics::default())),
-            pages: Layer::new(half, policy, Arc::new(LayerMetrics::default())),
+            responses: Layer::new(
+                layer,
+                max_flights,
+                policy,
+                Arc::new(LayerMetrics::default()),
+            ),
+            pages: Layer::new(
+                layer,
+                max_flights,
+                policy,
+                Arc::new(LayerMetrics::default()),
+            ),
+            holders,
             identity_key,
         }
     }
@@ -128,6 +150,11 @@ impl Caches {
     }
 }
 
+#[allow(clippy::borrowed_box)] // moka's weigher signature: the key type is `Box<str>`
+fn holder_weight(id: &Box<str>, _region: &usize) -> u32 {
+    (id.len() + layer::ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+}
+
 /// Whether a region failure is one that stale data may stand in for (SPEC §5).
 pub fn upstream_failed(e: &RegionError) -> bool {
     match e.status() {
@@ -145,7 +172,10 @@ mod tests {
         let config =
             crate::Config::from_toml("[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n")
                 .unwrap();
-        let (a, b) = (Caches::new(&config.cache), Caches::new(&config.cache));
+        let (a, b) = (
+            Caches::new(&config.cache, 16),
+            Caches::new(&config.cache, 16),
+        );
         let id = a.identity(b"secret-token");
         assert_eq!(id.len(), 64);
         assert!(!id.contains("secret"));

@@ -127,6 +127,10 @@ async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) 
             return ApiError::Internal("The listing could not be produced.".into())
                 .into_response_with(Some(request.caller.ctx.version))
         }
+        Served::Shed => {
+            return ApiError::Busy("The proxy is at capacity; retry shortly.".into())
+                .into_response_with(Some(request.caller.ctx.version))
+        }
         Served::Hit(e) => {
             let age = e.age(tokio::time::Instant::now());
             let left = ttl.saturating_sub(age).as_secs();
@@ -281,8 +285,9 @@ async fn produce_for_cache(
         || produced.status.is_server_error()
         || produced.status == StatusCode::TOO_MANY_REQUESTS;
     let store = (state.caches.enabled && complete).then(|| {
-        // What the entry really holds: its bytes, plus key and bookkeeping.
-        let weight = (produced.len() + 512).min(u32::MAX as usize) as u32;
+        // Its bytes; the layer adds the key's and its own bookkeeping.
+        let weight =
+            (produced.len() + std::mem::size_of::<Produced>()).min(u32::MAX as usize) as u32;
         (weight, Arc::from(request.scope.as_str()))
     });
     Fetched {
@@ -386,7 +391,7 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
     let page = merge::paginate(&source, page_request, starts).await;
     let missing = fanout::judge_failures(state, &page.failed, regions)?;
     for (region, item) in &page.items {
-        state.id_regions.insert(item.id().to_string(), *region);
+        state.caches.holders.insert(item.id().into(), *region);
     }
 
     let rewriter = Rewriter::new(&state.region_bases, &caller.public_base);

@@ -70,7 +70,11 @@ impl VersionBook {
             max: v3
                 .and_then(|v| v["version"].as_str())
                 .and_then(Version::parse),
-            updated: v3.and_then(|v| v["updated"].as_str()).map(str::to_string),
+            // A timestamp; anything longer is not kept (the book must not grow on a region's say).
+            updated: v3
+                .and_then(|v| v["updated"].as_str())
+                .filter(|u| u.len() <= 64)
+                .map(str::to_string),
             reachable: doc.is_some(),
         };
         let mut regions = self.regions.write().expect("not poisoned");

@@ -281,3 +281,32 @@ async fn pass_through_goes_through_the_regions_guard() {
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(h.regions[0].calls(), asked, "an open breaker sends nothing");
 }
+
+/// Class 4: what the caches hold, keys included, stays within `cache.max_bytes`, however
+/// large the keys clients make.
+#[tokio::test]
+async fn memory_is_bounded_by_what_is_counted() {
+    const KEY: usize = 8000;
+    let h = Harness::start(
+        vec![(SimConfig::default(), rows("a", 3))],
+        "[cache]\nttl = \"300s\"\nmax_bytes = \"1MiB\"\n",
+    )
+    .await;
+    for i in 0..400 {
+        // Distinct, large, and matching nothing: tiny answers under large keys.
+        let name = format!("{i:04}{}", "x".repeat(KEY));
+        let r = h.get(&format!("{DETAIL}?name={name}"), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(r.ids().is_empty());
+    }
+    let caches = &h.state.caches;
+    let entries = caches.responses.entry_count() + caches.pages.entry_count();
+    let held = entries as usize * KEY;
+    assert!(entries > 0);
+    assert!(
+        held <= 1024 * 1024,
+        "{entries} entries hold at least {held} bytes of keys"
+    );
+    let weighed = caches.responses.weighted_size() + caches.pages.weighted_size();
+    assert!(weighed <= 1024 * 1024, "{weighed}");
+}
