@@ -102,6 +102,10 @@ pub struct CacheConfig {
     pub max_bytes: bytesize::ByteSize,
     pub scope: CacheScope,
     pub honor_client_no_cache: bool,
+    /// A key is refreshed for `no-cache` clients at most this often; other forced requests
+    /// share the refresh in flight or get the entry it just stored.
+    #[serde(with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
     /// HMAC key for the identity part of cache keys; random at start when unset.
     #[serde(default)]
     pub key_secret: Option<String>,

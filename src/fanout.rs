@@ -98,7 +98,7 @@ impl Source for RegionSource<'_> {
         };
         let served = state.caches.pages.get(key, self.refresh, fetch).await;
         let result = match served {
-            Served::Hit(e) | Served::StaleWhileRevalidate(e) => e.value.clone(),
+            Served::Hit(e) | Served::Recent(e) | Served::StaleWhileRevalidate(e) => e.value.clone(),
             Served::StaleIfError(e) => {
                 self.degraded.store(true, Ordering::Relaxed);
                 e.value.clone()

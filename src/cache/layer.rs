@@ -48,6 +48,9 @@ pub struct Policy {
     pub ttl: Duration,
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
+    /// A forced refresh (`Cache-Control: no-cache`) of an entry younger than this is answered
+    /// with the entry: a client that always sends it refreshes a key at most this often.
+    pub min_refresh_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +90,8 @@ pub struct Stored<V> {
     pub weight: u32,
     /// The scope (`/v3/{project}`) it belongs to, for purges.
     pub scope: Arc<str>,
+    /// Produced by a forced refresh (`no-cache`): the start of its `min_refresh_interval`.
+    pub forced: bool,
 }
 
 impl<V> Stored<V> {
@@ -108,6 +113,9 @@ pub struct Fetched<V> {
 /// How a lookup was answered.
 pub enum Served<V> {
     Hit(Arc<Stored<V>>),
+    /// Fresh, given to a forced refresh because it was refreshed less than
+    /// `min_refresh_interval` ago.
+    Recent(Arc<Stored<V>>),
     /// Stale, served while one background refresh runs.
     StaleWhileRevalidate(Arc<Stored<V>>),
     /// Stale, served because the refresh failed.
@@ -224,14 +232,22 @@ where
                 Freshness::StaleWhileRevalidate => {
                     inner.metrics.stale.inc();
                     // One refresh, in its own task; nobody waits for it.
-                    drop(self.flight(key, fetch));
+                    drop(self.flight(key, fetch, false));
                     return Served::StaleWhileRevalidate(s.clone());
                 }
                 _ => {}
             }
         }
+        if let (Some(s), true) = (&stored, refresh) {
+            let recent = s.forced && s.age(Instant::now()) < inner.policy.min_refresh_interval;
+            // A refresh in flight is newer still: join it rather than answer with this.
+            if recent && !self.in_flight(&key) {
+                inner.metrics.hits.inc();
+                return Served::Recent(s.clone());
+            }
+        }
         inner.metrics.misses.inc();
-        let Some((flight, collapsed)) = self.flight(key, fetch) else {
+        let Some((flight, collapsed)) = self.flight(key, fetch, refresh) else {
             return Served::Shed;
         };
         if collapsed {
@@ -261,9 +277,14 @@ where
         Served::Fetched { fetched, collapsed }
     }
 
+    fn in_flight(&self, key: &K) -> bool {
+        let inflight = self.0.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        inflight.contains_key(key)
+    }
+
     /// Join the fetch in flight for `key`, or start one in a task of its own; `None` when
     /// `max_flights` are under way already.
-    fn flight<F, Fut>(&self, key: K, fetch: F) -> Option<(Flight<V>, bool)>
+    fn flight<F, Fut>(&self, key: K, fetch: F, forced: bool) -> Option<(Flight<V>, bool)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Fetched<V>> + Send + 'static,
@@ -298,6 +319,7 @@ where
                     stored_at: Instant::now(),
                     weight,
                     scope: scope.clone(),
+                    forced,
                 };
                 layer.0.entries.insert(task_key.clone(), Arc::new(stored));
             }
@@ -342,13 +364,22 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    fn layer(ttl: u64, swr: u64, sie: u64) -> Layer<&'static str, u32> {
-        let policy = Policy {
+    fn policy(ttl: u64, swr: u64, sie: u64) -> Policy {
+        Policy {
             ttl: Duration::from_secs(ttl),
             stale_while_revalidate: Duration::from_secs(swr),
             stale_if_error: Duration::from_secs(sie),
-        };
-        Layer::new(1 << 20, 64, policy, Arc::new(LayerMetrics::default()))
+            min_refresh_interval: Duration::ZERO,
+        }
+    }
+
+    fn layer(ttl: u64, swr: u64, sie: u64) -> Layer<&'static str, u32> {
+        Layer::new(
+            1 << 20,
+            64,
+            policy(ttl, swr, sie),
+            Arc::new(LayerMetrics::default()),
+        )
     }
 
     fn ok(v: u32) -> Fetched<u32> {
@@ -370,6 +401,7 @@ mod tests {
     fn value(s: &Served<u32>) -> (u32, &'static str) {
         match s {
             Served::Hit(e) => (e.value, "hit"),
+            Served::Recent(e) => (e.value, "recent"),
             Served::StaleWhileRevalidate(e) => (e.value, "swr"),
             Served::StaleIfError(e) => (e.value, "sie"),
             Served::Fetched { fetched, .. } => (fetched.value, "fetched"),
@@ -474,6 +506,43 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn forced_refreshes_happen_at_most_once_per_interval() {
+        let l: Layer<&'static str, u32> = Layer::new(
+            1 << 20,
+            64,
+            Policy {
+                min_refresh_interval: Duration::from_secs(1),
+                ..policy(30, 0, 300)
+            },
+            Arc::new(LayerMetrics::default()),
+        );
+        // An entry stored by an ordinary miss does not hold a forced refresh back.
+        l.get("k", false, || async { ok(1) }).await;
+        assert_eq!(
+            value(&l.get("k", true, || async { ok(2) }).await),
+            (2, "fetched")
+        );
+        assert_eq!(
+            value(&l.get("k", true, || async { ok(9) }).await),
+            (2, "recent")
+        );
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(
+            value(&l.get("k", true, || async { ok(3) }).await),
+            (2, "recent")
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            value(&l.get("k", true, || async { ok(4) }).await),
+            (4, "fetched")
+        );
+        assert_eq!(
+            value(&l.get("k", true, || async { ok(5) }).await),
+            (4, "recent")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn concurrent_misses_make_one_fetch_that_survives_its_caller() {
         let l = layer(30, 0, 0);
         let calls = Arc::new(AtomicUsize::new(0));
@@ -525,6 +594,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            min_refresh_interval: Duration::ZERO,
         };
         let l: Layer<u32, u32> = Layer::new(10_000, 64, policy, Arc::new(LayerMetrics::default()));
         for k in 0..100u32 {

@@ -94,6 +94,7 @@ impl Caches {
             ttl: config.ttl,
             stale_while_revalidate: config.stale_while_revalidate,
             stale_if_error: config.stale_if_error,
+            min_refresh_interval: config.min_refresh_interval,
         };
         let max = config.max_bytes.as_u64();
         let layer = max / 16 * 7;

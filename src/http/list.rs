@@ -140,6 +140,15 @@ async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) 
                 Some(age.as_secs()),
             )
         }
+        Served::Recent(e) => {
+            let age = e.age(tokio::time::Instant::now());
+            let left = ttl.saturating_sub(age).as_secs();
+            (
+                e.value.clone(),
+                format!("vbs-proxy; hit; ttl={left}; detail=refreshed-recently"),
+                Some(age.as_secs()),
+            )
+        }
         Served::StaleWhileRevalidate(e) => {
             let age = e.age(tokio::time::Instant::now());
             (

@@ -310,3 +310,44 @@ async fn memory_is_bounded_by_what_is_counted() {
     let weighed = caches.responses.weighted_size() + caches.pages.weighted_size();
     assert!(weighed <= 1024 * 1024, "{weighed}");
 }
+
+/// Class 9: `no-cache` is honoured, but coalesced: one forced refresh per key per
+/// `cache.min_refresh_interval` (set long here, so the machine's speed cannot matter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_cache_cannot_bypass_the_shield() {
+    use std::sync::Arc;
+    let h = Arc::new(
+        Harness::start(
+            vec![
+                (SimConfig::default(), rows("a", 5)),
+                (SimConfig::default(), rows("b", 5)),
+            ],
+            "[cache]\nttl = \"30s\"\nmin_refresh_interval = \"60s\"\n",
+        )
+        .await,
+    );
+    let no_cache = [
+        ("X-Auth-Token", crate::support::TOKEN),
+        ("Cache-Control", "no-cache"),
+    ];
+    let burst: Vec<_> = (0..200)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get_with(DETAIL, &no_cache).await })
+        })
+        .collect();
+    for r in burst {
+        let r = r.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.ids().len(), 10);
+    }
+    for _ in 0..200 {
+        let r = h.get_with(DETAIL, &no_cache).await;
+        assert_eq!(r.ids().len(), 10);
+        let status = r.header("cache-status").unwrap();
+        assert!(status.contains("refreshed-recently"), "{status}");
+    }
+    for (i, calls) in h.calls().into_iter().enumerate() {
+        assert!(calls <= 2, "region {i} was called {calls} times");
+    }
+}
