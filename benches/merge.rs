@@ -132,6 +132,7 @@ fn bench(c: &mut Criterion) {
                                 offset: 0,
                                 with_count: false,
                                 chunk: 1000,
+                                partial_grace: None,
                             };
                             let page = futures::executor::block_on(merge::paginate(
                                 source,

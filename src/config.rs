@@ -129,6 +129,10 @@ pub struct UpstreamConfig {
     /// How often the regions' version documents are re-read (for `latest` and `GET /`).
     #[serde(with = "humantime_serde")]
     pub version_refresh: Duration,
+    /// Once every other region has answered a page, how long to wait for the last one before
+    /// answering without it (partial, not stored). Unset: its own `timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub partial_grace: Option<Duration>,
     #[serde(flatten)]
     pub protection: Protection,
 }

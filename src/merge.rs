@@ -43,6 +43,9 @@ pub struct PageRequest<'a> {
     pub with_count: bool,
     /// The most rows asked of a region in one call (the proxy's `max_limit`).
     pub chunk: usize,
+    /// `upstream.partial_grace`: once every other region has answered, how long the page
+    /// waits for the last one before going on without it.
+    pub partial_grace: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -202,7 +205,15 @@ async fn fill<S: Source>(
             let params = chunk_params(req, want, &r.fetched, req.with_count && r.calls == 0);
             async move { (i, want, source.list(i, params).await) }
         });
-        for (i, want, result) in futures::future::join_all(calls).await {
+        let asked = needy.clone();
+        let mut answers = join_with_grace(calls.collect(), req.partial_grace).await;
+        // A region the grace gave up on is a straggler: missing from this page.
+        for &i in &asked {
+            if !answers.iter().any(|(j, _, _)| *j == i) {
+                answers.push((i, 0, Err(RegionError::Straggler)));
+            }
+        }
+        for (i, want, result) in answers {
             let r = &mut readers[i];
             r.calls += 1;
             match result {
@@ -227,6 +238,35 @@ async fn fill<S: Source>(
             }
         }
     }
+}
+
+/// Every call's answer, as (region, rows wanted, result). With a `grace`, once all calls but
+/// one have answered, the last gets that long more and is then given up as a straggler (its
+/// call goes on in the page cache's own task, and its answer is there for the next request).
+async fn join_with_grace<F>(
+    calls: Vec<F>,
+    grace: Option<std::time::Duration>,
+) -> Vec<(usize, usize, Result<ListPage, RegionError>)>
+where
+    F: Future<Output = (usize, usize, Result<ListPage, RegionError>)>,
+{
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let total = calls.len();
+    let (Some(grace), true) = (grace, total > 1) else {
+        return futures::future::join_all(calls).await;
+    };
+    let mut pending: FuturesUnordered<F> = calls.into_iter().collect();
+    let mut done = Vec::with_capacity(total);
+    while done.len() + 1 < total {
+        match pending.next().await {
+            Some(answer) => done.push(answer),
+            None => return done,
+        }
+    }
+    if let Ok(Some(answer)) = tokio::time::timeout(grace, pending.next()).await {
+        done.push(answer);
+    }
+    done
 }
 
 fn pass_over_bound(r: &mut Reader, cmp: &Comparator) {

@@ -396,6 +396,7 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
         offset: query.offset,
         with_count: query.with_count,
         chunk: state.config.server.max_limit,
+        partial_grace: state.config.upstream.partial_grace,
     };
     let page = merge::paginate(&source, page_request, starts).await;
     let missing = fanout::judge_failures(state, &page.failed, regions)?;

@@ -32,10 +32,11 @@ const RATIO_WINDOW: usize = 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
     Closed,
+    /// Requests fail fast; once `until` has passed, the proxy's own probe is due.
     Open {
         until: Instant,
     },
-    /// One probe is out; others fail fast until it answers.
+    /// The proxy's probe is out; requests still fail fast until it answers.
     HalfOpen,
 }
 
@@ -106,17 +107,16 @@ impl Guard {
         self.state().breaker
     }
 
-    /// May a request go now? A `first` attempt (not a retry) also earns retry budget.
+    /// May a request go now? A `first` attempt (not a retry) also earns retry budget. While
+    /// the breaker is open or half-open, no client request goes: a client never waits on a
+    /// region that is known to be failing (the probe is the proxy's own, see `take_probe`).
     pub fn admit(&self, now: Instant, first: bool) -> Result<(), Refusal> {
         let mut s = self.state();
         if s.retry_after.is_some_and(|until| now < until) {
             return Err(Refusal::BackingOff);
         }
-        match s.breaker {
-            BreakerState::Open { until } if now < until => return Err(Refusal::CircuitOpen),
-            BreakerState::Open { .. } => s.breaker = BreakerState::HalfOpen, // this one probes
-            BreakerState::HalfOpen => return Err(Refusal::CircuitOpen),
-            BreakerState::Closed => {}
+        if s.breaker != BreakerState::Closed {
+            return Err(Refusal::CircuitOpen);
         }
         if first {
             s.budget = (s.budget + self.config.retry_budget).min(BUDGET_RESERVE + 100.0);
@@ -124,12 +124,16 @@ impl Guard {
         Ok(())
     }
 
-    /// A probe admitted but never sent (refused locally after `admit`): let the next request
-    /// probe instead.
-    pub fn release_probe(&self, now: Instant) {
+    /// Is the open breaker's cool-down over? Then this caller sends the one probe (the
+    /// breaker is half-open until the probe's outcome is recorded).
+    pub fn take_probe(&self, now: Instant) -> bool {
         let mut s = self.state();
-        if s.breaker == BreakerState::HalfOpen {
-            s.breaker = BreakerState::Open { until: now };
+        match s.breaker {
+            BreakerState::Open { until } if now >= until => {
+                s.breaker = BreakerState::HalfOpen;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -265,17 +269,19 @@ mod tests {
         assert!(matches!(g.breaker(), BreakerState::Open { .. }));
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
         tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
+        assert!(!g.take_probe(Instant::now()));
         tokio::time::advance(Duration::from_secs(1)).await;
-        // Cool-down over: one probe goes, the others still fail fast.
-        assert_eq!(g.admit(Instant::now(), true), Ok(()));
+        // Cool-down over: one probe is due, and it is not a client's; clients still fail fast.
+        assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
+        assert!(g.take_probe(Instant::now()));
+        assert!(!g.take_probe(Instant::now()), "one probe at a time");
         assert_eq!(g.breaker(), BreakerState::HalfOpen);
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
         // The probe fails: open again for a full cool-down.
         g.record(Health::Faulty, Instant::now());
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(g.admit(Instant::now(), true), Ok(()));
+        assert!(g.take_probe(Instant::now()));
         g.record(Health::Healthy, Instant::now());
         assert_eq!(g.breaker(), BreakerState::Closed);
         assert_eq!(g.admit(Instant::now(), true), Ok(()));

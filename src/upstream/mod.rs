@@ -122,6 +122,10 @@ pub enum RegionError {
     Transport(String),
     #[error("invalid answer: {0}")]
     Body(String),
+    /// Every other region had answered `upstream.partial_grace` ago; the page went on
+    /// without this one (its call was not cancelled).
+    #[error("too slow: the other regions answered, and upstream.partial_grace passed")]
+    Straggler,
     /// The proxy's own call for this page never finished (a bug, logged where it happened).
     #[error("the call was lost")]
     Lost,
@@ -150,6 +154,7 @@ impl RegionError {
             RegionError::Transport(_) => "transport",
             RegionError::Body(_) => "body",
             RegionError::Lost => "lost",
+            RegionError::Straggler => "straggler",
             RegionError::Refused(Refusal::CircuitOpen) => "circuit_open",
             RegionError::Refused(Refusal::BackingOff) => "backing_off",
             RegionError::Refused(Refusal::RateLimited) => "rate_limited",
@@ -175,6 +180,7 @@ impl RegionError {
             RegionError::Status { .. }
             | RegionError::Body(_)
             | RegionError::Lost
+            | RegionError::Straggler
             | RegionError::Refused(_) => Health::Unknown,
         }
     }
@@ -184,7 +190,10 @@ impl RegionError {
         match self {
             RegionError::Status { status, .. } => status.is_server_error(),
             RegionError::Timeout | RegionError::Connect(_) | RegionError::Transport(_) => true,
-            RegionError::Body(_) | RegionError::Refused(_) | RegionError::Lost => false,
+            RegionError::Body(_)
+            | RegionError::Refused(_)
+            | RegionError::Lost
+            | RegionError::Straggler => false,
         }
     }
 
@@ -239,7 +248,7 @@ impl RegionError {
 pub struct Upstream {
     pub regions: Vec<Region>,
     clients: Vec<reqwest::Client>,
-    pub guards: Vec<Guard>,
+    pub guards: Vec<std::sync::Arc<Guard>>,
     max_body: Vec<u64>,
     /// `upstream.timeout` per region: the whole budget of one call, retries included.
     timeouts: Vec<Duration>,
@@ -277,7 +286,7 @@ impl Upstream {
             up.clients.push(client);
             up.max_body.push(p.max_body_bytes.as_u64());
             up.timeouts.push(timeout);
-            up.guards.push(Guard::new(GuardConfig {
+            up.guards.push(std::sync::Arc::new(Guard::new(GuardConfig {
                 retries: p.retries,
                 retry_backoff: p.retry_backoff,
                 retry_budget: p.retry_budget,
@@ -287,7 +296,7 @@ impl Upstream {
                 rate_limit: p.rate_limit,
                 max_concurrency: p.max_concurrency,
                 queue_timeout: p.queue_timeout,
-            }));
+            })));
         }
         up
     }
@@ -459,6 +468,9 @@ impl Upstream {
     ) -> Result<OwnedSemaphorePermit, Refusal> {
         let guard = &self.guards[region];
         let queue_until = deadline.min(guard::later(Instant::now(), guard.config.queue_timeout));
+        if guard.take_probe(Instant::now()) {
+            self.spawn_probe(region);
+        }
         let outcome = async {
             guard.admit(Instant::now(), first)?;
             if let Err(wait) = guard.take_token(Instant::now()) {
@@ -483,6 +495,40 @@ impl Upstream {
             self.metrics.count(&self.regions[region].name, kind);
         }
         outcome
+    }
+
+    /// The half-open probe: the proxy's own request for the region's version document, in a
+    /// task of its own, so that no client waits on a region known to be failing. Its outcome
+    /// closes the breaker or opens it for another cool-down.
+    fn spawn_probe(&self, region: usize) {
+        let guard = self.guards[region].clone();
+        let request = self.clients[region]
+            .get(format!("{}/", self.regions[region].base))
+            .header(reqwest::header::ACCEPT, "application/json");
+        let name = self.regions[region].name.clone();
+        let metrics = self.metrics.clone();
+        let timeout = self.timeouts[region];
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let sent = tokio::time::timeout(timeout, request.send()).await;
+            let judged = match sent {
+                Err(_) => Judged::of(&RegionError::Timeout),
+                Ok(Err(e)) => Judged::of(&RegionError::from_reqwest(e)),
+                Ok(Ok(r)) => Judged::status(r.status(), retry_after_of(&r)),
+            };
+            metrics.observe_latency(&name, started.elapsed());
+            metrics.count(&name, judged.outcome);
+            // Any answer but a 5xx or 429 is a region that answers (it cannot stay half-open).
+            let health = match judged.health {
+                Health::Unknown => Health::Healthy,
+                other => other,
+            };
+            guard.record(health, Instant::now());
+            if let Some(wait) = judged.retry_after {
+                guard.back_off_until(guard::later(Instant::now(), wait));
+            }
+            tracing::info!(region = %name, outcome = judged.outcome, breaker = ?guard.breaker(), "breaker probe");
+        });
     }
 
     /// Read an answer (bounded by `upstream.max_body_bytes`): its body when its status is

@@ -351,3 +351,145 @@ async fn no_cache_cannot_bypass_the_shield() {
         assert!(calls <= 2, "region {i} was called {calls} times");
     }
 }
+
+/// A region that accepts connections and reads requests but never answers; the request lines
+/// it received.
+async fn hanging_region() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut held = Vec::new();
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    held.extend_from_slice(&buf[..n]);
+                    if let Some(end) = held.windows(2).position(|w| w == b"\r\n") {
+                        let line = String::from_utf8_lossy(&held[..end]).into_owned();
+                        record.lock().unwrap().push(line);
+                        held.clear();
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Class 8: a hung region costs the first clients one `upstream.timeout` (retries live inside
+/// it), then nobody: while the breaker is open or its probe (the proxy's own, never a
+/// client's) hangs, clients are answered without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_region_costs_one_deadline_at_most_once() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let healthy = Harness::start(vec![(SimConfig::default(), rows("a", 5))], "").await;
+    let (hung_url, seen) = hanging_region().await;
+    // Defaults but a short timeout (retries = 2 as shipped) and a short cool-down.
+    let toml = format!(
+        "[[regions]]\nname = \"r0\"\nurl = \"{}\"\n[[regions]]\nname = \"hung\"\nurl = \"{hung_url}\"\n[upstream]\ntimeout = \"1s\"\nbreaker_cooldown = \"100ms\"\n[cache]\nttl = \"0s\"\n",
+        healthy.region_urls[0]
+    );
+    let h = Arc::new(healthy.restart_proxy(&toml).await);
+    let listings = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("GET /v3/"))
+            .count()
+    };
+    // The first clients (enough to open the breaker; distinct filters, so nothing coalesces)
+    // each wait one deadline, not three.
+    let first: Vec<_> = (0..5)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let r = h.get(&format!("{DETAIL}?name=n{i}"), None).await;
+                (r, started.elapsed())
+            })
+        })
+        .collect();
+    for c in first {
+        let (r, took) = c.await.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.header("x-aggregate-missing-regions"), Some("hung"));
+        assert!(took < Duration::from_millis(1800), "took {took:?}");
+    }
+    assert_eq!(breaker_state(&h, "hung").await, "2", "open");
+    let asked = listings();
+    // The version discovery at start-up was the first `GET /`; the probe is the next.
+    let probed = || {
+        let seen = seen.lock().unwrap();
+        seen.iter().filter(|l| l.starts_with("GET / ")).count() >= 2
+    };
+    let fast = |started: Instant| started.elapsed() < Duration::from_millis(500);
+    // Open, then past the cool-down: clients are answered without the region, and one of
+    // them starts the proxy's probe without waiting for it. Bounded: the cool-down is 100 ms.
+    let mut requests = 0;
+    while !probed() {
+        requests += 1;
+        assert!(requests < 10_000, "no probe was sent");
+        let started = Instant::now();
+        let r = h.get(DETAIL, None).await;
+        assert_eq!(r.header("x-aggregate-missing-regions"), Some("hung"));
+        assert!(fast(started));
+    }
+    // While the probe hangs, still nobody waits.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = h.get(DETAIL, None).await;
+        assert_eq!(r.header("x-aggregate-missing-regions"), Some("hung"));
+        assert!(fast(started));
+    }
+    assert_eq!(
+        breaker_state(&h, "hung").await,
+        "1",
+        "half-open: the probe is out"
+    );
+    assert_eq!(
+        listings(),
+        asked,
+        "no client request reached the hung region"
+    );
+}
+
+/// Class 8: with `upstream.partial_grace`, the others' answer waits that long for a
+/// straggler, not its whole timeout; the straggler's call goes on and fills the page cache.
+#[tokio::test]
+async fn partial_grace_bounds_the_wait_for_a_straggler() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let h = two_regions(
+        "[upstream]\ntimeout = \"30s\"\npartial_grace = \"50ms\"\n[cache]\nttl = \"30s\"\n",
+    )
+    .await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *h.regions[1].gate.write().unwrap() = Some(gate.clone());
+    let started = Instant::now();
+    let r = h.get(DETAIL, None).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-aggregate-missing-regions"), Some("r1"));
+    assert_eq!(r.ids().len(), 5);
+    // The straggler answers later; its page is then in the cache, and the answer is whole.
+    gate.add_permits(100);
+    crate::support::until("the straggler's page", || {
+        h.state.caches.pages.entry_count() >= 2
+    })
+    .await;
+    let r = h.get(DETAIL, None).await;
+    assert_eq!(r.header("x-aggregate-missing-regions"), None);
+    assert_eq!(r.ids().len(), 10);
+}
