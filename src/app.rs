@@ -69,7 +69,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
 }
 
-/// Learn the regions' versions, then serve on `listener` until `shutdown` resolves.
+/// Learn the regions' versions, then serve on `listener` until `shutdown` resolves, within
+/// the connection limits of `[server]` (see `http::listener`).
 pub async fn serve(
     state: Arc<AppState>,
     listener: TcpListener,
@@ -77,27 +78,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     crate::http::versions::refresh(&state).await;
     let refresher = crate::http::versions::spawn_refresher(state.clone());
-    let grace = state.config.server.shutdown_grace;
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stopping.send(true);
-    });
-    // Stop accepting at once; give requests in flight `server.shutdown_grace` to finish.
-    let deadline = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-        tokio::time::sleep(grace).await;
+    let server = &state.config.server;
+    let limits = crate::http::listener::Limits {
+        max_connections: server.max_connections,
+        header_read_timeout: server.header_read_timeout,
+        idle_timeout: server.idle_timeout,
+        grace: server.shutdown_grace,
     };
-    let result = tokio::select! {
-        result = server => result,
-        _ = deadline => {
-            tracing::warn!(grace = ?grace, "shutdown grace expired with requests still in flight");
-            Ok(())
-        }
-    };
+    crate::http::listener::run(listener, router(state.clone()), limits, shutdown).await;
     refresher.abort();
-    result
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

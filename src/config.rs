@@ -55,6 +55,14 @@ pub struct ServerConfig {
     /// After SIGTERM/SIGINT: how long in-flight requests may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Connections open at once; more wait in the kernel's accept backlog.
+    pub max_connections: usize,
+    /// A request head must be complete this long after its first byte.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with nothing in flight is closed after this long without a byte.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -382,6 +390,11 @@ impl Config {
         for (key, d) in [
             ("server.request_timeout", self.server.request_timeout),
             ("server.shutdown_grace", self.server.shutdown_grace),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be greater than 0"));
@@ -389,6 +402,9 @@ impl Config {
         }
         if self.server.max_in_flight == 0 {
             return Err(invalid("server.max_in_flight", "must be at least 1"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
         }
         for i in 0..self.regions.len() {
             self.validate_region_protection(i)?;

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod body;
 pub mod error;
 pub mod list;
+pub mod listener;
 pub mod observe;
 pub mod passthrough;
 pub mod path;

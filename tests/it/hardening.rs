@@ -493,3 +493,109 @@ async fn partial_grace_bounds_the_wait_for_a_straggler() {
     assert_eq!(r.header("x-aggregate-missing-regions"), None);
     assert_eq!(r.ids().len(), 10);
 }
+
+/// The whole server (`vbs_proxy::serve`, the listener the binary uses) for `extra` TOML
+/// over `h`'s first region, on 127.0.0.1:0: its base URL.
+async fn real_server(h: &Harness, extra: &str) -> String {
+    let toml = format!(
+        "[[regions]]\nname = \"r0\"\nurl = \"{}\"\n{extra}",
+        h.region_urls[0]
+    );
+    let config = vbs_proxy::Config::from_toml(&toml).expect("valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = vbs_proxy::AppState::new(config);
+    tokio::spawn(vbs_proxy::serve(state, listener, std::future::pending()));
+    base
+}
+
+/// Wait until the proxy closes `socket` (EOF or reset); bounded by `until`'s 30 s.
+async fn closed_by_peer(mut socket: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let wait = async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .expect("the proxy closes the connection");
+}
+
+/// Class 6: a slowloris of a few thousand connections (silent, or half a request) does not
+/// stop others being served, and its connections are closed by the header-read and idle
+/// timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_idle_clients_cannot_hold_the_proxy() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start(vec![(SimConfig::default(), rows("a", 3))], "").await;
+    let base = real_server(
+        &h,
+        "[server]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"600ms\"\n",
+    )
+    .await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for i in 0..2000 {
+        let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 0 {
+            socket
+                .write_all(b"GET /v3/abc123/backups/detail HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        slow.push(socket);
+    }
+    // Others are served meanwhile.
+    let r = h
+        .get_with(
+            &format!("{base}{DETAIL}"),
+            &[("X-Auth-Token", crate::support::TOKEN)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.ids().len(), 3);
+    // And every slow connection is closed by the proxy.
+    futures::future::join_all(slow.into_iter().map(closed_by_peer)).await;
+}
+
+/// Class 6: past `server.max_connections`, a new connection waits until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped() {
+    let h = Harness::start(vec![(SimConfig::default(), rows("a", 3))], "").await;
+    let base = real_server(&h, "[server]\nmax_connections = 8\nidle_timeout = \"2s\"\n").await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let waiting = tokio::spawn({
+        let url = format!("{base}{DETAIL}");
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("X-Auth-Token", crate::support::TOKEN)
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            (r, std::time::Instant::now())
+        }
+    });
+    // The idle ones are closed after idle_timeout; only then is the waiting one served.
+    let closes = idle.into_iter().map(|socket| async move {
+        closed_by_peer(socket).await;
+        std::time::Instant::now()
+    });
+    let first_close = futures::future::join_all(closes)
+        .await
+        .into_iter()
+        .min()
+        .unwrap();
+    let (status, served_at) = waiting.await.unwrap();
+    assert_eq!(status.unwrap(), 200);
+    assert!(served_at >= first_close, "served past the cap");
+}

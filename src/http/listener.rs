@@ -1,0 +1,292 @@
+//! The listener: HTTP/1.1 connections under the proxy's own limits, so slow or idle clients
+//! cannot hold its resources (a slowloris holds connections by sending nothing, or half a
+//! request, forever).
+//!
+//! - At most `server.max_connections` connections at once; past it, new ones wait in the
+//!   kernel's accept backlog until one closes.
+//! - A request head must be complete within `server.header_read_timeout` of its first byte.
+//! - A connection with nothing in flight is closed after `server.idle_timeout` without a
+//!   byte from its client (from when it opened, or when its last answer was sent).
+//!
+//! hyper has one timer for both phases (ready → head complete); they are judged apart here,
+//! per connection, from what its reads and its requests show (see [`Activity`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
+use tower::ServiceExt;
+
+/// The connection limits (`[server]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// After shutdown starts: how long requests in flight may take to finish.
+    pub grace: Duration,
+}
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Nothing in flight, no byte of a next request since `since`.
+    Idle { since: Instant },
+    /// The first byte of a request head came at `since`; the head is not complete.
+    Head { since: Instant },
+    /// Requests (or their answers' bodies) in flight.
+    Busy(usize),
+}
+
+/// One connection's phase, told by its reads (a byte while idle starts a head) and by its
+/// requests (a head complete is a request handed to the service; its answer's body dropped
+/// is the end of it).
+struct Activity {
+    phase: Mutex<Phase>,
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            phase: Mutex::new(Phase::Idle {
+                since: Instant::now(),
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn set(&self, update: impl FnOnce(Phase) -> Phase) {
+        let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        *phase = update(*phase);
+        drop(phase);
+        self.changed.notify_one();
+    }
+
+    fn read_bytes(&self) {
+        let idle = matches!(
+            *self.phase.lock().unwrap_or_else(|p| p.into_inner()),
+            Phase::Idle { .. }
+        );
+        if idle {
+            self.set(|p| match p {
+                Phase::Idle { .. } => Phase::Head {
+                    since: Instant::now(),
+                },
+                other => other,
+            });
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.set(|p| match p {
+            Phase::Busy(n) => Phase::Busy(n + 1),
+            _ => Phase::Busy(1),
+        });
+        InFlight(self.clone())
+    }
+
+    /// When the connection is past its limits, if nothing changes before then.
+    fn deadline(&self, limits: &Limits) -> Option<Instant> {
+        match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
+            Phase::Idle { since } => Some(since + limits.idle_timeout),
+            Phase::Head { since } => Some(since + limits.header_read_timeout),
+            Phase::Busy(_) => None,
+        }
+    }
+
+    /// Resolves when the connection has been idle, or half a head, for too long.
+    async fn expired(&self, limits: &Limits) {
+        loop {
+            let changed = self.changed.notified();
+            match self.deadline(limits) {
+                None => changed.await,
+                Some(deadline) if Instant::now() >= deadline => return,
+                Some(deadline) => {
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = tokio::time::sleep_until(deadline) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request in flight on its connection, until its answer's body is done with.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(|p| match p {
+            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
+            _ => Phase::Idle {
+                since: Instant::now(),
+            },
+        });
+    }
+}
+
+/// The socket, telling its connection's [`Activity`] about the bytes it reads.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read_bytes();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// An answer's body that keeps its request in flight until hyper is done with it.
+struct Tracked {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serve `app` on `listener` within `limits` until `shutdown` resolves; then stop accepting,
+/// close idle connections at once, and give the others `limits.grace` to finish.
+pub async fn run(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: the condition passes; do not spin on it.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Watched {
+            stream,
+            activity: activity.clone(),
+        });
+        let service = {
+            let (app, activity) = (app.clone(), activity.clone());
+            hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
+                let in_flight = activity.begin();
+                let answer = app.clone().oneshot(request.map(axum::body::Body::new));
+                async move {
+                    let response = answer.await?;
+                    Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                }
+            })
+        };
+        let connection = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(io, service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                _ = connection => {}
+                _ = activity.expired(&limits) => {
+                    tracing::debug!(%peer, "closed a connection that was idle or slow to send its request");
+                }
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.grace) => {
+            tracing::warn!(grace = ?limits.grace, "shutdown grace expired with requests still in flight");
+        }
+    }
+}
