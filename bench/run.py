@@ -105,9 +105,9 @@ def measure(url, pids, conns):
     return r
 
 
-def proxy_config(regions, ttl, port):
+def proxy_config(regions, ttl, port, cache=""):
     text = f'[server]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n'
-    text += f'[cache]\nttl = "{ttl}"\n[log]\nlevel = "warn"\n'
+    text += f'[cache]\nttl = "{ttl}"\n{cache}[log]\nlevel = "warn"\n'
     for i, url in enumerate(regions):
         text += f'[[regions]]\nname = "r{i}"\nurl = "{url}"\n'
     path = pathlib.Path(tempfile.mkdtemp()) / "bench.toml"
@@ -115,9 +115,9 @@ def proxy_config(regions, ttl, port):
     return path
 
 
-def start_proxy(regions, ttl):
+def start_proxy(regions, ttl, cache=""):
     port = free_port()
-    p = start([RELEASE / "vbs-proxy", "serve", "--config", proxy_config(regions, ttl, port)])
+    p = start([RELEASE / "vbs-proxy", "serve", "--config", proxy_config(regions, ttl, port, cache)])
     base = f"http://127.0.0.1:{port}"
     wait_up(base + "/healthz")
     return p, base
@@ -173,8 +173,30 @@ def median(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
+def rss_kib(pid):
+    return int(re.search(r"VmRSS:\s+(\d+)", pathlib.Path(f"/proc/{pid}/status").read_text()).group(1))
+
+
+def large_keys(requests=12_000, key_bytes=12_000, max_mib=16):
+    """RSS growth when clients make distinct large keys (12 KB filters of one-item listings):
+    bounded by cache.max_bytes, since keys are weighed (bench/run.py keys)."""
+    region, region_url = start_region(0)
+    proxy, url = start_proxy([region_url], "1h", f'max_bytes = "{max_mib}MiB"\n')
+    get(url + "/v3/p/backups/detail?limit=1")
+    before = rss_kib(proxy.pid)
+    for i in range(requests):
+        get(url + f"/v3/p/backups/detail?limit=1&name={i:05d}{'x' * key_bytes}")
+    grown = (rss_kib(proxy.pid) - before) / 1024
+    print(f"- large keys: {requests:,} distinct {key_bytes:,}-byte keys with cache.max_bytes = {max_mib} MiB: "
+          f"RSS grew {grown:.0f} MiB ({grown / max_mib:.2f}x max_bytes)")
+    return grown / max_mib
+
+
 def main():
     subprocess.run(["cargo", "build", "--release", "--bin", "vbs-proxy", "--examples"], cwd=ROOT, check=True)
+    if sys.argv[1:] == ["keys"]:
+        large_keys()
+        return
     for tool in ("wrk", "nginx", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: bench/run.sh installs it")
@@ -258,6 +280,7 @@ def main():
     print(f"- coalescing: 500 identical cold requests, {ok} answered 200; upstream calls per region: {calls}")
     print(f"- memory: RSS grew {per_page:,.0f} bytes per cached 50-item page (2,000 pages; "
           f"body {len(bodies[50]):,} bytes: {per_page / len(bodies[50]):.2f}x; region page and response both held)")
+    large_keys()
 
 
 if __name__ == "__main__":

@@ -121,6 +121,7 @@ async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) 
         .get(key, refresh, move || produce_for_cache(st, rq))
         .await;
     let ttl = state.caches.ttl;
+    let recent = matches!(served, Served::Recent(_));
     let mut calls = 0;
     let (produced, cache_status, age) = match served {
         Served::Lost => {
@@ -131,21 +132,17 @@ async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) 
             return ApiError::Busy("The proxy is at capacity; retry shortly.".into())
                 .into_response_with(Some(request.caller.ctx.version))
         }
-        Served::Hit(e) => {
+        Served::Hit(e) | Served::Recent(e) => {
             let age = e.age(tokio::time::Instant::now());
             let left = ttl.saturating_sub(age).as_secs();
+            let detail = if recent {
+                "; detail=refreshed-recently"
+            } else {
+                ""
+            };
             (
                 e.value.clone(),
-                format!("vbs-proxy; hit; ttl={left}"),
-                Some(age.as_secs()),
-            )
-        }
-        Served::Recent(e) => {
-            let age = e.age(tokio::time::Instant::now());
-            let left = ttl.saturating_sub(age).as_secs();
-            (
-                e.value.clone(),
-                format!("vbs-proxy; hit; ttl={left}; detail=refreshed-recently"),
+                format!("vbs-proxy; hit; ttl={left}{detail}"),
                 Some(age.as_secs()),
             )
         }

@@ -1,4 +1,4 @@
-//! Paths are what they look like (SPEC §6): the proxy normalises nothing silently. A path
+//! Paths are what they look like (README, Security): the proxy normalises nothing silently. A path
 //! with an empty segment (`//`), a dot segment (`..`, `%2e%2E`, ...) or an encoded separator
 //! (`%2F`, `%5C`) in a segment is refused before routing: URL libraries and servers on the
 //! way would resolve or decode them, and the request would reach another route than the one

@@ -162,8 +162,8 @@ impl RegionError {
         }
     }
 
-    /// What this outcome says about the region's health (SPEC §6: client input never changes
-    /// it). Only what a region does whatever it is asked counts against it: no answer
+    /// What this outcome says about the region's health (client input never changes it: README,
+    /// Security). Only what a region does whatever it is asked counts against it: no answer
     /// (transport, timeout), 5xx, 429. A 4xx, or an answer of the wrong shape, depends on the
     /// request (a client's id can route to another Cinder view: `GET .../backups/detail` is a
     /// listing, not a show), so it is that request's problem and says nothing either way.

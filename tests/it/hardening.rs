@@ -18,21 +18,23 @@ async fn two_regions(extra: &str) -> Harness {
     .await
 }
 
-async fn ok_calls(h: &Harness, region: &str) -> u64 {
+/// The value of one `/metrics` series (`name{labels}`), if it is there.
+async fn metric(h: &Harness, series: &str) -> Option<String> {
     let text = h.get_with("/metrics", &[]).await.text;
-    let prefix = format!("vbs_upstream_calls_total{{region=\"{region}\",outcome=\"ok\"}} ");
+    let prefix = format!("{series} ");
     text.lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map_or(0, |n| n.parse().unwrap())
+        .map(str::to_string)
+}
+
+async fn ok_calls(h: &Harness, region: &str) -> u64 {
+    let series = format!("vbs_upstream_calls_total{{region=\"{region}\",outcome=\"ok\"}}");
+    metric(h, &series).await.map_or(0, |n| n.parse().unwrap())
 }
 
 async fn breaker_state(h: &Harness, region: &str) -> String {
-    let text = h.get_with("/metrics", &[]).await.text;
-    let prefix = format!("vbs_upstream_breaker_state{{region=\"{region}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .unwrap_or("?")
-        .to_string()
+    let series = format!("vbs_upstream_breaker_state{{region=\"{region}\"}}");
+    metric(h, &series).await.unwrap_or_default()
 }
 
 /// Class 1: ids that route elsewhere, or cannot be a path segment, are ids that do not exist;
