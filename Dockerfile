@@ -9,15 +9,20 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
+# The workspace's other member (crates/cinder-sim, the simulated region) is only the demo's and
+# the tests': the image is built without the `demo` feature, so none of it ships.
 COPY Cargo.toml Cargo.lock ./
+COPY crates crates
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && for b in merge hot_path; do echo 'fn main() {}' > benches/$b.rs; done \
     && mkdir config && touch config/default.toml \
-    && cargo build --release --locked --bin vbs-proxy && rm -rf src benches config
+    && cargo build --release --locked --no-default-features --bin vbs-proxy \
+    && rm -rf src benches config
 COPY src src
 COPY benches benches
 COPY config config
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin vbs-proxy
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --no-default-features --bin vbs-proxy
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/vbs-proxy /usr/local/bin/vbs-proxy

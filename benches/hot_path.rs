@@ -16,7 +16,14 @@ fn page_json(items: usize) -> Vec<u8> {
     let rows = vbs_proxy::demo::sample_backups(0, items, 1);
     let items: Vec<_> = rows
         .iter()
-        .map(|b| b.detail(Version::new(3, 45), "http://127.0.0.1:9001", "p", false))
+        .map(|b| {
+            b.detail(
+                cinder_sim::Version::new(3, 45),
+                "http://127.0.0.1:9001",
+                "p",
+                false,
+            )
+        })
         .collect();
     serde_json::to_vec(&serde_json::json!({ "backups": items })).unwrap()
 }

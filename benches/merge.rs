@@ -51,12 +51,12 @@ impl Source for Memory {
 
 /// The regions' own order for the sort the fields came from (they come in key order).
 fn sort_rows(
-    a: &vbs_proxy::sim::Backup,
-    b: &vbs_proxy::sim::Backup,
+    a: &cinder_sim::Backup,
+    b: &cinder_sim::Backup,
     fields: &[&str],
 ) -> std::cmp::Ordering {
     let key =
-        |x: &vbs_proxy::sim::Backup| (x.status.clone(), x.size, x.created_at.clone(), x.id.clone());
+        |x: &cinder_sim::Backup| (x.status.clone(), x.size, x.created_at.clone(), x.id.clone());
     if fields.first() == Some(&"status") {
         // status asc, size desc, created_at asc, id asc
         let (ka, kb) = (key(a), key(b));
@@ -82,7 +82,14 @@ fn memory(regions: usize, parse: bool, fields: Vec<&'static str>) -> Memory {
             rows.sort_by(|a, b| sort_rows(a, b, &fields));
             let items: Vec<_> = rows
                 .iter()
-                .map(|b| b.detail(Version::new(3, 45), "http://127.0.0.1:9000", "p", true))
+                .map(|b| {
+                    b.detail(
+                        cinder_sim::Version::new(3, 45),
+                        "http://127.0.0.1:9000",
+                        "p",
+                        true,
+                    )
+                })
                 .collect();
             Bytes::from(serde_json::to_vec(&serde_json::json!({ "backups": items })).unwrap())
         })

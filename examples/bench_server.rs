@@ -15,7 +15,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use vbs_proxy::microversion::Version;
+use cinder_sim::Version;
 
 struct Region {
     /// Item JSON objects, in the default order (created_at desc, id desc).

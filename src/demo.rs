@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
-use crate::sim::{Backup, SimConfig, SimRegion};
+use cinder_sim::{Backup, SimConfig, SimRegion};
 
 /// Projects in the demo data (Cinder's default project_id_regex is `[0-9a-f\-]+`).
 pub const PROJECTS: [&str; 3] = [

@@ -82,6 +82,12 @@ fn main() -> ExitCode {
                 }
             })
         }
+        #[cfg(feature = "demo")]
         Command::Demo { port } => runtime.block_on(vbs_proxy::demo::run(port)),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => {
+            eprintln!("vbs-proxy: built without the `demo` feature");
+            ExitCode::FAILURE
+        }
     }
 }

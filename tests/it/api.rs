@@ -1,9 +1,9 @@
 //! The HTTP contract: links, versions, errors, failure policies, page-following, routes.
 
 use axum::http::StatusCode;
+use cinder_sim::Version;
+use cinder_sim::{Fault, SimConfig};
 use serde_json::{json, Value};
-use vbs_proxy::microversion::Version;
-use vbs_proxy::sim::{Fault, SimConfig};
 
 use crate::support::{backup, rows, Harness, PROJECT, TOKEN};
 

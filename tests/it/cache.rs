@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::http::StatusCode;
+use cinder_sim::{Fault, SimConfig};
 use serde_json::json;
-use vbs_proxy::sim::{Fault, SimConfig};
 
 use crate::support::{rows, Harness, TOKEN};
 

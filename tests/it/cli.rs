@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use vbs_proxy::sim::{SimConfig, SimRegion};
+use cinder_sim::{SimConfig, SimRegion};
 
 use crate::support::{rows, TOKEN};
 

@@ -6,8 +6,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use cinder_sim::{Fault, SimConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vbs_proxy::sim::{Fault, SimConfig};
 
 use crate::support::{rows, Harness, TOKEN};
 

@@ -1,7 +1,7 @@
 //! Issue #10 regressions, one per class: no client can hurt other tenants, the regions, or
 //! the proxy's memory.
 
-use vbs_proxy::sim::SimConfig;
+use cinder_sim::SimConfig;
 
 use crate::support::{rows, Harness};
 
@@ -78,7 +78,7 @@ async fn client_chosen_ids_never_change_region_health() {
 #[tokio::test]
 async fn an_absurd_retry_after_cannot_crash_a_request_path() {
     let h = two_regions("").await;
-    let mut fault = vbs_proxy::sim::Fault::new(429, "{}").unwrap();
+    let mut fault = cinder_sim::Fault::new(429, "{}").unwrap();
     fault
         .headers
         .push(("Retry-After", "18446744073709551615".into()));
@@ -273,7 +273,7 @@ async fn pass_through_goes_through_the_regions_guard() {
     // 150 pass-through calls, and the version discovery at start-up.
     assert_eq!(ok_calls(&h, "r0").await, 151);
     // Its 5xx count against the region: the breaker opens, and then nothing is sent.
-    *h.regions[0].fault.write().unwrap() = vbs_proxy::sim::Fault::new(500, "{}");
+    *h.regions[0].fault.write().unwrap() = cinder_sim::Fault::new(500, "{}");
     for _ in 0..3 {
         assert_eq!(h.get("/v3/abc123/volumes", None).await.status, 500);
     }

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
+use cinder_sim::Collation;
+use cinder_sim::{Backup, SimConfig, SimRegion};
 use proptest::prelude::*;
-use vbs_proxy::config::Collation;
-use vbs_proxy::sim::{Backup, SimConfig, SimRegion};
 use vbs_proxy::{AppState, Config};
 
 use crate::reference::RefQuery;

@@ -5,7 +5,7 @@
 
 use std::cmp::Ordering;
 
-use vbs_proxy::sim::Backup;
+use cinder_sim::Backup;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Val<'a> {

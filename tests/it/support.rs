@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use cinder_sim::{Backup, SimConfig, SimRegion};
 use serde_json::Value;
-use vbs_proxy::sim::{Backup, SimConfig, SimRegion};
 use vbs_proxy::{AppState, Config};
 
 pub const PROJECT: &str = "abc123";

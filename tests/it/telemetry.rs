@@ -6,10 +6,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use axum::routing::post;
+use cinder_sim::{SimConfig, SimRegion};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
 use prost::Message;
-use vbs_proxy::sim::{SimConfig, SimRegion};
 
 use crate::support::{rows, Harness, TOKEN};
 

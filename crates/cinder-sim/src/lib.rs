@@ -1,9 +1,11 @@
-//! A simulated Cinder region: the backups API as `cinder-api` 29.0.0 serves it (see
-//! `shared/cinder-reference/NOTES.md`), over an in-memory table. The demo runs three of
+//! A simulated Cinder region: the backups API as `cinder-api` 29.0.0 serves it (observed
+//! behaviour is summarised in the proxy's README, "How it maps to Cinder", and checked against
+//! the real thing by `tests/conformance`), over an in-memory table. The demo runs three of
 //! them; the tests use them as fake regions that count calls and can be told to fail.
 //!
-//! It is written apart from the proxy's merge on purpose, and models what matters for an
-//! honest test: SQL ordering with NULLs first ascending, Cinder's marker filter with its
+//! It is written apart from the proxy on purpose (its own crate, its own parsing in `api.rs`:
+//! a bug in the proxy's query parser is not also in its test double), and models what matters
+//! for an honest test: SQL ordering with NULLs first ascending, Cinder's marker filter with its
 //! NULL→default coalescing (and so its paging bug on nullable keys), `osapi_max_limit`,
 //! Cinder's next-link rule, filters and microversion-gated fields.
 
@@ -20,11 +22,19 @@ use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::config::Collation;
-use crate::http::error::ApiError;
-use crate::microversion::{self, Version};
-use crate::query::{decode_query, parse_bool, push_pair, ListQuery};
-use crate::sort::{Dir, INVALID_SORT_KEY};
+pub mod api;
+
+pub use api::Version;
+use api::{bool_from_string, json_answer, query_pairs, urlencode, Dir, Fault as ApiFault, Listing};
+
+/// String order of the simulated database: sqlite's byte order, or a MySQL `*_ci` collation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collation {
+    Binary,
+    CaseInsensitive,
+}
+
+const INVALID_SORT_KEY: &str = "Invalid input received: Invalid sort key";
 
 /// One row of the backups table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +179,7 @@ impl Fault {
     }
 
     fn response(&self) -> Response {
-        let mut r = json_response(self.status, self.body.clone(), None);
+        let mut r = json_answer(self.status, self.body.clone(), None);
         for (k, v) in &self.headers {
             r.headers_mut()
                 .insert(*k, HeaderValue::try_from(v.as_str()).expect("header value"));
@@ -283,18 +293,6 @@ fn base_of(request: &Request) -> String {
     format!("http://{host}")
 }
 
-fn json_response(status: StatusCode, body: String, version: Option<Version>) -> Response {
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(v) = version {
-        crate::http::set_version_headers(r.headers_mut(), v);
-    }
-    r
-}
-
 async fn versions(State(sim): Sim, request: Request) -> Response {
     let max = sim.config.read().expect("lock").max_version;
     let doc = json!({"versions": [{"id": "v3.0", "status": "CURRENT", "version": max.to_string(),
@@ -307,7 +305,7 @@ async fn versions(State(sim): Sim, request: Request) -> Response {
     } else {
         StatusCode::OK
     };
-    json_response(status, doc.to_string(), None)
+    json_answer(status, doc.to_string(), None)
 }
 
 /// What a request resolved to before the listing runs.
@@ -352,14 +350,14 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
         return Err(f.response());
     }
     let token_project = token.split_once(':').map_or(token, |(_, p)| p).to_string();
-    let version = microversion::negotiate(
+    let version = api::negotiate(
         request
             .headers()
             .get("openstack-api-version")
             .map(|v| v.as_bytes()),
         config.max_version,
     )
-    .map_err(|e| e.into_response())?;
+    .map_err(|e| e.answer(None))?;
     let url_project = request
         .uri()
         .path()
@@ -374,9 +372,7 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
         url_project
     };
     if !in_url.is_empty() && in_url != token_project {
-        return Err(
-            ApiError::bad_request("Malformed request url").into_response_with(Some(version))
-        );
+        return Err(ApiFault::bad_request("Malformed request url").answer(Some(version)));
     }
     Ok(Context {
         version,
@@ -391,7 +387,7 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
 async fn create(State(sim): Sim) -> Response {
     sim.calls.fetch_add(1, AtomicOrdering::SeqCst);
     let body = json!({"backup": {"id": "new-backup", "name": null, "links": []}}).to_string();
-    json_response(StatusCode::ACCEPTED, body, None)
+    json_answer(StatusCode::ACCEPTED, body, None)
 }
 
 /// Wait at the gate, if one is set (tests hold requests in flight with it).
@@ -423,13 +419,14 @@ async fn show(State(sim): Sim, request: Request) -> Response {
     match found {
         Some(b) => {
             let item = b.detail(ctx.version, &base_of(&request), &ctx.in_url, ctx.admin);
-            json_response(
+            json_answer(
                 StatusCode::OK,
                 json!({ "backup": item }).to_string(),
                 Some(ctx.version),
             )
         }
-        None => ApiError::backup_not_found(&id).into_response_with(Some(ctx.version)),
+        None => ApiFault::not_found(format!("Backup {id} could not be found."))
+            .answer(Some(ctx.version)),
     }
 }
 
@@ -450,7 +447,7 @@ async fn volumes(State(sim): Sim, request: Request) -> Response {
     pass_gate(&sim).await;
     watched(&sim).await;
     match ctx {
-        Ok(c) => json_response(StatusCode::OK, r#"{"volumes": []}"#.into(), Some(c.version)),
+        Ok(c) => json_answer(StatusCode::OK, r#"{"volumes": []}"#.into(), Some(c.version)),
         Err(r) => r,
     }
 }
@@ -500,26 +497,21 @@ async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
             if let Some(count) = page.count {
                 body.insert("count".into(), json!(count));
             }
-            json_response(
+            json_answer(
                 StatusCode::OK,
                 Value::Object(body).to_string(),
                 Some(ctx.version),
             )
         }
-        Err(e) => e.into_response_with(Some(ctx.version)),
+        Err(e) => e.answer(Some(ctx.version)),
     }
 }
 
 fn next_query(raw: Option<&str>, marker: &str) -> String {
-    let mut out = String::new();
-    for (k, v) in decode_query(raw.unwrap_or(""))
-        .iter()
-        .filter(|(k, _)| k != "marker")
-    {
-        push_pair(&mut out, k, v);
-    }
-    push_pair(&mut out, "marker", marker);
-    out
+    let mut pairs: Vec<(String, String)> = query_pairs(raw.unwrap_or(""));
+    pairs.retain(|(k, _)| k != "marker");
+    pairs.push(("marker".into(), marker.into()));
+    urlencode(&pairs)
 }
 
 struct SimPage<'a> {
@@ -535,16 +527,16 @@ fn list<'a>(
     config: &SimConfig,
     ctx: &Context,
     raw: Option<&str>,
-) -> Result<SimPage<'a>, ApiError> {
+) -> Result<SimPage<'a>, ApiFault> {
     // Pagination and sort parameters, with Cinder's checks in Cinder's order.
-    let q = ListQuery::parse(raw, ctx.version, config.osapi_max_limit)?;
+    let q = Listing::parse(raw, ctx.version, config.osapi_max_limit)?;
     let mut filters: Vec<(String, String)> = q.filters.clone();
     let mut all_tenants = false;
     if ctx.admin {
         if let Some(pos) = filters.iter().rposition(|(k, _)| k == "all_tenants") {
             let v = filters[pos].1.clone();
-            all_tenants = parse_bool(&v).ok_or_else(|| {
-                ApiError::bad_request(format!("all_tenants must be a boolean, got '{v}'."))
+            all_tenants = bool_from_string(&v).ok_or_else(|| {
+                ApiFault::bad_request(format!("all_tenants must be a boolean, got '{v}'."))
             })?;
         }
         filters.retain(|(k, _)| k != "all_tenants");
@@ -558,7 +550,7 @@ fn list<'a>(
                 .collect();
             bad.dedup();
             if !bad.is_empty() {
-                return Err(ApiError::bad_request(format!(
+                return Err(ApiFault::bad_request(format!(
                     "Invalid filters {} are found in query options.",
                     bad.join(",")
                 )));
@@ -604,28 +596,24 @@ fn list<'a>(
     let count = q.with_count.then_some(matching.len());
 
     // ORDER BY, then the marker filter, then OFFSET/LIMIT (db/api.py, sqlalchemyutils.py).
-    let keys = q.sort.keys.clone();
+    let keys = q.sort.clone();
     let collation = config.collation;
     let marker_row = match &q.marker {
         Some(m) => Some(
             rows.iter()
                 .find(|b| &b.id == m && !b.deleted && (ctx.admin || b.project_id == ctx.project))
-                .ok_or_else(|| ApiError::backup_not_found(m))?,
+                .ok_or_else(|| ApiFault::not_found(format!("Backup {m} could not be found.")))?,
         ),
         None => None,
     };
     if keys.iter().any(|(k, _)| !is_column(k)) {
-        return Err(ApiError::bad_request(INVALID_SORT_KEY));
+        return Err(ApiFault::bad_request(INVALID_SORT_KEY));
     }
     matching.sort_by(|a, b| order_by(a, b, &keys, collation));
     if let Some(m) = marker_row {
         matching.retain(|b| after_marker(b, m, &keys, collation));
     }
-    let rows: Vec<&Backup> = matching
-        .into_iter()
-        .skip(q.offset as usize)
-        .take(q.limit)
-        .collect();
+    let rows: Vec<&Backup> = matching.into_iter().skip(q.offset).take(q.limit).collect();
     // common.py _get_collection_links
     let item_count = match count {
         Some(c) if c > 0 => c,
