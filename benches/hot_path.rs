@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vbs_proxy::cache::layer::{Fetched, Served};
+use vbs_proxy::cache::coalescing::{Fetched, Served};
 use vbs_proxy::cache::{Caches, Produced};
-use vbs_proxy::cursor::{Cursor, CursorKey, Position};
-use vbs_proxy::links::Rewriter;
+use vbs_proxy::listing::cursor::{Cursor, CursorKey, Position};
+use vbs_proxy::listing::links::Rewriter;
+use vbs_proxy::listing::request::ListQuery;
 use vbs_proxy::microversion::Version;
-use vbs_proxy::query::ListQuery;
 
 fn page_json(items: usize) -> Vec<u8> {
     let rows = vbs_proxy::demo::sample_backups(0, items, 1);

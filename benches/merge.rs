@@ -7,11 +7,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use vbs_proxy::config::Collation;
-use vbs_proxy::item::{parse_list, Item};
-use vbs_proxy::merge::{self, PageRequest, Source, Start};
+use vbs_proxy::listing::item::{parse_list, Item};
+use vbs_proxy::listing::merge::{self, PageRequest, Source, Start};
+use vbs_proxy::listing::sort::{Comparator, SortSpec};
 use vbs_proxy::microversion::Version;
-use vbs_proxy::sort::{Comparator, SortSpec};
-use vbs_proxy::upstream::{ListPage, RegionError};
+use vbs_proxy::regions::{ListPage, RegionError};
 
 /// Each region's rows, already in the default order, served like Cinder would.
 struct Memory {

@@ -8,9 +8,9 @@ use tokio::net::TcpListener;
 
 use crate::cache::Caches;
 use crate::config::Config;
-use crate::cursor::CursorKey;
 use crate::http::versions::VersionBook;
-use crate::upstream::Upstream;
+use crate::listing::cursor::CursorKey;
+use crate::regions::Upstream;
 
 pub struct AppState {
     pub config: Config,

@@ -20,7 +20,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(caches: &Caches, upstream: &crate::upstream::Upstream) -> Metrics {
+    pub fn new(caches: &Caches, upstream: &crate::regions::Upstream) -> Metrics {
         let mut registry = Registry::with_prefix("vbs");
         let http = HttpMetrics::default();
         registry.register(
@@ -100,8 +100,8 @@ impl Metrics {
     }
 
     /// The text exposition, with the cache sizes read now.
-    pub fn render(&self, caches: &Caches, upstream: &crate::upstream::Upstream) -> String {
-        use crate::upstream::guard::BreakerState;
+    pub fn render(&self, caches: &Caches, upstream: &crate::regions::Upstream) -> String {
+        use crate::regions::protection::BreakerState;
         for (region, guard) in upstream.regions.iter().zip(&upstream.guards) {
             let state = match guard.breaker() {
                 BreakerState::Closed => 0,

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vbs_proxy::cursor::{Cursor, CursorKey, Position};
+use vbs_proxy::listing::cursor::{Cursor, CursorKey, Position};
 
 fuzz_target!(|data: &[u8]| {
     let key = CursorKey::new(b"fuzzing-cursor-secret");

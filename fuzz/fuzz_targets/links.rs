@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vbs_proxy::links::Rewriter;
+use vbs_proxy::listing::links::Rewriter;
 
 fuzz_target!(|data: &[u8]| {
     // The first line is the public base; the rest is the region's JSON.

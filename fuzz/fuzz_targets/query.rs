@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use vbs_proxy::listing::request::ListQuery;
 use vbs_proxy::microversion::Version;
-use vbs_proxy::query::ListQuery;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {

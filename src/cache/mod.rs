@@ -3,7 +3,7 @@
 //! rendered bytes; a hit serves them with no parsing and no serialising) — keyed per caller
 //! by an HMAC of the token, never the token itself.
 
-pub mod layer;
+pub mod coalescing;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -14,9 +14,9 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
-use crate::item::ListPage;
-use crate::upstream::RegionError;
-use layer::{Layer, Policy};
+use crate::listing::item::ListPage;
+use crate::regions::RegionError;
+use coalescing::{CoalescingCache, Policy};
 use metrics::LayerMetrics;
 
 /// A listing answer as produced once and served many times. The next link is the only part
@@ -77,8 +77,8 @@ pub struct Caches {
     pub enabled: bool,
     pub honor_client_no_cache: bool,
     pub ttl: std::time::Duration,
-    pub responses: Layer<String, Arc<Produced>>,
-    pub pages: Layer<String, PageResult>,
+    pub responses: CoalescingCache<String, Arc<Produced>>,
+    pub pages: CoalescingCache<String, PageResult>,
     /// Backup id → the region that holds it, learnt from listings and look-ups (for show and
     /// plain-id markers). Counted in bytes like the layers.
     pub holders: moka::sync::Cache<Box<str>, usize>,
@@ -110,13 +110,13 @@ impl Caches {
             enabled: !config.ttl.is_zero(),
             honor_client_no_cache: config.honor_client_no_cache,
             ttl: config.ttl,
-            responses: Layer::new(
+            responses: CoalescingCache::new(
                 layer,
                 max_flights,
                 policy,
                 Arc::new(LayerMetrics::default()),
             ),
-            pages: Layer::new(
+            pages: CoalescingCache::new(
                 layer,
                 max_flights,
                 policy,
@@ -153,7 +153,7 @@ impl Caches {
 
 #[allow(clippy::borrowed_box)] // moka's weigher signature: the key type is `Box<str>`
 fn holder_weight(id: &Box<str>, _region: &usize) -> u32 {
-    (id.len() + layer::ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+    (id.len() + coalescing::ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
 }
 
 /// Whether a region failure is one that stale data may stand in for (SPEC §5).

@@ -75,7 +75,7 @@ pub async fn purge(State(state): State<Arc<AppState>>, request: Request) -> Resp
     };
     if purge.project_id.as_deref().is_some_and(|p| {
         let p = super::decode_segment(p);
-        p.is_empty() || !crate::upstream::is_path_segment(&p)
+        p.is_empty() || !crate::regions::is_path_segment(&p)
     }) {
         return ApiError::bad_request("project_id must name a project.").into_response();
     }
@@ -83,7 +83,7 @@ pub async fn purge(State(state): State<Arc<AppState>>, request: Request) -> Resp
     let scope = purge.project_id.as_ref().map(|p| {
         format!(
             "/v3/{}",
-            crate::upstream::encode_segment(&super::decode_segment(p))
+            crate::regions::encode_segment(&super::decode_segment(p))
         )
     });
     let purged = state.caches.purge(scope.as_deref());

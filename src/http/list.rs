@@ -13,15 +13,15 @@ use bytes::Bytes;
 use super::error::ApiError;
 use super::{body::Chunks, Caller};
 use crate::app::AppState;
-use crate::cache::layer::{Fetched, Served};
+use crate::cache::coalescing::{Fetched, Served};
 use crate::cache::Produced;
-use crate::cursor::{self, Cursor, Position};
-use crate::fanout::{self, RegionSource};
-use crate::item::Item;
-use crate::links::Rewriter;
-use crate::merge::{self, PageRequest, Start};
-use crate::query::ListQuery;
-use crate::sort::Comparator;
+use crate::listing::cursor::{self, Cursor, Position};
+use crate::listing::item::Item;
+use crate::listing::links::Rewriter;
+use crate::listing::merge::{self, PageRequest, Start};
+use crate::listing::request::ListQuery;
+use crate::listing::sort::Comparator;
+use crate::regions::source::{self, RegionSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -337,7 +337,7 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
         ),
         Some(id) => {
             let (region, item) =
-                fanout::find_backup(state, scope, id, &fields, &caller.ctx).await?;
+                source::find_backup(state, scope, id, &fields, &caller.ctx).await?;
             Marker::Backup(region, item)
         }
     };
@@ -396,7 +396,7 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
         partial_grace: state.config.upstream.partial_grace,
     };
     let page = merge::paginate(&source, page_request, starts).await;
-    let missing = fanout::judge_failures(state, &page.failed, regions)?;
+    let missing = source::judge_failures(state, &page.failed, regions)?;
     for (region, item) in &page.items {
         state.caches.holders.insert(item.id().into(), *region);
     }
@@ -435,7 +435,7 @@ fn cursor_binding(
 ) -> Vec<u8> {
     let mut b = format!("{scope}\n{}\n{sort_param}\n", caller.ctx.version);
     for (k, v) in &query.filters {
-        crate::query::push_pair(&mut b, k, v);
+        crate::listing::request::push_pair(&mut b, k, v);
     }
     for r in &state.upstream.regions {
         b.push('\n');

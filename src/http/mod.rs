@@ -24,7 +24,7 @@ use axum::Router;
 
 use crate::app::AppState;
 use crate::microversion::{self, Version};
-use crate::upstream::CallContext;
+use crate::regions::CallContext;
 use error::ApiError;
 
 pub const API_VERSION: HeaderName = HeaderName::from_static("openstack-api-version");
@@ -76,7 +76,7 @@ pub fn scope(path: &str) -> Result<String, ApiError> {
     let segments = path::segments(path)?;
     match segments.get(1).map(String::as_str) {
         Some("backups" | "native") => Ok("/v3".to_string()),
-        Some(project) => Ok(format!("/v3/{}", crate::upstream::encode_segment(project))),
+        Some(project) => Ok(format!("/v3/{}", crate::regions::encode_segment(project))),
         None => Err(ApiError::NotFound(
             "The resource could not be found.".into(),
         )),

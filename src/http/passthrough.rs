@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::upstream::RegionError;
+use crate::regions::RegionError;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy must not pass on.
 fn forwardable(name: &HeaderName) -> bool {

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::Caller;
 use crate::app::AppState;
-use crate::fanout;
-use crate::links::Rewriter;
+use crate::listing::links::Rewriter;
+use crate::regions::source;
 
 pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
@@ -24,7 +24,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         Err(e) => return e.into_response_with(version),
     };
     let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
-    match fanout::find_backup(&state, &scope, &id, &[], &caller.ctx).await {
+    match source::find_backup(&state, &scope, &id, &[], &caller.ctx).await {
         Ok((_, item)) => {
             let rewriter = Rewriter::new(&state.region_bases, &caller.public_base);
             let mut body = Vec::with_capacity(item.raw().len() + 16);

@@ -10,10 +10,10 @@
 use std::collections::VecDeque;
 use std::future::Future;
 
-use crate::cursor::Position;
-pub use crate::item::{Item, ListPage};
-use crate::sort::Comparator;
-use crate::upstream::RegionError;
+use crate::listing::cursor::Position;
+pub use crate::listing::item::{Item, ListPage};
+use crate::listing::sort::Comparator;
+use crate::regions::RegionError;
 
 /// Reads one chunk of a region's listing. `params` are complete (filters, sort, limit,
 /// marker, offset, with_count); items come parsed for the page's comparator.

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use crate::config::Collation;
 use crate::http::error::ApiError;
-use crate::item::{Item, SortValue};
+use crate::listing::item::{Item, SortValue};
 use crate::microversion::Version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

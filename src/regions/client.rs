@@ -2,11 +2,9 @@
 //! retry budget, rate and concurrency limits, `Retry-After`), typed answers, failures named
 //! by kind in logs and metrics.
 
-pub mod guard;
-
 use std::time::Duration;
 
-use guard::{Guard, GuardConfig, Health, Refusal};
+use super::protection::{self, Guard, GuardConfig, Health, Refusal};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -16,8 +14,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::config::Config;
-pub use crate::item::ListPage;
-use crate::item::{self, Item};
+pub use crate::listing::item::ListPage;
+use crate::listing::item::{self, Item};
 use crate::microversion::Version;
 
 #[derive(Debug, Clone)]
@@ -33,7 +31,7 @@ fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
         return None;
     }
     let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
-    guard::parse_retry_after(value.to_str().ok()?, std::time::SystemTime::now())
+    protection::parse_retry_after(value.to_str().ok()?, std::time::SystemTime::now())
 }
 
 /// `fut`, or a timeout at `deadline`.
@@ -339,7 +337,7 @@ impl Upstream {
         parse: impl Fn(Bytes) -> Result<T, String>,
     ) -> Result<T, RegionError> {
         let guard = &self.guards[region];
-        let deadline = guard::later(Instant::now(), self.timeouts[region]);
+        let deadline = protection::later(Instant::now(), self.timeouts[region]);
         let mut attempt = 0;
         loop {
             let request = request
@@ -373,7 +371,7 @@ impl Upstream {
                 {
                     attempt += 1;
                     self.metrics.count_retry(&self.regions[region].name);
-                    let pause = guard::later(Instant::now(), guard.backoff(attempt));
+                    let pause = protection::later(Instant::now(), guard.backoff(attempt));
                     tokio::time::sleep_until(deadline.min(pause)).await;
                 }
                 other => return other,
@@ -390,7 +388,7 @@ impl Upstream {
         region: usize,
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::Response, OwnedSemaphorePermit), RegionError> {
-        let deadline = guard::later(Instant::now(), self.timeouts[region]);
+        let deadline = protection::later(Instant::now(), self.timeouts[region]);
         let permit = self
             .admitted(region, true, deadline)
             .await
@@ -453,7 +451,7 @@ impl Upstream {
         if judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
             // Nothing goes to the region before the time it named (1 s if none).
             let wait = judged.retry_after.unwrap_or(Duration::from_secs(1));
-            guard.back_off_until(guard::later(Instant::now(), wait));
+            guard.back_off_until(protection::later(Instant::now(), wait));
         }
     }
 
@@ -467,14 +465,17 @@ impl Upstream {
         deadline: Instant,
     ) -> Result<OwnedSemaphorePermit, Refusal> {
         let guard = &self.guards[region];
-        let queue_until = deadline.min(guard::later(Instant::now(), guard.config.queue_timeout));
+        let queue_until = deadline.min(protection::later(
+            Instant::now(),
+            guard.config.queue_timeout,
+        ));
         if guard.take_probe(Instant::now()) {
             self.spawn_probe(region);
         }
         let outcome = async {
             guard.admit(Instant::now(), first)?;
             if let Err(wait) = guard.take_token(Instant::now()) {
-                let ready = guard::later(Instant::now(), wait);
+                let ready = protection::later(Instant::now(), wait);
                 if ready > queue_until {
                     return Err(Refusal::RateLimited);
                 }
@@ -525,7 +526,7 @@ impl Upstream {
             };
             guard.record(health, Instant::now());
             if let Some(wait) = judged.retry_after {
-                guard.back_off_until(guard::later(Instant::now(), wait));
+                guard.back_off_until(protection::later(Instant::now(), wait));
             }
             tracing::info!(region = %name, outcome = judged.outcome, breaker = ?guard.breaker(), "breaker probe");
         });
@@ -585,7 +586,7 @@ impl Upstream {
     ) -> Result<ListPage, RegionError> {
         let mut query = String::new();
         for (k, v) in params {
-            crate::query::push_pair(&mut query, k, v);
+            crate::listing::request::push_pair(&mut query, k, v);
         }
         let url = format!(
             "{}{scope}/backups/detail?{query}",

@@ -6,13 +6,13 @@ use axum::http::StatusCode;
 use crate::app::AppState;
 use crate::config::FailurePolicy;
 use crate::http::error::ApiError;
-use crate::merge::{Item, Source};
+use crate::listing::merge::{Item, Source};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::cache::layer::{Fetched, Served};
-use crate::upstream::guard::Refusal;
-use crate::upstream::{CallContext, ListPage, RegionError, Upstream};
+use crate::cache::coalescing::{Fetched, Served};
+use crate::regions::protection::Refusal;
+use crate::regions::{CallContext, ListPage, RegionError, Upstream};
 
 /// The regions as the merge reads them, through the region-page cache.
 pub struct RegionSource<'a> {
@@ -57,7 +57,7 @@ impl<'a> RegionSource<'a> {
             self.fields.join(",")
         );
         for (k, v) in params {
-            crate::query::push_pair(&mut key, k, v);
+            crate::listing::request::push_pair(&mut key, k, v);
         }
         key
     }
@@ -132,7 +132,7 @@ pub async fn find_backup(
     ctx: &CallContext,
 ) -> Result<(usize, Item), ApiError> {
     let upstream = &state.upstream;
-    if !crate::upstream::is_path_segment(id) {
+    if !crate::regions::is_path_segment(id) {
         // Not an id any region could hold, nor one that can be asked for without becoming
         // another route: Cinder's answer for an unknown id, and no region call.
         return Err(ApiError::backup_not_found(id));

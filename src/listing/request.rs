@@ -3,8 +3,8 @@
 //! `api/contrib/backups.py` `_get_backups`).
 
 use crate::http::error::ApiError;
+use crate::listing::sort::SortSpec;
 use crate::microversion::Version;
-use crate::sort::SortSpec;
 
 /// oslo `validate_integer` bound used for `offset` (constants.DB_MAX_INT).
 const DB_MAX_INT: i128 = 0x7FFF_FFFF;

@@ -137,7 +137,7 @@ type Flight<V> = Shared<BoxFuture<'static, Option<Arc<Fetched<V>>>>>;
 /// Forgets a key's flight when the producer's task ends, however it ends: a panicking
 /// producer must not leave a flight that every later request for the key would join.
 struct Forget<K: Hash + Eq, V> {
-    layer: Layer<K, V>,
+    layer: CoalescingCache<K, V>,
     key: K,
 }
 
@@ -162,16 +162,16 @@ struct Inner<K, V> {
     metrics: Arc<LayerMetrics>,
 }
 
-pub struct Layer<K, V>(Arc<Inner<K, V>>);
+pub struct CoalescingCache<K, V>(Arc<Inner<K, V>>);
 
-impl<K, V> Clone for Layer<K, V> {
+impl<K, V> Clone for CoalescingCache<K, V> {
     fn clone(&self) -> Self {
-        Layer(self.0.clone())
+        CoalescingCache(self.0.clone())
     }
 }
 
 /// Values are shared between the store and every waiter: make `V` cheap to clone (an `Arc`).
-impl<K, V> Layer<K, V>
+impl<K, V> CoalescingCache<K, V>
 where
     K: Hash + Eq + Clone + KeySize + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -181,7 +181,7 @@ where
         max_flights: usize,
         policy: Policy,
         metrics: Arc<LayerMetrics>,
-    ) -> Layer<K, V> {
+    ) -> CoalescingCache<K, V> {
         let evictions = metrics.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
@@ -193,7 +193,7 @@ where
                 }
             })
             .build();
-        Layer(Arc::new(Inner {
+        CoalescingCache(Arc::new(Inner {
             entries,
             inflight: Mutex::new(HashMap::new()),
             max_flights,
@@ -373,8 +373,8 @@ mod tests {
         }
     }
 
-    fn layer(ttl: u64, swr: u64, sie: u64) -> Layer<&'static str, u32> {
-        Layer::new(
+    fn layer(ttl: u64, swr: u64, sie: u64) -> CoalescingCache<&'static str, u32> {
+        CoalescingCache::new(
             1 << 20,
             64,
             policy(ttl, swr, sie),
@@ -507,7 +507,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn forced_refreshes_happen_at_most_once_per_interval() {
-        let l: Layer<&'static str, u32> = Layer::new(
+        let l: CoalescingCache<&'static str, u32> = CoalescingCache::new(
             1 << 20,
             64,
             Policy {
@@ -596,7 +596,8 @@ mod tests {
             stale_if_error: Duration::ZERO,
             min_refresh_interval: Duration::ZERO,
         };
-        let l: Layer<u32, u32> = Layer::new(10_000, 64, policy, Arc::new(LayerMetrics::default()));
+        let l: CoalescingCache<u32, u32> =
+            CoalescingCache::new(10_000, 64, policy, Arc::new(LayerMetrics::default()));
         for k in 0..100u32 {
             let scope: Arc<str> = if k % 2 == 0 {
                 "/v3/a".into()
