@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod error;
 pub mod http;
 pub mod listing;
 pub mod metrics;

@@ -6,8 +6,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-use crate::microversion::Version;
-
 /// `Retry-After` of the proxy's own 503s, in seconds.
 const RETRY_AFTER_SECS: &str = "1";
 
@@ -43,6 +41,38 @@ pub enum ApiError {
     Busy(String),
     #[error("{0}")]
     Timeout(String),
+}
+
+/// The lower modules' errors, as the faults Cinder would give.
+impl From<crate::error::RequestError> for ApiError {
+    fn from(e: crate::error::RequestError) -> ApiError {
+        use crate::error::RequestError as E;
+        match e {
+            E::BadRequest(m) => ApiError::BadRequest(m),
+            E::NotFound(m) => ApiError::NotFound(m),
+            E::NotAcceptable(m) => ApiError::NotAcceptable(m),
+            E::Regions {
+                unavailable,
+                message,
+            } => ApiError::Regions {
+                status: if unavailable {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::BAD_GATEWAY
+                },
+                message,
+            },
+            E::Upstream {
+                status,
+                content_type,
+                body,
+            } => ApiError::Upstream {
+                status,
+                content_type,
+                body,
+            },
+        }
+    }
 }
 
 impl ApiError {
@@ -114,22 +144,6 @@ impl ApiError {
             }
         }
     }
-
-    /// The answer, with the microversion headers when the version was resolved (Cinder puts
-    /// them on faults raised inside the API, not on version-header errors).
-    pub fn into_response_with(self, version: Option<Version>) -> Response {
-        let (status, content_type, body) = self.into_parts();
-        let mut response = (status, body).into_response();
-        match content_type {
-            Some(ct) => response.headers_mut().insert(header::CONTENT_TYPE, ct),
-            None => response.headers_mut().remove(header::CONTENT_TYPE),
-        };
-        if let Some(v) = version {
-            crate::http::set_version_headers(response.headers_mut(), v);
-        }
-        set_retry_after(status, response.headers_mut());
-        response
-    }
 }
 
 /// Every 503 of the proxy's says when to come back (load shedding, regions unavailable),
@@ -142,8 +156,54 @@ pub fn set_retry_after(status: StatusCode, headers: &mut axum::http::HeaderMap) 
     }
 }
 
+/// The fault alone; the handler that made it adds the microversion headers when the version
+/// was resolved (Cinder puts them on faults raised inside the API, not on version-header
+/// errors).
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        self.into_response_with(None)
+        let (status, content_type, body) = self.into_parts();
+        let mut response = (status, body).into_response();
+        match content_type {
+            Some(ct) => response.headers_mut().insert(header::CONTENT_TYPE, ct),
+            None => response.headers_mut().remove(header::CONTENT_TYPE),
+        };
+        set_retry_after(status, response.headers_mut());
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::RequestError;
+
+    #[test]
+    fn request_errors_become_cinders_faults() {
+        let fault = |e: RequestError| {
+            let (status, body) = ApiError::from(e).fault();
+            (
+                status.as_u16(),
+                body.as_object().unwrap().keys().next().unwrap().clone(),
+            )
+        };
+        assert_eq!(
+            fault(RequestError::bad_request("x")),
+            (400, "badRequest".into())
+        );
+        assert_eq!(
+            fault(RequestError::backup_not_found("x")),
+            (404, "itemNotFound".into())
+        );
+        // Cinder reports an unsupported version under computeFault.
+        assert_eq!(
+            fault(RequestError::NotAcceptable("x".into())),
+            (406, "computeFault".into())
+        );
+        let regions = |unavailable| RequestError::Regions {
+            unavailable,
+            message: "x".into(),
+        };
+        assert_eq!(fault(regions(true)), (503, "serviceUnavailable".into()));
+        assert_eq!(fault(regions(false)), (502, "computeFault".into()));
     }
 }

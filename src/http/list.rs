@@ -49,12 +49,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request, kind: 
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let version = caller.ctx.version;
-    let request = match prepare(&state, &parts, caller, kind) {
-        Ok(r) => r,
-        Err(e) => return e.into_response_with(Some(version)),
-    };
-    serve(state, request, &parts.headers).await
+    match prepare(&state, &parts, caller.clone(), kind) {
+        Ok(request) => serve(state, request, &parts.headers).await,
+        Err(e) => caller.answered(e.into_response()),
+    }
 }
 
 /// Everything decided from the request alone; its errors (bad input) are never cached.
@@ -125,12 +123,12 @@ async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) 
     let mut calls = 0;
     let (produced, cache_status, age) = match served {
         Served::Lost => {
-            return ApiError::Internal("The listing could not be produced.".into())
-                .into_response_with(Some(request.caller.ctx.version))
+            let e = ApiError::Internal("The listing could not be produced.".into());
+            return request.caller.answered(e.into_response());
         }
         Served::Shed => {
-            return ApiError::Busy("The proxy is at capacity; retry shortly.".into())
-                .into_response_with(Some(request.caller.ctx.version))
+            let e = ApiError::Busy("The proxy is at capacity; retry shortly.".into());
+            return request.caller.answered(e.into_response());
         }
         Served::Hit(e) | Served::Recent(e) => {
             let age = e.age(tokio::time::Instant::now());

@@ -142,6 +142,12 @@ impl Caller {
         })
     }
 
+    /// `response` (an answer or a fault) with the headers every answer to this caller carries.
+    pub fn answered(&self, mut response: axum::response::Response) -> axum::response::Response {
+        self.response_headers(response.headers_mut());
+        response
+    }
+
     /// Headers every aggregated answer carries.
     pub fn response_headers(&self, headers: &mut HeaderMap) {
         set_version_headers(headers, self.ctx.version);

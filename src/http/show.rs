@@ -17,11 +17,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let version = Some(caller.ctx.version);
     let path = parts.uri.path();
     let scope = match super::scope(path) {
         Ok(s) => s,
-        Err(e) => return e.into_response_with(version),
+        Err(e) => return caller.answered(e.into_response()),
     };
     let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
     match source::find_backup(&state, &scope, &id, &[], &caller.ctx).await {
@@ -39,6 +38,6 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
             caller.response_headers(response.headers_mut());
             response
         }
-        Err(e) => e.into_response_with(version),
+        Err(e) => caller.answered(super::error::ApiError::from(e).into_response()),
     }
 }

@@ -2,7 +2,7 @@
 //! (`cinder/api/common.py` `get_pagination_params`, `get_sort_params`;
 //! `api/contrib/backups.py` `_get_backups`).
 
-use crate::http::error::ApiError;
+use crate::error::RequestError;
 use crate::listing::sort::SortSpec;
 use crate::microversion::Version;
 
@@ -31,13 +31,13 @@ impl ListQuery {
         raw: Option<&str>,
         version: Version,
         max_limit: usize,
-    ) -> Result<ListQuery, ApiError> {
+    ) -> Result<ListQuery, RequestError> {
         let params = decode_query(raw.unwrap_or(""));
         for key in PAGINATION_KEYS {
             if params.iter().filter(|(k, _)| k == key).count() > 1 {
                 // Cinder pops the first and leaves the rest as a filter, which then fails or
                 // matches nothing; the proxy says so plainly.
-                return Err(ApiError::bad_request(format!(
+                return Err(RequestError::bad_request(format!(
                     "Query parameter '{key}' may be given only once."
                 )));
             }
@@ -60,7 +60,9 @@ impl ListQuery {
             // webob's MultiDict.get: the last value.
             if let Some((_, v)) = params.iter().rev().find(|(k, _)| k == "with_count") {
                 with_count = parse_bool(v).ok_or_else(|| {
-                    ApiError::bad_request(format!("Value '{v}' for 'with_count' is not a boolean."))
+                    RequestError::bad_request(format!(
+                        "Value '{v}' for 'with_count' is not a boolean."
+                    ))
                 })?;
             }
         }
@@ -115,24 +117,25 @@ impl ListQuery {
     }
 }
 
-fn parse_limit(raw: Option<&str>, max_limit: usize) -> Result<usize, ApiError> {
+fn parse_limit(raw: Option<&str>, max_limit: usize) -> Result<usize, RequestError> {
     let Some(raw) = raw else { return Ok(max_limit) };
-    let n = py_int(raw).ok_or_else(|| ApiError::bad_request("limit param must be an integer"))?;
+    let n =
+        py_int(raw).ok_or_else(|| RequestError::bad_request("limit param must be an integer"))?;
     if n < 0 {
-        return Err(ApiError::bad_request("limit param must be positive"));
+        return Err(RequestError::bad_request("limit param must be positive"));
     }
     // A limit above osapi_max_limit is capped, silently (common.py _get_limit_param).
     Ok(n.min(max_limit as i128) as usize)
 }
 
-fn parse_offset(raw: Option<&str>) -> Result<u64, ApiError> {
+fn parse_offset(raw: Option<&str>) -> Result<u64, RequestError> {
     let Some(raw) = raw else { return Ok(0) };
-    let n = py_int(raw).ok_or_else(|| ApiError::bad_request("offset must be an integer"))?;
+    let n = py_int(raw).ok_or_else(|| RequestError::bad_request("offset must be an integer"))?;
     if n < 0 {
-        return Err(ApiError::bad_request("offset must be >= 0"));
+        return Err(RequestError::bad_request("offset must be >= 0"));
     }
     if n > DB_MAX_INT {
-        return Err(ApiError::bad_request(format!(
+        return Err(RequestError::bad_request(format!(
             "offset must be <= {DB_MAX_INT}"
         )));
     }

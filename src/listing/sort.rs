@@ -5,7 +5,7 @@
 use std::cmp::Ordering;
 
 use crate::config::Collation;
-use crate::http::error::ApiError;
+use crate::error::RequestError;
 use crate::listing::item::{Item, SortValue};
 use crate::microversion::Version;
 
@@ -150,11 +150,11 @@ impl SortSpec {
         sort_key: Option<&str>,
         sort_dir: Option<&str>,
         version: Version,
-    ) -> Result<SortSpec, ApiError> {
+    ) -> Result<SortSpec, RequestError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         if let Some(sort) = sort {
             if sort_key.is_some() || sort_dir.is_some() {
-                return Err(ApiError::bad_request(
+                return Err(RequestError::bad_request(
                     "The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be \
                      used with the 'sort' parameter.",
                 ));
@@ -182,7 +182,7 @@ impl SortSpec {
                 match dir.as_str() {
                     "asc" => Dir::Asc,
                     "desc" => Dir::Desc,
-                    _ => return Err(ApiError::bad_request(
+                    _ => return Err(RequestError::bad_request(
                         "Invalid input received: Unknown sort direction, must be 'desc' or 'asc'.",
                     )),
                 };
@@ -200,19 +200,19 @@ impl SortSpec {
 
     /// Check every key is a column the proxy can merge on. Cinder checks keys last, after
     /// the marker lookup, so callers do the same.
-    pub fn resolve(&self) -> Result<Vec<(Column, Dir)>, ApiError> {
+    pub fn resolve(&self) -> Result<Vec<(Column, Dir)>, RequestError> {
         self.keys
             .iter()
             .map(
                 |(key, dir)| match MERGEABLE.iter().find(|c| c.name == key) {
                     Some(c) => Ok((*c, *dir)),
                     None if NOT_MERGEABLE.contains(&key.as_str()) => {
-                        Err(ApiError::bad_request(format!(
+                        Err(RequestError::bad_request(format!(
                         "Invalid input received: sort key {key} is not supported by vbs-proxy: \
                          the backup view does not show it, so regions cannot be merged on it"
                     )))
                     }
-                    None => Err(ApiError::bad_request(INVALID_SORT_KEY)),
+                    None => Err(RequestError::bad_request(INVALID_SORT_KEY)),
                 },
             )
             .collect()

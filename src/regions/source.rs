@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 
 use crate::app::AppState;
 use crate::config::FailurePolicy;
-use crate::http::error::ApiError;
+use crate::error::RequestError;
 use crate::listing::merge::{Item, Source};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -130,12 +130,12 @@ pub async fn find_backup(
     id: &str,
     fields: &[&str],
     ctx: &CallContext,
-) -> Result<(usize, Item), ApiError> {
+) -> Result<(usize, Item), RequestError> {
     let upstream = &state.upstream;
     if !crate::regions::is_path_segment(id) {
         // Not an id any region could hold, nor one that can be asked for without becoming
         // another route: Cinder's answer for an unknown id, and no region call.
-        return Err(ApiError::backup_not_found(id));
+        return Err(RequestError::backup_not_found(id));
     }
     if let Some(region) = state.caches.holders.get(id) {
         if let Ok(item) = upstream.show(region, scope, id, fields, ctx).await {
@@ -164,10 +164,10 @@ pub async fn find_backup(
         .map(|(i, e)| format!("{} ({e})", upstream.regions[*i].name))
         .collect();
     if unavailable.is_empty() {
-        Err(ApiError::backup_not_found(id))
+        Err(RequestError::backup_not_found(id))
     } else {
-        Err(ApiError::Regions {
-            status: StatusCode::SERVICE_UNAVAILABLE,
+        Err(RequestError::Regions {
+            unavailable: true,
             message: format!(
                 "Backup {id} could not be looked up: {}",
                 unavailable.join(", ")
@@ -177,7 +177,7 @@ pub async fn find_backup(
 }
 
 /// A 401 or 403 from any region wins over data: the caller is not allowed.
-fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<ApiError> {
+fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<RequestError> {
     failed.iter().find_map(|(_, e)| match e {
         RegionError::Status {
             status,
@@ -185,7 +185,7 @@ fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<ApiError> {
             body,
             ..
         } if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN => {
-            Some(ApiError::Upstream {
+            Some(RequestError::Upstream {
                 status: *status,
                 content_type: content_type.clone(),
                 body: body.clone(),
@@ -200,7 +200,7 @@ pub fn judge_failures(
     state: &AppState,
     failed: &[(usize, RegionError)],
     regions: usize,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, RequestError> {
     if failed.is_empty() {
         return Ok(Vec::new());
     }
@@ -227,21 +227,21 @@ pub fn judge_failures(
         } = first
         {
             if status.is_client_error() && failed.iter().all(|(_, e)| e.status() == Some(*status)) {
-                return Err(ApiError::Upstream {
+                return Err(RequestError::Upstream {
                     status: *status,
                     content_type: content_type.clone(),
                     body: body.clone(),
                 });
             }
         }
-        return Err(ApiError::Regions {
-            status: StatusCode::SERVICE_UNAVAILABLE,
+        return Err(RequestError::Regions {
+            unavailable: true,
             message: format!("No region could answer: {}", names(failed)),
         });
     }
     match state.config.upstream.on_region_failure {
-        FailurePolicy::Fail => Err(ApiError::Regions {
-            status: StatusCode::BAD_GATEWAY,
+        FailurePolicy::Fail => Err(RequestError::Regions {
+            unavailable: false,
             message: format!("Regions failed: {}", names(failed)),
         }),
         FailurePolicy::Partial => Ok(distinct

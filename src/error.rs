@@ -1,0 +1,38 @@
+//! What a request can come to below the HTTP front, typed and free of it: the listing's and
+//! the regions' errors. `http/error.rs` is the one place they become Cinder faults.
+
+use axum::http::{HeaderValue, StatusCode};
+use bytes::Bytes;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The caller's mistake (Cinder's `badRequest`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such backup, marker or route (Cinder's `itemNotFound`).
+    #[error("{0}")]
+    NotFound(String),
+    /// A microversion outside what the regions serve (406).
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// Regions failed and the policy says fail (`unavailable`: every region is down).
+    #[error("{message}")]
+    Regions { unavailable: bool, message: String },
+    /// A region's own 4xx answer, returned as it came (every region agreed, or a 401/403).
+    #[error("a region answered {status}")]
+    Upstream {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+}
+
+impl RequestError {
+    pub fn bad_request(message: impl Into<String>) -> RequestError {
+        RequestError::BadRequest(message.into())
+    }
+
+    pub fn backup_not_found(id: &str) -> RequestError {
+        RequestError::NotFound(format!("Backup {id} could not be found."))
+    }
+}
