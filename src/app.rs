@@ -6,48 +6,65 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use axum::extract::FromRef;
+
 use crate::cache::Caches;
 use crate::config::Config;
-use crate::http::versions::VersionBook;
 use crate::listing::cursor::CursorKey;
-use crate::regions::Upstream;
+use crate::metrics::Metrics;
+use crate::regions::Regions;
 
+/// The application's state: a few sub-states, each a cheap clone. A handler takes the one it
+/// needs (`State<Arc<Caches>>`, say) through `FromRef`, as axum's `state.rs` describes.
+#[derive(Clone)]
 pub struct AppState {
-    pub config: Config,
-    pub upstream: Arc<Upstream>,
-    pub cursor_key: CursorKey,
-    pub versions: VersionBook,
-    /// Region endpoint roots, for href rewriting.
-    pub region_bases: Vec<String>,
-    pub caches: Caches,
-    pub metrics: crate::metrics::Metrics,
+    pub config: Arc<Config>,
+    pub regions: Arc<Regions>,
+    pub caches: Arc<Caches>,
+    pub metrics: Arc<Metrics>,
+    pub cursor_key: Arc<CursorKey>,
     /// Inbound requests in flight (server.max_in_flight).
-    pub in_flight: tokio::sync::Semaphore,
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
-    pub fn new(config: Config) -> Arc<AppState> {
-        let upstream = Arc::new(Upstream::new(&config));
+    pub fn new(config: Config) -> AppState {
+        let regions = Regions::new(&config);
         let cursor_key = match &config.server.cursor_secret {
             Some(secret) => CursorKey::new(secret.as_bytes()),
             None => CursorKey::random(),
         };
-        let region_bases = upstream.regions.iter().map(|r| r.base.clone()).collect();
         // A flight per request in flight and region, and as many more for the ones whose
         // clients went away or that refresh in the background.
         let max_flights = config.server.max_in_flight * (config.regions.len() + 1) * 2;
         let caches = Caches::new(&config.cache, max_flights);
-        let metrics = crate::metrics::Metrics::new(&caches, &upstream);
-        Arc::new(AppState {
-            versions: VersionBook::new(config.regions.len()),
-            region_bases,
-            caches,
-            metrics,
-            in_flight: tokio::sync::Semaphore::new(config.server.max_in_flight),
-            cursor_key,
-            upstream,
-            config,
-        })
+        let metrics = Metrics::new(&caches, &regions.client);
+        AppState {
+            regions: Arc::new(regions),
+            caches: Arc::new(caches),
+            metrics: Arc::new(metrics),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight)),
+            cursor_key: Arc::new(cursor_key),
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl FromRef<AppState> for Arc<Regions> {
+    fn from_ref(state: &AppState) -> Arc<Regions> {
+        state.regions.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Caches> {
+    fn from_ref(state: &AppState) -> Arc<Caches> {
+        state.caches.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Arc<Metrics> {
+        state.metrics.clone()
     }
 }
 
@@ -57,7 +74,7 @@ impl AppState {
 /// API requests then pass the inbound protection (header size, load shedding, request
 /// timeout); the operational routes (`/healthz`, `/readyz`, `/metrics`) skip it so probes and
 /// scrapes still answer under overload.
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: AppState) -> Router {
     let api = crate::http::routes(state.clone()).layer(axum::middleware::from_fn_with_state(
         state.clone(),
         crate::http::protect::inbound,
@@ -72,12 +89,15 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Learn the regions' versions, then serve on `listener` until `shutdown` resolves, within
 /// the connection limits of `[server]` (see `http::listener`).
 pub async fn serve(
-    state: Arc<AppState>,
+    state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    crate::http::versions::refresh(&state).await;
-    let refresher = crate::http::versions::spawn_refresher(state.clone());
+    crate::regions::versions::refresh(&state.regions).await;
+    let refresher = crate::regions::versions::spawn_refresher(
+        state.regions.clone(),
+        state.config.upstream.version_refresh,
+    );
     let server = &state.config.server;
     let limits = crate::http::listener::Limits {
         max_connections: server.max_connections,

@@ -1,7 +1,5 @@
 //! `POST /admin/cache/purge` and `GET /metrics`.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,7 +7,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use std::sync::Arc;
+
 use crate::app::AppState;
+use crate::cache::Caches;
+use crate::metrics::Metrics;
+use crate::regions::Regions;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +37,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 /// `{"project_id": "..."}` drops that project's entries, `{}` drops all; answers how many.
-pub async fn purge(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub async fn purge(State(state): State<AppState>, request: Request) -> Response {
     let Some(expected) = &state.config.admin.token else {
         return ApiError::NotFound("The resource could not be found.".into()).into_response();
     };
@@ -104,8 +107,12 @@ pub async fn purge(State(state): State<Arc<AppState>>, request: Request) -> Resp
         .into_response()
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let body = state.metrics.render(&state.caches, &state.upstream);
+pub async fn metrics(
+    State(metrics): State<Arc<Metrics>>,
+    State(caches): State<Arc<Caches>>,
+    State(regions): State<Arc<Regions>>,
+) -> Response {
+    let body = metrics.render(&caches, &regions.client);
     let ct = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
     ([(header::CONTENT_TYPE, ct)], body).into_response()
 }

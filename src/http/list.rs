@@ -43,7 +43,7 @@ pub struct ListRequest {
     pub refresh: bool,
 }
 
-pub async fn handle(State(state): State<Arc<AppState>>, request: Request, kind: Kind) -> Response {
+pub async fn handle(State(state): State<AppState>, request: Request, kind: Kind) -> Response {
     let (parts, _body) = request.into_parts();
     let caller = match Caller::from_parts(&state, &parts) {
         Ok(c) => c,
@@ -108,7 +108,7 @@ fn response_key(r: &ListRequest) -> String {
     )
 }
 
-async fn serve(state: Arc<AppState>, request: ListRequest, headers: &HeaderMap) -> Response {
+async fn serve(state: AppState, request: ListRequest, headers: &HeaderMap) -> Response {
     let key = response_key(&request);
     let request = Arc::new(request);
     let refresh = request.refresh;
@@ -258,10 +258,7 @@ fn matches_etag(headers: &HeaderMap, etag: &HeaderValue) -> bool {
         })
 }
 
-async fn produce_for_cache(
-    state: Arc<AppState>,
-    request: Arc<ListRequest>,
-) -> Fetched<Arc<Produced>> {
+async fn produce_for_cache(state: AppState, request: Arc<ListRequest>) -> Fetched<Arc<Produced>> {
     let produced = match list(&state, &request).await {
         Ok(p) => p,
         Err(e) => {
@@ -311,7 +308,7 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
     } = request;
     let scope = scope.as_str();
     let sort_param = query.sort.to_param();
-    let regions = state.upstream.regions.len();
+    let regions = state.regions.client.regions.len();
     let binding = cursor_binding(state, scope, caller, query, &sort_param);
     // Cinder looks the marker up before it checks the sort keys; so does the proxy.
     let columns = query.sort.resolve();
@@ -334,8 +331,15 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
                 .map_err(|e| ApiError::bad_request(format!("Invalid marker: {e}.")))?,
         ),
         Some(id) => {
-            let (region, item) =
-                source::find_backup(state, scope, id, &fields, &caller.ctx).await?;
+            let (region, item) = source::find_backup(
+                &state.regions,
+                &state.caches,
+                scope,
+                id,
+                &fields,
+                &caller.ctx,
+            )
+            .await?;
             Marker::Backup(region, item)
         }
     };
@@ -376,7 +380,8 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
     };
 
     let source = RegionSource::new(
-        state,
+        &state.regions,
+        &state.caches,
         scope,
         &fields,
         &caller.ctx,
@@ -394,12 +399,12 @@ async fn list(state: &AppState, request: &ListRequest) -> Result<Produced, ApiEr
         partial_grace: state.config.upstream.partial_grace,
     };
     let page = merge::paginate(&source, page_request, starts).await;
-    let missing = source::judge_failures(state, &page.failed, regions)?;
+    let missing = source::judge_failures(&state.regions, &page.failed)?;
     for (region, item) in &page.items {
         state.caches.holders.insert(item.id().into(), *region);
     }
 
-    let rewriter = Rewriter::new(&state.region_bases, &caller.public_base);
+    let rewriter = Rewriter::new(&state.regions.bases, &caller.public_base);
     let cursor = next_link(query, page.items.len(), page.count).then(|| {
         Cursor {
             positions: page.positions.clone(),
@@ -435,7 +440,7 @@ fn cursor_binding(
     for (k, v) in &query.filters {
         crate::listing::request::push_pair(&mut b, k, v);
     }
-    for r in &state.upstream.regions {
+    for r in &state.regions.client.regions {
         b.push('\n');
         b.push_str(&r.name);
     }

@@ -14,7 +14,6 @@ pub mod show;
 pub mod versions;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
 use axum::http::{request::Parts, HeaderMap, HeaderName, HeaderValue};
@@ -36,7 +35,7 @@ const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
 /// Every route, in one place. Each backups route also exists without the project segment
 /// (Cinder ≥ 3.67 routes; python-cinderclient's noauth mode uses them).
-pub fn routes(state: Arc<AppState>) -> Router {
+pub fn routes(state: AppState) -> Router {
     let list = |kind| get(move |s, r| list::handle(s, r, kind)).fallback(passthrough::handle);
     let show = || get(show::handle).fallback(passthrough::handle);
     let mut router = Router::new()
@@ -60,7 +59,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
 }
 
 /// Liveness, readiness and metrics: outside the inbound protection.
-pub fn ops_routes(state: Arc<AppState>) -> Router {
+pub fn ops_routes(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "OK" }))
         .route("/readyz", get(versions::readyz))
@@ -121,7 +120,7 @@ impl Caller {
             })?;
         let version = microversion::negotiate(
             parts.headers.get(API_VERSION).map(HeaderValue::as_bytes),
-            state.versions.max(),
+            state.regions.versions.max(),
         )?;
         let request_id = parts
             .extensions

@@ -1,8 +1,6 @@
 //! One place that watches every request: its request id, its SERVER span (a child of the
 //! client's `traceparent`), one log event, and the request metrics.
 
-use std::sync::Arc;
-
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -33,11 +31,7 @@ fn request_id(request: &Request) -> HeaderValue {
         })
 }
 
-pub async fn observe(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = tokio::time::Instant::now();
     let route = request
         .extensions()

@@ -2,8 +2,6 @@
 //! back. The request body is read first (bounded): Cinder's eventlet server is happiest with a
 //! `Content-Length`, and its request bodies are small JSON documents.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName};
@@ -41,7 +39,7 @@ fn copy_headers(from: &HeaderMap) -> HeaderMap {
         .collect()
 }
 
-pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if !state.config.server.passthrough {
         return ApiError::NotFound("The resource could not be found.".into()).into_response();
@@ -54,8 +52,8 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
     };
     let region = state.config.primary_index();
     let url = match parts.uri.query() {
-        Some(q) => format!("{}{path}?{q}", state.upstream.regions[region].base),
-        None => format!("{}{path}", state.upstream.regions[region].base),
+        Some(q) => format!("{}{path}?{q}", state.regions.client.regions[region].base),
+        None => format!("{}{path}", state.regions.client.regions[region].base),
     };
     let limit = state.config.server.max_request_body.as_u64() as usize;
     let body = match axum::body::to_bytes(body, limit).await {
@@ -71,13 +69,14 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         }
     };
     let request = state
-        .upstream
+        .regions
+        .client
         .client(region)
         .request(parts.method.clone(), &url)
         .headers(copy_headers(&parts.headers))
         .body(body);
-    let name = &state.upstream.regions[region].name;
-    match state.upstream.forward(region, request).await {
+    let name = &state.regions.client.regions[region].name;
+    match state.regions.client.forward(region, request).await {
         Ok((upstream, permit)) => {
             // A successful write changes what the project's listings would show.
             if parts.method != axum::http::Method::GET

@@ -1,8 +1,6 @@
 //! Inbound protection: header size, load shedding and a request timeout, answered in Cinder's
 //! fault format. Nothing queues: past `server.max_in_flight` a request is shed at once.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use crate::app::AppState;
 
-pub async fn inbound(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub async fn inbound(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let server = &state.config.server;
     if let Err(e) = super::path::check(request.uri().path()) {
         return e.into_response();

@@ -1,7 +1,5 @@
 //! `GET /v3/{project}/backups/{id}`: the region that holds it answers, links rewritten.
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +9,7 @@ use crate::app::AppState;
 use crate::listing::links::Rewriter;
 use crate::regions::source;
 
-pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
     let caller = match Caller::from_parts(&state, &parts) {
         Ok(c) => c,
@@ -23,9 +21,9 @@ pub async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Res
         Err(e) => return caller.answered(e.into_response()),
     };
     let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
-    match source::find_backup(&state, &scope, &id, &[], &caller.ctx).await {
+    match source::find_backup(&state.regions, &state.caches, &scope, &id, &[], &caller.ctx).await {
         Ok((_, item)) => {
-            let rewriter = Rewriter::new(&state.region_bases, &caller.public_base);
+            let rewriter = Rewriter::new(&state.regions.bases, &caller.public_base);
             let mut body = Vec::with_capacity(item.raw().len() + 16);
             body.extend_from_slice(b"{\"backup\": ");
             rewriter.write_json(item.raw(), &mut body);

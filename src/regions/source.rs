@@ -1,9 +1,10 @@
-//! Calling the regions: the merge's [`Source`] over HTTP, finding which region holds a
-//! backup, and turning region failures into the answer SPEC §3 asks for.
+//! Calling the regions: the merge's [`Source`] over HTTP (through the region-page cache),
+//! finding which region holds a backup, and turning region failures into the answer (README,
+//! "How it maps to Cinder": failures).
 
 use axum::http::StatusCode;
 
-use crate::app::AppState;
+use crate::cache::Caches;
 use crate::config::FailurePolicy;
 use crate::error::RequestError;
 use crate::listing::merge::{Item, Source};
@@ -12,11 +13,12 @@ use std::sync::Arc;
 
 use crate::cache::coalescing::{Fetched, Served};
 use crate::regions::protection::Refusal;
-use crate::regions::{CallContext, ListPage, RegionError, Upstream};
+use crate::regions::{CallContext, ListPage, RegionError, Regions, Upstream};
 
 /// The regions as the merge reads them, through the region-page cache.
 pub struct RegionSource<'a> {
-    state: &'a AppState,
+    regions: &'a Arc<Regions>,
+    caches: &'a Caches,
     /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
     scope: &'a str,
     /// The fields the page's comparator needs decoded.
@@ -30,7 +32,8 @@ pub struct RegionSource<'a> {
 
 impl<'a> RegionSource<'a> {
     pub fn new(
-        state: &'a AppState,
+        regions: &'a Arc<Regions>,
+        caches: &'a Caches,
         scope: &'a str,
         fields: &'a [&'static str],
         ctx: &'a CallContext,
@@ -38,7 +41,8 @@ impl<'a> RegionSource<'a> {
         refresh: bool,
     ) -> RegionSource<'a> {
         RegionSource {
-            state,
+            regions,
+            caches,
             scope,
             fields,
             ctx,
@@ -70,14 +74,15 @@ impl Source for RegionSource<'_> {
         params: Vec<(String, String)>,
     ) -> Result<ListPage, RegionError> {
         let key = self.key(region, &params);
-        let (state, scope, ctx) = (self.state, self.scope.to_string(), self.ctx.clone());
+        let (scope, ctx) = (self.scope.to_string(), self.ctx.clone());
         let fields = self.fields.to_vec();
-        let upstream = state.upstream.clone();
-        let enabled = state.caches.enabled;
+        let regions = self.regions.clone();
+        let enabled = self.caches.enabled;
         let fetch = move || async move {
+            let upstream = &regions.client;
             let result = upstream.list(region, &scope, &params, &fields, &ctx).await;
             if let Err(e) = &result {
-                log_failure(&upstream, region, "list", e);
+                log_failure(upstream, region, "list", e);
             }
             let failed = result
                 .as_ref()
@@ -96,7 +101,7 @@ impl Source for RegionSource<'_> {
                 failed,
             }
         };
-        let served = state.caches.pages.get(key, self.refresh, fetch).await;
+        let served = self.caches.pages.get(key, self.refresh, fetch).await;
         let result = match served {
             Served::Hit(e) | Served::Recent(e) | Served::StaleWhileRevalidate(e) => e.value.clone(),
             Served::StaleIfError(e) => {
@@ -125,19 +130,20 @@ fn log_failure(upstream: &Upstream, region: usize, call: &str, e: &RegionError) 
 /// Which region holds backup `id`: the one remembered from a listing, else every region at
 /// once, lowest index among the 200s. 404 only when every region says so.
 pub async fn find_backup(
-    state: &AppState,
+    regions: &Regions,
+    caches: &Caches,
     scope: &str,
     id: &str,
     fields: &[&str],
     ctx: &CallContext,
 ) -> Result<(usize, Item), RequestError> {
-    let upstream = &state.upstream;
+    let upstream = &regions.client;
     if !crate::regions::is_path_segment(id) {
         // Not an id any region could hold, nor one that can be asked for without becoming
         // another route: Cinder's answer for an unknown id, and no region call.
         return Err(RequestError::backup_not_found(id));
     }
-    if let Some(region) = state.caches.holders.get(id) {
+    if let Some(region) = caches.holders.get(id) {
         if let Ok(item) = upstream.show(region, scope, id, fields, ctx).await {
             return Ok((region, item));
         }
@@ -148,7 +154,7 @@ pub async fn find_backup(
     for (i, result) in futures::future::join_all(calls).await {
         match result {
             Ok(item) => {
-                state.caches.holders.insert(id.into(), i);
+                caches.holders.insert(id.into(), i);
                 return Ok((i, item));
             }
             Err(e) => failures.push((i, e)),
@@ -195,11 +201,11 @@ fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<RequestError> {
     })
 }
 
-/// SPEC §3 partial failure. `Ok(names)` of missing regions when answering partially.
+/// A page some regions failed: `Ok(names)` of the missing regions when answering partially,
+/// else the error the failure policy (`upstream.on_region_failure`) makes of it.
 pub fn judge_failures(
-    state: &AppState,
+    regions: &Regions,
     failed: &[(usize, RegionError)],
-    regions: usize,
 ) -> Result<Vec<String>, RequestError> {
     if failed.is_empty() {
         return Ok(Vec::new());
@@ -209,14 +215,14 @@ pub fn judge_failures(
     }
     let names = |f: &[(usize, RegionError)]| {
         f.iter()
-            .map(|(i, e)| format!("{} ({e})", state.upstream.regions[*i].name))
+            .map(|(i, e)| format!("{} ({e})", regions.name(*i)))
             .collect::<Vec<_>>()
             .join(", ")
     };
     let mut distinct: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    if distinct.len() == regions {
+    if distinct.len() == regions.len() {
         // Every region gave the same 4xx (a bad filter, say): that is the answer.
         let first = &failed[0].1;
         if let RegionError::Status {
@@ -239,14 +245,14 @@ pub fn judge_failures(
             message: format!("No region could answer: {}", names(failed)),
         });
     }
-    match state.config.upstream.on_region_failure {
+    match regions.on_failure {
         FailurePolicy::Fail => Err(RequestError::Regions {
             unavailable: false,
             message: format!("Regions failed: {}", names(failed)),
         }),
         FailurePolicy::Partial => Ok(distinct
             .iter()
-            .map(|&i| state.upstream.regions[i].name.clone())
+            .map(|&i| regions.name(i).to_string())
             .collect()),
     }
 }

@@ -49,7 +49,7 @@ fn world() -> &'static World {
                         toml.push_str(&format!("[[regions]]\nname = \"r{i}\"\nurl = \"{url}\"\n"));
                     }
                     let state = AppState::new(Config::from_toml(&toml).unwrap());
-                    vbs_proxy::http::versions::refresh(&state).await;
+                    vbs_proxy::regions::versions::refresh(&state.regions).await;
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                     proxies[c].push(format!("http://{}", listener.local_addr().unwrap()));
                     tokio::spawn(

@@ -16,7 +16,7 @@ pub struct Harness {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     pub client: reqwest::Client,
-    pub state: Arc<AppState>,
+    pub state: AppState,
 }
 
 pub struct Reply {
@@ -133,14 +133,14 @@ impl Harness {
 }
 
 /// The router for `toml` on `127.0.0.1:0`, the regions' versions learnt: (base URL, state).
-async fn serve(toml: &str) -> (String, Arc<AppState>) {
+async fn serve(toml: &str) -> (String, AppState) {
     let config = Config::from_toml(toml).expect("valid test config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let state = AppState::new(config);
-    vbs_proxy::http::versions::refresh(&state).await;
+    vbs_proxy::regions::versions::refresh(&state.regions).await;
     let app = vbs_proxy::router(state.clone())
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move {
