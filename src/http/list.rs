@@ -43,12 +43,13 @@ pub struct ListRequest {
     pub refresh: bool,
 }
 
-pub async fn handle(State(state): State<AppState>, request: Request, kind: Kind) -> Response {
+pub async fn handle(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+    kind: Kind,
+) -> Response {
     let (parts, _body) = request.into_parts();
-    let caller = match Caller::from_parts(&state, &parts) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
     match prepare(&state, &parts, caller.clone(), kind) {
         Ok(request) => serve(state, request, &parts.headers).await,
         Err(e) => caller.answered(e.into_response()),

@@ -36,7 +36,7 @@ const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 /// Every route, in one place. Each backups route also exists without the project segment
 /// (Cinder ≥ 3.67 routes; python-cinderclient's noauth mode uses them).
 pub fn routes(state: AppState) -> Router {
-    let list = |kind| get(move |s, r| list::handle(s, r, kind)).fallback(passthrough::handle);
+    let list = |kind| get(move |s, c, r| list::handle(s, c, r, kind)).fallback(passthrough::handle);
     let show = || get(show::handle).fallback(passthrough::handle);
     let mut router = Router::new()
         .route("/", get(versions::root))
@@ -140,7 +140,19 @@ impl Caller {
             public_base: public_base(state, parts)?,
         })
     }
+}
 
+/// A handler that takes a `Caller` gets one, or the request is answered with the fault
+/// (401 without a token, 400/406 for the microversion, 400 for a bad Host) before it runs.
+impl axum::extract::FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        Caller::from_parts(state, parts)
+    }
+}
+
+impl Caller {
     /// `response` (an answer or a fault) with the headers every answer to this caller carries.
     pub fn answered(&self, mut response: axum::response::Response) -> axum::response::Response {
         self.response_headers(response.headers_mut());

@@ -9,12 +9,8 @@ use crate::app::AppState;
 use crate::listing::links::Rewriter;
 use crate::regions::source;
 
-pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+pub async fn handle(State(state): State<AppState>, caller: Caller, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
-    let caller = match Caller::from_parts(&state, &parts) {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
-    };
     let path = parts.uri.path();
     let scope = match super::scope(path) {
         Ok(s) => s,
