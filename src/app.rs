@@ -11,6 +11,7 @@ use axum::extract::FromRef;
 use crate::cache::Caches;
 use crate::config::Config;
 use crate::listing::cursor::CursorKey;
+use crate::listing::service::{Lister, Settings};
 use crate::metrics::Metrics;
 use crate::regions::Regions;
 
@@ -23,6 +24,7 @@ pub struct AppState {
     pub caches: Arc<Caches>,
     pub metrics: Arc<Metrics>,
     pub cursor_key: Arc<CursorKey>,
+    pub lister: Arc<Lister>,
     /// Inbound requests in flight (server.max_in_flight).
     pub in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -39,12 +41,25 @@ impl AppState {
         let max_flights = config.server.max_in_flight * (config.regions.len() + 1) * 2;
         let caches = Caches::new(&config.cache, max_flights);
         let metrics = Metrics::new(&caches, &regions.client);
+        let (regions, caches, cursor_key) =
+            (Arc::new(regions), Arc::new(caches), Arc::new(cursor_key));
+        let lister = Lister {
+            regions: regions.clone(),
+            caches: caches.clone(),
+            cursor_key: cursor_key.clone(),
+            settings: Settings {
+                max_limit: config.server.max_limit,
+                collation: config.merge.collation,
+                partial_grace: config.upstream.partial_grace,
+            },
+        };
         AppState {
-            regions: Arc::new(regions),
-            caches: Arc::new(caches),
+            regions,
+            caches,
             metrics: Arc::new(metrics),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight)),
-            cursor_key: Arc::new(cursor_key),
+            cursor_key,
+            lister: Arc::new(lister),
             config: Arc::new(config),
         }
     }

@@ -1,8 +1,8 @@
 //! What a request can come to below the HTTP front, typed and free of it: the listing's and
 //! the regions' errors. `http/error.rs` is the one place they become Cinder faults.
 
-use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {

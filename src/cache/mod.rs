@@ -8,9 +8,9 @@ pub mod metrics;
 
 use std::sync::Arc;
 
-use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use http::{HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;

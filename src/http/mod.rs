@@ -22,6 +22,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::app::AppState;
+use crate::listing::render::View;
 use crate::microversion::{self, Version};
 use crate::regions::CallContext;
 use error::ApiError;
@@ -44,12 +45,12 @@ pub fn routes(state: AppState) -> Router {
         .route("/v3/", get(versions::v3));
     for scope in ["/v3/{project_id}", "/v3"] {
         router = router
-            .route(&format!("{scope}/backups/detail"), list(list::Kind::Detail))
+            .route(&format!("{scope}/backups/detail"), list(View::Detail))
             .route(
                 &format!("{scope}/native/backups/detail"),
-                list(list::Kind::Detail),
+                list(View::Detail),
             )
-            .route(&format!("{scope}/backups"), list(list::Kind::Summary))
+            .route(&format!("{scope}/backups"), list(View::Summary))
             .route(&format!("{scope}/backups/{{backup_id}}"), show());
     }
     router

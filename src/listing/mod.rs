@@ -1,9 +1,14 @@
-//! The listing: the request (`request.rs`, `sort.rs`), the k-way merge and re-pagination over
-//! a source (`merge.rs`, `item.rs`), the cursors (`cursor.rs`) and the links (`links.rs`).
+//! The listing, the heart of the proxy, free of HTTP: the request (`request.rs`, `sort.rs`),
+//! its plan (`plan.rs`: where each region starts), the k-way merge and re-pagination over a
+//! source (`merge.rs`, `item.rs`), the cursors (`cursor.rs`), the render (`render.rs`,
+//! `links.rs`), and the service that runs them in that order (`service.rs`).
 
 pub mod cursor;
 pub mod item;
 pub mod links;
 pub mod merge;
+pub mod plan;
+pub mod render;
 pub mod request;
+pub mod service;
 pub mod sort;

@@ -2,7 +2,7 @@
 //! finding which region holds a backup, and turning region failures into the answer (README,
 //! "How it maps to Cinder": failures).
 
-use axum::http::StatusCode;
+use http::StatusCode;
 
 use crate::cache::Caches;
 use crate::config::FailurePolicy;

@@ -1,0 +1,167 @@
+//! The listing service: a request → its plan (marker or cursor → where each region starts) →
+//! the merge over the regions (a [`merge::Source`]) → the rendered page. No HTTP types: the
+//! handler in `http/list.rs` extracts, calls [`list`] (through the response cache) and answers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use super::cursor::{self, Cursor, CursorKey};
+use super::links::Rewriter;
+use super::merge::{self, PageRequest};
+use super::plan::{self, Marker};
+use super::render::{self, View};
+use super::request::ListQuery;
+use super::sort::Comparator;
+use crate::cache::{Caches, Produced};
+use crate::config::Collation;
+use crate::error::RequestError;
+use crate::regions::source::{self, RegionSource};
+use crate::regions::{CallContext, Regions};
+
+/// What the listing needs to produce answers: the regions, the caches (region pages and the
+/// id → region map), the cursor key and its settings.
+pub struct Lister {
+    pub regions: Arc<Regions>,
+    pub caches: Arc<Caches>,
+    pub cursor_key: Arc<CursorKey>,
+    pub settings: Settings,
+}
+
+/// The listing's settings (`server.max_limit`, `merge.collation`, `upstream.partial_grace`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_limit: usize,
+    pub collation: Collation,
+    pub partial_grace: Option<Duration>,
+}
+
+/// A listing request, owned, so it can be produced in a task of its own.
+pub struct ListRequest {
+    /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
+    pub scope: String,
+    /// The path the client used (its next link keeps it).
+    pub path: String,
+    pub query: ListQuery,
+    pub ctx: CallContext,
+    /// The proxy's base URL as this client sees it.
+    pub public_base: String,
+    pub view: View,
+    /// HMAC of the token: the caller's part of every cache key.
+    pub identity: String,
+    /// The client asked for `Cache-Control: no-cache` (and that is honoured).
+    pub refresh: bool,
+}
+
+/// The answer to `request`: resolve its marker, merge the regions from there, render the page.
+pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, RequestError> {
+    let ListRequest {
+        scope,
+        query,
+        ctx,
+        public_base,
+        view,
+        ..
+    } = request;
+    let scope = scope.as_str();
+    let sort_param = query.sort.to_param();
+    let regions = lister.regions.len();
+    let binding = cursor_binding(&lister.regions, scope, ctx, query, &sort_param);
+    // Cinder looks the marker up before it checks the sort keys; so does the proxy.
+    let columns = query.sort.resolve();
+    let fields: Vec<&'static str> = columns
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|(c, _)| c.field)
+        .collect();
+
+    let marker = match &query.marker {
+        None => Marker::None,
+        Some(m) if cursor::is_cursor(m) => Marker::Cursor(
+            Cursor::decode(m, &lister.cursor_key, &binding, regions)
+                .map_err(|e| RequestError::bad_request(format!("Invalid marker: {e}.")))?,
+        ),
+        Some(id) => {
+            let (region, item) =
+                source::find_backup(&lister.regions, &lister.caches, scope, id, &fields, ctx)
+                    .await?;
+            Marker::Backup(region, item)
+        }
+    };
+    let comparator = Comparator {
+        keys: columns?,
+        collation: lister.settings.collation,
+    };
+    let starts = plan::starts(marker, regions, &comparator);
+
+    let source = RegionSource::new(
+        &lister.regions,
+        &lister.caches,
+        scope,
+        &fields,
+        ctx,
+        &request.identity,
+        request.refresh,
+    );
+    let page_request = PageRequest {
+        filters: &query.filters,
+        sort_param,
+        comparator: &comparator,
+        limit: query.limit,
+        offset: query.offset,
+        with_count: query.with_count,
+        chunk: lister.settings.max_limit,
+        partial_grace: lister.settings.partial_grace,
+    };
+    let page = merge::paginate(&source, page_request, starts).await;
+    let missing = source::judge_failures(&lister.regions, &page.failed)?;
+    for (region, item) in &page.items {
+        lister.caches.holders.insert(item.id().into(), *region);
+    }
+
+    let rewriter = Rewriter::new(&lister.regions.bases, public_base);
+    let cursor = render::next_link(query, page.items.len(), page.count).then(|| {
+        Cursor {
+            positions: page.positions.clone(),
+        }
+        .encode(&lister.cursor_key, &binding)
+    });
+    let (head, tail) = render::render(&page.items, *view, &rewriter, cursor.is_some(), page.count);
+    let etag = Produced::etag_for(&head, cursor.as_deref(), &tail);
+    Ok(Produced {
+        status: StatusCode::OK,
+        head: Bytes::from(head),
+        cursor,
+        tail: Bytes::from(tail),
+        etag: Some(etag),
+        missing_regions: (!missing.is_empty()).then(|| {
+            HeaderValue::try_from(missing.join(",")).expect("region names are header-safe")
+        }),
+        content_type: Some(HeaderValue::from_static("application/json")),
+        degraded: source.degraded.load(Ordering::Relaxed),
+        calls: page.calls.iter().sum(),
+    })
+}
+
+/// A cursor is valid only for the query that produced it.
+fn cursor_binding(
+    regions: &Regions,
+    scope: &str,
+    ctx: &CallContext,
+    query: &ListQuery,
+    sort_param: &str,
+) -> Vec<u8> {
+    let mut b = format!("{scope}\n{}\n{sort_param}\n", ctx.version);
+    for (k, v) in &query.filters {
+        crate::listing::request::push_pair(&mut b, k, v);
+    }
+    for r in &regions.client.regions {
+        b.push('\n');
+        b.push_str(&r.name);
+    }
+    b.into_bytes()
+}
