@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::protection::{self, Guard, GuardConfig, Health, Refusal};
+use super::protection::{self, Health, Protection, Refusal};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -246,7 +246,7 @@ impl RegionError {
 pub struct Upstream {
     pub regions: Vec<Region>,
     clients: Vec<reqwest::Client>,
-    pub guards: Vec<std::sync::Arc<Guard>>,
+    pub guards: Vec<std::sync::Arc<Protection>>,
     max_body: Vec<u64>,
     /// `upstream.timeout` per region: the whole budget of one call, retries included.
     timeouts: Vec<Duration>,
@@ -263,11 +263,11 @@ impl Upstream {
             timeouts: Vec::new(),
             metrics: crate::metrics::UpstreamMetrics::default(),
         };
-        for (i, r) in config.regions.iter().enumerate() {
-            let (p, timeout, connect_timeout) = config.region_protection(i);
+        for r in &config.regions {
+            let p = r.protection();
             let client = reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(connect_timeout)
+                .timeout(p.timeout)
+                .connect_timeout(p.connect_timeout)
                 // Idle connections: never more than may be in flight, and closed well before
                 // the region's server would (Apache httpd's KeepAliveTimeout is 5 s), so a
                 // request never lands on a connection the server is closing.
@@ -283,18 +283,9 @@ impl Upstream {
             });
             up.clients.push(client);
             up.max_body.push(p.max_body_bytes.as_u64());
-            up.timeouts.push(timeout);
-            up.guards.push(std::sync::Arc::new(Guard::new(GuardConfig {
-                retries: p.retries,
-                retry_backoff: p.retry_backoff,
-                retry_budget: p.retry_budget,
-                breaker_failures: p.breaker_failures,
-                breaker_failure_ratio: p.breaker_failure_ratio,
-                breaker_cooldown: p.breaker_cooldown,
-                rate_limit: p.rate_limit,
-                max_concurrency: p.max_concurrency,
-                queue_timeout: p.queue_timeout,
-            })));
+            up.timeouts.push(p.timeout);
+            up.guards
+                .push(std::sync::Arc::new(Protection::new(p.clone())));
         }
         up
     }
@@ -365,7 +356,7 @@ impl Upstream {
             match result {
                 Err(e)
                     if e.is_retryable()
-                        && attempt < guard.config.retries
+                        && attempt < guard.settings.retries
                         && Instant::now() < deadline
                         && guard.take_retry() =>
                 {
@@ -467,7 +458,7 @@ impl Upstream {
         let guard = &self.guards[region];
         let queue_until = deadline.min(protection::later(
             Instant::now(),
-            guard.config.queue_timeout,
+            guard.settings.queue_timeout,
         ));
         if guard.take_probe(Instant::now()) {
             self.spawn_probe(region);

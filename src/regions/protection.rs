@@ -1,4 +1,4 @@
-//! Per-region protection (SPEC §6): a circuit breaker, a retry budget, a token-bucket rate
+//! Per-region protection (README, Resilience): a circuit breaker, a retry budget, a token-bucket rate
 //! limit and the region's own `Retry-After`. Pure state behind one mutex, judged with the tokio
 //! clock so the tests drive it with paused time; the concurrency limit is a semaphore beside it.
 
@@ -7,22 +7,7 @@ use std::sync::Mutex;
 use rand::Rng;
 use tokio::time::{Duration, Instant};
 
-/// The settings of one region (global `[upstream]`, overridden per region).
-#[derive(Debug, Clone)]
-pub struct GuardConfig {
-    pub retries: u32,
-    pub retry_backoff: Duration,
-    /// Retries allowed per request made (on top of a small reserve).
-    pub retry_budget: f64,
-    pub breaker_failures: u32,
-    pub breaker_failure_ratio: f64,
-    pub breaker_cooldown: Duration,
-    /// Requests per second; 0 = unlimited.
-    pub rate_limit: f64,
-    pub max_concurrency: usize,
-    /// How long a request may wait for a concurrency permit or a rate token.
-    pub queue_timeout: Duration,
-}
+use crate::config::RegionProtection;
 
 /// Retries always allowed before the ratio has anything to go on.
 const BUDGET_RESERVE: f64 = 10.0;
@@ -75,17 +60,17 @@ struct State {
 }
 
 #[derive(Debug)]
-pub struct Guard {
-    pub config: GuardConfig,
+pub struct Protection {
+    pub settings: RegionProtection,
     state: Mutex<State>,
     pub permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
-impl Guard {
-    pub fn new(config: GuardConfig) -> Guard {
-        let burst = config.rate_limit.max(1.0);
-        Guard {
-            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_concurrency)),
+impl Protection {
+    pub fn new(settings: RegionProtection) -> Protection {
+        let burst = settings.rate_limit.max(1.0);
+        Protection {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(settings.max_concurrency)),
             state: Mutex::new(State {
                 breaker: BreakerState::Closed,
                 consecutive_failures: 0,
@@ -95,7 +80,7 @@ impl Guard {
                 tokens: burst,
                 counted_at: Instant::now(),
             }),
-            config,
+            settings,
         }
     }
 
@@ -119,7 +104,7 @@ impl Guard {
             return Err(Refusal::CircuitOpen);
         }
         if first {
-            s.budget = (s.budget + self.config.retry_budget).min(BUDGET_RESERVE + 100.0);
+            s.budget = (s.budget + self.settings.retry_budget).min(BUDGET_RESERVE + 100.0);
         }
         Ok(())
     }
@@ -139,7 +124,7 @@ impl Guard {
 
     /// A rate token now, or how long until one.
     pub fn take_token(&self, now: Instant) -> Result<(), Duration> {
-        let rate = self.config.rate_limit;
+        let rate = self.settings.rate_limit;
         if rate <= 0.0 {
             return Ok(());
         }
@@ -175,13 +160,13 @@ impl Guard {
         s.consecutive_failures += 1;
         let failures = s.recent.iter().filter(|f| **f).count();
         let ratio_tripped = s.recent.len() == RATIO_WINDOW
-            && failures as f64 / RATIO_WINDOW as f64 >= self.config.breaker_failure_ratio;
+            && failures as f64 / RATIO_WINDOW as f64 >= self.settings.breaker_failure_ratio;
         if s.breaker == BreakerState::HalfOpen
-            || s.consecutive_failures >= self.config.breaker_failures
+            || s.consecutive_failures >= self.settings.breaker_failures
             || ratio_tripped
         {
             s.breaker = BreakerState::Open {
-                until: later(now, self.config.breaker_cooldown),
+                until: later(now, self.settings.breaker_cooldown),
             };
             s.recent.clear();
         }
@@ -207,7 +192,7 @@ impl Guard {
     /// Full-jitter exponential backoff before retry `attempt` (1-based).
     pub fn backoff(&self, attempt: u32) -> Duration {
         let cap = self
-            .config
+            .settings
             .retry_backoff
             .saturating_mul(1 << attempt.min(10));
         cap.mul_f64(rand::thread_rng().gen_range(0.0..1.0))
@@ -245,8 +230,12 @@ pub fn parse_retry_after(value: &str, now_system: std::time::SystemTime) -> Opti
 mod tests {
     use super::*;
 
-    fn config() -> GuardConfig {
-        GuardConfig {
+    fn config() -> RegionProtection {
+        RegionProtection {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            max_body_bytes: bytesize::ByteSize::mib(1),
+            pool_idle_timeout: Duration::from_secs(2),
             retries: 2,
             retry_backoff: Duration::from_millis(50),
             retry_budget: 0.2,
@@ -261,7 +250,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_fails_fast_probes_and_closes() {
-        let g = Guard::new(config());
+        let g = Protection::new(config());
         for _ in 0..3 {
             assert_eq!(g.admit(Instant::now(), true), Ok(()));
             g.record(Health::Faulty, Instant::now());
@@ -289,7 +278,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_on_a_failure_ratio_too() {
-        let g = Guard::new(GuardConfig {
+        let g = Protection::new(RegionProtection {
             breaker_failures: 100,
             ..config()
         });
@@ -309,7 +298,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retry_after_holds_every_request_back_until_then() {
-        let g = Guard::new(config());
+        let g = Protection::new(config());
         g.back_off_until(Instant::now() + Duration::from_secs(30));
         tokio::time::advance(Duration::from_secs(29)).await;
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::BackingOff));
@@ -319,7 +308,7 @@ mod tests {
 
     #[test]
     fn retry_budget_is_a_fraction_of_requests() {
-        let g = Guard::new(config());
+        let g = Protection::new(config());
         let mut retries = 0;
         for _ in 0..1000 {
             g.admit(Instant::now(), true).unwrap();
@@ -339,7 +328,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rate_limit_spaces_requests() {
-        let g = Guard::new(GuardConfig {
+        let g = Protection::new(RegionProtection {
             rate_limit: 2.0,
             ..config()
         });

@@ -10,8 +10,11 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
+pub mod protection;
+pub use protection::RegionProtection;
+
 /// The defaults, shipped in the binary so `demo` and tests need no file.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,13 +129,9 @@ pub enum FailurePolicy {
     Fail,
 }
 
+/// `[upstream]`. Its unknown keys are refused by `RegionProtection`, which reads the rest.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
     pub on_region_failure: FailurePolicy,
     /// How often the regions' version documents are re-read (for `latest` and `GET /`).
     #[serde(with = "humantime_serde")]
@@ -141,93 +140,11 @@ pub struct UpstreamConfig {
     /// answering without it (partial, not stored). Unset: its own `timeout`.
     #[serde(default, with = "humantime_serde")]
     pub partial_grace: Option<Duration>,
+    /// The protection keys of `[upstream]`: every region's, unless its `[[regions]]` entry
+    /// sets a key for itself. Read into `RegionProtection` at load (a flattened struct would
+    /// lose the key's name from figment's errors).
     #[serde(flatten)]
-    pub protection: Protection,
-}
-
-/// Per-region protection; `[upstream]` sets it for all, a `[[regions]]` entry may override
-/// any key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Protection {
-    /// Retries of an idempotent GET after a timeout, connection error or 5xx.
-    pub retries: u32,
-    /// Base of the jittered exponential backoff between retries.
-    #[serde(with = "humantime_serde")]
-    pub retry_backoff: Duration,
-    /// Retries allowed per request sent (plus a reserve of 10).
-    pub retry_budget: f64,
-    /// Consecutive failures that open the breaker.
-    pub breaker_failures: u32,
-    /// Failure ratio over the last 20 calls that opens the breaker.
-    pub breaker_failure_ratio: f64,
-    /// How long an open breaker fails fast before one probe.
-    #[serde(with = "humantime_serde")]
-    pub breaker_cooldown: Duration,
-    /// Requests in flight to the region at once.
-    pub max_concurrency: usize,
-    /// Requests per second to the region; 0 = no limit.
-    pub rate_limit: f64,
-    /// How long a request waits for a concurrency slot or a rate token before the region
-    /// counts as unavailable for it.
-    #[serde(with = "humantime_serde")]
-    pub queue_timeout: Duration,
-    /// Larger upstream answers are the region's failure.
-    pub max_body_bytes: bytesize::ByteSize,
-    /// Idle pooled connections to the region are closed after this long.
-    #[serde(with = "humantime_serde")]
-    pub pool_idle_timeout: Duration,
-}
-
-/// A region's overrides of `[upstream]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegionOverrides {
-    #[serde(default, with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    pub connect_timeout: Option<Duration>,
-    pub retries: Option<u32>,
-    #[serde(default, with = "humantime_serde")]
-    pub retry_backoff: Option<Duration>,
-    pub retry_budget: Option<f64>,
-    pub breaker_failures: Option<u32>,
-    pub breaker_failure_ratio: Option<f64>,
-    #[serde(default, with = "humantime_serde")]
-    pub breaker_cooldown: Option<Duration>,
-    pub max_concurrency: Option<usize>,
-    pub rate_limit: Option<f64>,
-    #[serde(default, with = "humantime_serde")]
-    pub queue_timeout: Option<Duration>,
-    pub max_body_bytes: Option<bytesize::ByteSize>,
-    #[serde(default, with = "humantime_serde")]
-    pub pool_idle_timeout: Option<Duration>,
-}
-
-impl Config {
-    /// The effective protection and timeouts of region `i`.
-    pub fn region_protection(&self, i: usize) -> (Protection, Duration, Duration) {
-        let o = &self.regions[i].overrides;
-        let g = &self.upstream.protection;
-        let p = Protection {
-            retries: o.retries.unwrap_or(g.retries),
-            retry_backoff: o.retry_backoff.unwrap_or(g.retry_backoff),
-            retry_budget: o.retry_budget.unwrap_or(g.retry_budget),
-            breaker_failures: o.breaker_failures.unwrap_or(g.breaker_failures),
-            breaker_failure_ratio: o.breaker_failure_ratio.unwrap_or(g.breaker_failure_ratio),
-            breaker_cooldown: o.breaker_cooldown.unwrap_or(g.breaker_cooldown),
-            max_concurrency: o.max_concurrency.unwrap_or(g.max_concurrency),
-            rate_limit: o.rate_limit.unwrap_or(g.rate_limit),
-            queue_timeout: o.queue_timeout.unwrap_or(g.queue_timeout),
-            max_body_bytes: o.max_body_bytes.unwrap_or(g.max_body_bytes),
-            pool_idle_timeout: o.pool_idle_timeout.unwrap_or(g.pool_idle_timeout),
-        };
-        (
-            p,
-            o.timeout.unwrap_or(self.upstream.timeout),
-            o.connect_timeout.unwrap_or(self.upstream.connect_timeout),
-        )
-    }
+    protection: figment::value::Dict,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -253,29 +170,25 @@ pub struct TelemetryConfig {
     pub service_name: String,
 }
 
+/// One `[[regions]]` entry: its name, its endpoint, and the protection keys it sets for itself.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RegionConfig {
     pub name: String,
     pub url: String,
+    /// Its own protection keys, merged over `[upstream]` into `protection` at load.
     #[serde(flatten)]
-    pub overrides: RegionOverrides,
+    overrides: figment::value::Dict,
+    /// The effective protection (resolved at load).
+    #[serde(skip)]
+    pub protection: Option<RegionProtection>,
 }
 
 impl RegionConfig {
-    fn overrides_key(&self, key: &str) -> bool {
-        let o = &self.overrides;
-        match key {
-            "timeout" => o.timeout.is_some(),
-            "connect_timeout" => o.connect_timeout.is_some(),
-            "max_concurrency" => o.max_concurrency.is_some(),
-            "breaker_failure_ratio" => o.breaker_failure_ratio.is_some(),
-            "breaker_failures" => o.breaker_failures.is_some(),
-            "retry_budget" => o.retry_budget.is_some(),
-            "rate_limit" => o.rate_limit.is_some(),
-            "retries" => o.retries.is_some(),
-            _ => false,
-        }
+    /// Its protection: `[upstream]` with its own keys.
+    pub fn protection(&self) -> &RegionProtection {
+        self.protection
+            .as_ref()
+            .expect("resolved when the configuration is loaded")
     }
 }
 
@@ -316,12 +229,17 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| {
+        let mut config: Config = figment.extract().map_err(|e| {
             // figment's error already names the key path ("for key `server.max_limit`").
             let mut msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             msgs.dedup();
             ConfigError::Parse(msgs.join("; "))
         })?;
+        let upstream = RegionProtection::from_keys(&config.upstream.protection, "upstream")?;
+        for (i, region) in config.regions.iter_mut().enumerate() {
+            let at = format!("regions[{i}]");
+            region.protection = Some(upstream.with_overrides(&region.overrides, &at)?);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -421,53 +339,15 @@ impl Config {
     }
 
     fn validate_region_protection(&self, i: usize) -> Result<(), ConfigError> {
-        let (p, timeout, connect) = self.region_protection(i);
-        // Name the key where the value came from: the region's override or [upstream].
-        let at = |k: &str| {
-            if self.regions[i].overrides_key(k) {
+        let region = &self.regions[i];
+        // Name the key where the value came from: the region's own, or [upstream].
+        region.protection().validate(|k| {
+            if region.overrides.contains_key(k) {
                 format!("regions[{i}].{k}")
             } else {
                 format!("upstream.{k}")
             }
-        };
-        let checks: [(&str, bool, &str); 8] = [
-            ("timeout", timeout.is_zero(), "must be greater than 0"),
-            (
-                "connect_timeout",
-                connect.is_zero(),
-                "must be greater than 0",
-            ),
-            (
-                "max_concurrency",
-                p.max_concurrency == 0,
-                "must be at least 1",
-            ),
-            (
-                "breaker_failures",
-                p.breaker_failures == 0,
-                "must be at least 1",
-            ),
-            (
-                "breaker_failure_ratio",
-                !(p.breaker_failure_ratio > 0.0 && p.breaker_failure_ratio <= 1.0),
-                "must be in (0, 1]",
-            ),
-            (
-                "retry_budget",
-                !(p.retry_budget >= 0.0 && p.retry_budget.is_finite()),
-                "must be a non-negative number",
-            ),
-            (
-                "rate_limit",
-                !(p.rate_limit >= 0.0 && p.rate_limit.is_finite()),
-                "must be a non-negative number (0 = no limit)",
-            ),
-            ("retries", p.retries > 10, "must be at most 10"),
-        ];
-        match checks.iter().find(|(_, bad, _)| *bad) {
-            Some((key, _, message)) => Err(invalid(at(key), *message)),
-            None => Ok(()),
-        }
+        })
     }
 
     /// Index of the primary region (pass-through target).
@@ -552,9 +432,9 @@ mod tests {
     fn regions_override_upstream_protection() {
         let toml = "[upstream]\nretries = 1\nmax_concurrency = 8\n[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nmax_concurrency = 2\ntimeout = \"3s\"\n";
         let c = Config::from_toml(toml).unwrap();
-        let (p, timeout, _) = c.region_protection(0);
+        let p = c.regions[0].protection();
         assert_eq!(
-            (p.retries, p.max_concurrency, timeout),
+            (p.retries, p.max_concurrency, p.timeout),
             (1, 2, Duration::from_secs(3))
         );
         let bad = "[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nmax_concurrency = 0\n";
