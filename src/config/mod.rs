@@ -192,6 +192,99 @@ impl RegionConfig {
     }
 }
 
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_limit == 0 {
+            return Err(invalid("server.max_limit", "must be at least 1"));
+        }
+        if let Some(url) = &self.public_url {
+            check_http_url(url).map_err(|m| invalid("server.public_url", m))?;
+        }
+        if matches!(&self.cursor_secret, Some(s) if s.len() < 16) {
+            return Err(invalid(
+                "server.cursor_secret",
+                "must be at least 16 characters",
+            ));
+        }
+        for (key, d) in [
+            ("server.request_timeout", self.request_timeout),
+            ("server.shutdown_grace", self.shutdown_grace),
+            ("server.header_read_timeout", self.header_read_timeout),
+            ("server.idle_timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.max_in_flight == 0 {
+            return Err(invalid("server.max_in_flight", "must be at least 1"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl AdminConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if matches!(&self.token, Some(t) if t.len() < 16) {
+            return Err(invalid("admin.token", "must be at least 16 characters"));
+        }
+        Ok(())
+    }
+}
+
+impl CacheConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.scope == CacheScope::Project {
+            return Err(invalid(
+                "cache.scope",
+                "\"project\" needs Keystone token validation, which vbs-proxy does not do yet; use \"token\"",
+            ));
+        }
+        if self.max_bytes.as_u64() < 1024 * 1024 {
+            return Err(invalid("cache.max_bytes", "must be at least 1MiB"));
+        }
+        if matches!(&self.key_secret, Some(s) if s.len() < 16) {
+            return Err(invalid(
+                "cache.key_secret",
+                "must be at least 16 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.version_refresh.is_zero() {
+            return Err(invalid(
+                "upstream.version_refresh",
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl TelemetryConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.otlp_endpoint {
+            check_http_url(url).map_err(|m| invalid("telemetry.otlp_endpoint", m))?;
+        }
+        Ok(())
+    }
+}
+
+impl LogConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -244,19 +337,19 @@ impl Config {
         Ok(config)
     }
 
+    /// Every section validates itself; what spans sections (the regions and the primary
+    /// region) is checked here.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.max_limit == 0 {
-            return Err(invalid("server.max_limit", "must be at least 1"));
-        }
-        if let Some(url) = &self.server.public_url {
-            check_http_url(url).map_err(|m| invalid("server.public_url", m))?;
-        }
-        if matches!(&self.server.cursor_secret, Some(s) if s.len() < 16) {
-            return Err(invalid(
-                "server.cursor_secret",
-                "must be at least 16 characters",
-            ));
-        }
+        self.server.validate()?;
+        self.validate_regions()?;
+        self.telemetry.validate()?;
+        self.cache.validate()?;
+        self.admin.validate()?;
+        self.upstream.validate()?;
+        self.log.validate()
+    }
+
+    fn validate_regions(&self) -> Result<(), ConfigError> {
         if self.regions.is_empty() {
             return Err(invalid("regions", "at least one [[regions]] is required"));
         }
@@ -275,6 +368,7 @@ impl Config {
                 ));
             }
             check_http_url(&region.url).map_err(|m| invalid(format!("{key}.url"), m))?;
+            self.validate_region_protection(i)?;
         }
         if let Some(primary) = &self.server.primary_region {
             if !self.regions.iter().any(|r| &r.name == primary) {
@@ -284,57 +378,6 @@ impl Config {
                 ));
             }
         }
-        if let Some(url) = &self.telemetry.otlp_endpoint {
-            check_http_url(url).map_err(|m| invalid("telemetry.otlp_endpoint", m))?;
-        }
-        if self.cache.scope == CacheScope::Project {
-            return Err(invalid(
-                "cache.scope",
-                "\"project\" needs Keystone token validation, which vbs-proxy does not do yet; use \"token\"",
-            ));
-        }
-        if self.cache.max_bytes.as_u64() < 1024 * 1024 {
-            return Err(invalid("cache.max_bytes", "must be at least 1MiB"));
-        }
-        if matches!(&self.cache.key_secret, Some(s) if s.len() < 16) {
-            return Err(invalid(
-                "cache.key_secret",
-                "must be at least 16 characters",
-            ));
-        }
-        if matches!(&self.admin.token, Some(t) if t.len() < 16) {
-            return Err(invalid("admin.token", "must be at least 16 characters"));
-        }
-        for (key, d) in [
-            ("server.request_timeout", self.server.request_timeout),
-            ("server.shutdown_grace", self.server.shutdown_grace),
-            (
-                "server.header_read_timeout",
-                self.server.header_read_timeout,
-            ),
-            ("server.idle_timeout", self.server.idle_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(key, "must be greater than 0"));
-            }
-        }
-        if self.server.max_in_flight == 0 {
-            return Err(invalid("server.max_in_flight", "must be at least 1"));
-        }
-        if self.server.max_connections == 0 {
-            return Err(invalid("server.max_connections", "must be at least 1"));
-        }
-        for i in 0..self.regions.len() {
-            self.validate_region_protection(i)?;
-        }
-        if self.upstream.version_refresh.is_zero() {
-            return Err(invalid(
-                "upstream.version_refresh",
-                "must be greater than 0",
-            ));
-        }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| invalid("log.level", e.to_string()))?;
         Ok(())
     }
 
