@@ -10,6 +10,7 @@ use vbs_proxy::cache::{Caches, Produced};
 use vbs_proxy::listing::cursor::{Cursor, CursorKey, Position};
 use vbs_proxy::listing::links::Rewriter;
 use vbs_proxy::listing::request::ListQuery;
+use vbs_proxy::listing::resource::BACKUPS;
 use vbs_proxy::microversion::Version;
 
 fn page_json(items: usize) -> Vec<u8> {
@@ -82,7 +83,7 @@ fn bench(c: &mut Criterion) {
     let token =
         b"gAAAAABk-a-realistic-length-keystone-fernet-token-0123456789abcdefghijklmnopqrstuvwxyz";
     let make_key = || {
-        let query = ListQuery::parse(Some(raw), Version::new(3, 45), 1000).unwrap();
+        let query = ListQuery::parse(Some(raw), Version::new(3, 45), 1000, &BACKUPS).unwrap();
         let identity = caches.identity(token);
         format!(
             "{identity}\n3.45\nDetail\nhttp://h/v3/p/backups/detail\n{}",

@@ -9,6 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use vbs_proxy::config::Collation;
 use vbs_proxy::listing::item::{parse_list, Item};
 use vbs_proxy::listing::merge::{self, PageRequest, Source, Start};
+use vbs_proxy::listing::resource::BACKUPS;
 use vbs_proxy::listing::sort::{Comparator, SortSpec};
 use vbs_proxy::microversion::Version;
 use vbs_proxy::regions::{ListPage, RegionError};
@@ -32,7 +33,7 @@ impl Source for Memory {
         // These benches start every region from the top.
         assert!(get("marker").is_none());
         let items: Vec<Item> = if self.parse {
-            parse_list(self.bytes[region].clone(), &self.fields)
+            parse_list(self.bytes[region].clone(), &self.fields, &BACKUPS)
                 .unwrap()
                 .items
                 .into_iter()
@@ -96,7 +97,7 @@ fn memory(regions: usize, parse: bool, fields: Vec<&'static str>) -> Memory {
         .collect();
     let rows = bytes
         .iter()
-        .map(|b| parse_list(b.clone(), &fields).unwrap().items)
+        .map(|b| parse_list(b.clone(), &fields, &BACKUPS).unwrap().items)
         .collect();
     Memory {
         regions: rows,
@@ -115,9 +116,9 @@ fn bench(c: &mut Criterion) {
         ("default_sort", None),
         ("multi_key_sort", Some("status:asc,size:desc")),
     ] {
-        let spec = SortSpec::parse(sort, None, None, Version::MIN).unwrap();
+        let spec = SortSpec::parse(sort, None, None, Version::MIN, &BACKUPS).unwrap();
         let comparator = Comparator {
-            keys: spec.resolve().unwrap(),
+            keys: spec.resolve(&BACKUPS).unwrap(),
             collation: Collation::Binary,
         };
         for regions in [2usize, 5, 10] {

@@ -5,6 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vbs_proxy::listing::request::ListQuery;
+use vbs_proxy::listing::resource::BACKUPS;
 use vbs_proxy::microversion::Version;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,12 +13,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for version in [Version::new(3, 0), Version::new(3, 37), Version::new(3, 71)] {
-        let Ok(query) = ListQuery::parse(Some(raw), version, 1000) else {
+        let Ok(query) = ListQuery::parse(Some(raw), version, 1000, &BACKUPS) else {
             continue;
         };
         let _ = query.canonical();
         let next = query.next_query("vbs1.x.y");
-        let followed = ListQuery::parse(Some(&next), version, 1000)
+        let followed = ListQuery::parse(Some(&next), version, 1000, &BACKUPS)
             .unwrap_or_else(|e| panic!("the next link {next:?} does not parse: {e}"));
         assert_eq!(followed.marker.as_deref(), Some("vbs1.x.y"));
         assert_eq!(followed.next_query("vbs1.x.y"), next);

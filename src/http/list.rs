@@ -1,4 +1,4 @@
-//! `GET /v3/{project}/backups[/detail]` and the VBS alias `/native/backups/detail`: extract
+//! `GET /v3/{project}/{collection}[/detail]` and the VBS alias `/native/backups/detail`: extract
 //! the caller, parse the request, answer from the response cache or (on a miss, in a task of
 //! its own) from the listing service (`listing::service::list`), then the answer's headers:
 //! its own next link, `Cache-Status`, `Age`, `ETag` and conditional GET.
@@ -17,6 +17,7 @@ use crate::cache::coalescing::{Fetched, Served};
 use crate::cache::Produced;
 use crate::listing::render::View;
 use crate::listing::request::ListQuery;
+use crate::listing::resource::Resource;
 use crate::listing::service::{self, ListRequest};
 
 pub async fn handle(
@@ -24,9 +25,10 @@ pub async fn handle(
     caller: Caller,
     request: Request,
     view: View,
+    resource: &'static Resource,
 ) -> Response {
     let (parts, _body) = request.into_parts();
-    match prepare(&state, &parts, &caller, view) {
+    match prepare(&state, &parts, &caller, view, resource) {
         Ok(request) => serve(state, request, &caller, &parts.headers).await,
         Err(e) => caller.answered(e.into_response()),
     }
@@ -38,6 +40,7 @@ fn prepare(
     parts: &axum::http::request::Parts,
     caller: &Caller,
     view: View,
+    resource: &'static Resource,
 ) -> Result<ListRequest, ApiError> {
     let path = parts.uri.path();
     let scope = super::scope(path)?;
@@ -45,10 +48,12 @@ fn prepare(
         parts.uri.query(),
         caller.ctx.version,
         state.config.server.max_limit,
+        resource,
     )?;
     let identity = state.caches.identity(caller.ctx.token.as_bytes());
     let refresh = state.caches.honor_client_no_cache && asks_no_cache(&parts.headers);
     Ok(ListRequest {
+        resource,
         scope,
         path: path.to_string(),
         query,

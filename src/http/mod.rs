@@ -23,6 +23,7 @@ use axum::Router;
 
 use crate::app::AppState;
 use crate::listing::render::View;
+use crate::listing::resource::RESOURCES;
 use crate::microversion::{self, Version};
 use crate::regions::CallContext;
 use error::ApiError;
@@ -34,24 +35,32 @@ pub const MISSING_REGIONS: HeaderName = HeaderName::from_static("x-aggregate-mis
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
-/// Every route, in one place. Each backups route also exists without the project segment
-/// (Cinder ≥ 3.67 routes; python-cinderclient's noauth mode uses them).
+/// Every route, in one place. Each listed resource has its detail and summary listings and
+/// its show route, also without the project segment (Cinder ≥ 3.67 routes; python-cinderclient's
+/// noauth mode uses them), and backups the VBS alias `/native/backups/detail`.
 pub fn routes(state: AppState) -> Router {
-    let list = |kind| get(move |s, c, r| list::handle(s, c, r, kind)).fallback(passthrough::handle);
-    let show = || get(show::handle).fallback(passthrough::handle);
+    let list = |view, resource| {
+        get(move |s, c, r| list::handle(s, c, r, view, resource)).fallback(passthrough::handle)
+    };
+    let show = |resource| {
+        get(move |s, c, r| show::handle(s, c, r, resource)).fallback(passthrough::handle)
+    };
     let mut router = Router::new()
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3))
         .route("/v3/", get(versions::v3));
-    for scope in ["/v3/{project_id}", "/v3"] {
-        router = router
-            .route(&format!("{scope}/backups/detail"), list(View::Detail))
-            .route(
-                &format!("{scope}/native/backups/detail"),
-                list(View::Detail),
-            )
-            .route(&format!("{scope}/backups"), list(View::Summary))
-            .route(&format!("{scope}/backups/{{backup_id}}"), show());
+    for resource in RESOURCES {
+        let c = resource.collection;
+        for scope in ["/v3/{project_id}", "/v3"] {
+            router = router
+                .route(&format!("{scope}/{c}/detail"), list(View::Detail, resource))
+                .route(&format!("{scope}/{c}"), list(View::Summary, resource))
+                .route(&format!("{scope}/{c}/{{id}}"), show(resource));
+            if resource.native_alias {
+                let alias = format!("{scope}/native/{c}/detail");
+                router = router.route(&alias, list(View::Detail, resource));
+            }
+        }
     }
     router
         .route("/admin/cache/purge", axum::routing::post(admin::purge))
@@ -74,8 +83,9 @@ pub fn ops_routes(state: AppState) -> Router {
 /// as they would talking to Cinder directly.
 pub fn scope(path: &str) -> Result<String, ApiError> {
     let segments = path::segments(path)?;
+    let collection = |s: &str| s == "native" || RESOURCES.iter().any(|r| r.collection == s);
     match segments.get(1).map(String::as_str) {
-        Some("backups" | "native") => Ok("/v3".to_string()),
+        Some(s) if collection(s) => Ok("/v3".to_string()),
         Some(project) => Ok(format!("/v3/{}", crate::regions::encode_segment(project))),
         None => Err(ApiError::NotFound(
             "The resource could not be found.".into(),

@@ -1,4 +1,4 @@
-//! `GET /v3/{project}/backups/{id}`: the region that holds it answers, links rewritten.
+//! `GET /v3/{project}/{collection}/{id}`: the region that holds it answers, links rewritten.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -7,9 +7,15 @@ use axum::response::{IntoResponse, Response};
 use super::Caller;
 use crate::app::AppState;
 use crate::listing::links::Rewriter;
+use crate::listing::resource::Resource;
 use crate::regions::source;
 
-pub async fn handle(State(state): State<AppState>, caller: Caller, request: Request) -> Response {
+pub async fn handle(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+    resource: &'static Resource,
+) -> Response {
     let (parts, _body) = request.into_parts();
     let path = parts.uri.path();
     let scope = match super::scope(path) {
@@ -17,11 +23,12 @@ pub async fn handle(State(state): State<AppState>, caller: Caller, request: Requ
         Err(e) => return caller.answered(e.into_response()),
     };
     let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
-    match source::find_backup(&state.regions, &state.caches, &scope, &id, &[], &caller.ctx).await {
+    let (regions, caches) = (&state.regions, &state.caches);
+    match source::find_item(resource, regions, caches, &scope, &id, &[], &caller.ctx).await {
         Ok((_, item)) => {
             let rewriter = Rewriter::new(&state.regions.bases, &caller.public_base);
             let mut body = Vec::with_capacity(item.raw().len() + 16);
-            body.extend_from_slice(b"{\"backup\": ");
+            body.extend_from_slice(format!("{{\"{}\": ", resource.member).as_bytes());
             rewriter.write_json(item.raw(), &mut body);
             body.push(b'}');
             let mut response = (StatusCode::OK, body).into_response();

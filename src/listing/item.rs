@@ -11,6 +11,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::resource::Resource;
+
 /// One sort value, as the database would compare it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SortValue {
@@ -197,14 +199,9 @@ impl ListPage {
     }
 }
 
-#[derive(Deserialize)]
-struct ListBody<'a> {
-    #[serde(borrow)]
-    backups: Option<Vec<&'a RawValue>>,
-    #[serde(default)]
-    backups_links: Vec<Link<'a>>,
-    count: Option<u64>,
-}
+/// A listing or show answer's top level: its keys, values left as they are. (The
+/// collection's name is the resource's, so it is looked up, not a field.)
+type Envelope<'a> = std::collections::BTreeMap<std::borrow::Cow<'a, str>, &'a RawValue>;
 
 #[derive(Deserialize)]
 struct Link<'a> {
@@ -212,42 +209,57 @@ struct Link<'a> {
     rel: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Parse a listing answer, decoding only `fields` of each backup.
-pub fn parse_list(body: Bytes, fields: &[&str]) -> Result<ListPage, String> {
-    let parsed: ListBody<'_> =
+/// Parse a listing answer (`{"<collection>": [...], "<collection>_links": [...], "count": N}`),
+/// decoding only `fields` of each item.
+pub fn parse_list(body: Bytes, fields: &[&str], resource: &Resource) -> Result<ListPage, String> {
+    let parsed: Envelope<'_> =
         serde_json::from_slice(&body).map_err(|e| format!("not a listing: {e}"))?;
-    let raws = parsed.backups.ok_or("no `backups` array")?;
+    let collection = resource.collection;
+    let raws: Vec<&RawValue> = parsed
+        .get(collection)
+        .ok_or_else(|| format!("no `{collection}` array"))
+        .and_then(|raw| {
+            serde_json::from_str(raw.get()).map_err(|e| format!("`{collection}`: {e}"))
+        })?;
     let items = raws
         .iter()
         .map(|raw| Item::parse(&body, raw, fields))
         .collect::<Result<Vec<_>, _>>()?;
-    let has_next = parsed
-        .backups_links
-        .iter()
-        .any(|l| l.rel.as_deref() == Some("next"));
+    let links: Vec<Link<'_>> = match parsed.get(format!("{collection}_links").as_str()) {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| format!("links: {e}"))?,
+        None => Vec::new(),
+    };
+    let count = match parsed.get("count") {
+        Some(raw) => {
+            serde_json::from_str::<Option<u64>>(raw.get()).map_err(|e| format!("count: {e}"))?
+        }
+        None => None,
+    };
     Ok(ListPage {
         items,
-        has_next,
-        count: parsed.count,
+        has_next: links.iter().any(|l| l.rel.as_deref() == Some("next")),
+        count,
     })
 }
 
-#[derive(Deserialize)]
-struct ShowBody<'a> {
-    #[serde(borrow)]
-    backup: &'a RawValue,
-}
-
-/// Parse `{"backup": {...}}`.
-pub fn parse_show(body: Bytes, fields: &[&str]) -> Result<Item, String> {
-    let parsed: ShowBody<'_> =
-        serde_json::from_slice(&body).map_err(|e| format!("not a backup: {e}"))?;
-    Item::parse(&body, parsed.backup, fields)
+/// Parse `{"<member>": {...}}`.
+pub fn parse_show(body: Bytes, fields: &[&str], resource: &Resource) -> Result<Item, String> {
+    let parsed: Envelope<'_> =
+        serde_json::from_slice(&body).map_err(|e| format!("not a {}: {e}", resource.member))?;
+    let raw = parsed
+        .get(resource.member)
+        .ok_or_else(|| format!("not a {}", resource.member))?;
+    Item::parse(&body, raw, fields)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listing::resource::BACKUPS;
+
+    fn parse_show_backup(body: Bytes, fields: &[&str]) -> Result<Item, String> {
+        parse_show(body, fields, &BACKUPS)
+    }
 
     #[test]
     fn parses_only_what_is_asked_and_keeps_the_bytes() {
@@ -256,7 +268,7 @@ mod tests {
                              {"name": "caf\u00e9", "id": "b", "size": 1, "metadata": {"k": "v"}}],
                  "backups_links": [{"rel": "next", "href": "n"}], "count": 9}"#,
         );
-        let page = parse_list(body, &["name", "size", "created_at"]).unwrap();
+        let page = parse_list(body, &["name", "size", "created_at"], &BACKUPS).unwrap();
         assert_eq!(page.count, Some(9));
         assert!(page.has_next);
         let a = &page.items[0];
@@ -277,16 +289,22 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_listing() {
-        assert!(parse_list(Bytes::from_static(b"{\"volumes\": []}"), &[]).is_err());
+        assert!(parse_list(Bytes::from_static(b"{\"volumes\": []}"), &[], &BACKUPS).is_err());
         assert!(parse_list(
             Bytes::from_static(b"{\"backups\": [{\"name\": \"x\"}]}"),
-            &[]
+            &[],
+            &BACKUPS
         )
         .is_err());
-        assert!(parse_list(Bytes::from_static(b"{\"backups\": [1]}"), &[]).is_err());
-        assert!(parse_list(Bytes::from_static(b"{\"backups\": [{\"id\": 1}"), &[]).is_err());
-        assert!(parse_list(Bytes::from_static(b"[]"), &[]).is_err());
-        let show = parse_show(
+        assert!(parse_list(Bytes::from_static(b"{\"backups\": [1]}"), &[], &BACKUPS).is_err());
+        assert!(parse_list(
+            Bytes::from_static(b"{\"backups\": [{\"id\": 1}"),
+            &[],
+            &BACKUPS
+        )
+        .is_err());
+        assert!(parse_list(Bytes::from_static(b"[]"), &[], &BACKUPS).is_err());
+        let show = parse_show_backup(
             Bytes::from_static(b"{\"backup\": {\"id\": \"z\", \"size\": 2}}"),
             &["size"],
         )

@@ -10,5 +10,6 @@ pub mod merge;
 pub mod plan;
 pub mod render;
 pub mod request;
+pub mod resource;
 pub mod service;
 pub mod sort;

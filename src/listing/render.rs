@@ -4,6 +4,7 @@
 use super::item::Item;
 use super::links::Rewriter;
 use super::request::ListQuery;
+use super::resource::Resource;
 
 /// Which view of the collection: Cinder's detail view, or the summary (`GET .../backups`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +24,11 @@ pub fn next_link(query: &ListQuery, len: usize, count: Option<u64>) -> bool {
     len > 0 && query.limit as u64 <= item_count
 }
 
-/// `{"backups": [...], "backups_links": [...], "count": N}`, in Cinder's key order, items
-/// copied from the regions' bytes with hrefs rewritten. With a next link, the body is split
-/// where its href goes: the href repeats each client's own parameters.
+/// `{"<collection>": [...], "<collection>_links": [...], "count": N}`, in Cinder's key order,
+/// items copied from the regions' bytes with hrefs rewritten. With a next link, the body is
+/// split where its href goes: the href repeats each client's own parameters.
 pub fn render(
+    resource: &Resource,
     items: &[(usize, Item)],
     view: View,
     rewriter: &Rewriter<'_>,
@@ -35,20 +37,22 @@ pub fn render(
 ) -> (Vec<u8>, Vec<u8>) {
     let size: usize = items.iter().map(|(_, i)| i.raw().len() + 16).sum();
     let mut out = Vec::with_capacity(size + 256);
-    out.extend_from_slice(b"{\"backups\": [");
+    let collection = resource.collection;
+    out.extend_from_slice(format!("{{\"{collection}\": [").as_bytes());
     for (n, (_, item)) in items.iter().enumerate() {
         if n > 0 {
             out.extend_from_slice(b", ");
         }
         match view {
             View::Detail => rewriter.write_json(item.raw(), &mut out),
-            View::Summary => write_summary(item, rewriter, &mut out),
+            View::Summary => write_summary(resource, item, rewriter, &mut out),
         }
     }
     out.push(b']');
     let mut tail = Vec::with_capacity(64);
     if next {
-        out.extend_from_slice(b", \"backups_links\": [{\"rel\": \"next\", \"href\": ");
+        let links = format!(", \"{collection}_links\": [{{\"rel\": \"next\", \"href\": ");
+        out.extend_from_slice(links.as_bytes());
         tail.extend_from_slice(b"}]");
     }
     if let Some(count) = count {
@@ -61,40 +65,37 @@ pub fn render(
     (out, tail)
 }
 
-/// The summary view (`api/views/backups.py summary`): `id`, `name`, `links`.
-fn write_summary(item: &Item, rewriter: &Rewriter<'_>, out: &mut Vec<u8>) {
-    #[derive(serde::Deserialize)]
-    struct Summary<'a> {
-        #[serde(borrow)]
-        name: Option<&'a serde_json::value::RawValue>,
-        #[serde(borrow)]
-        links: Option<&'a serde_json::value::RawValue>,
+/// The summary view (`api/views/backups.py summary`): the resource's summary fields, in
+/// order, as the detail item has them (`links` rewritten; `[]` or `null` when absent).
+fn write_summary(resource: &Resource, item: &Item, rewriter: &Rewriter<'_>, out: &mut Vec<u8>) {
+    type Fields<'a> =
+        std::collections::BTreeMap<std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue>;
+    let fields: Fields<'_> = serde_json::from_slice(item.raw()).unwrap_or_default();
+    out.push(b'{');
+    for (n, name) in resource.summary_fields.iter().enumerate() {
+        if n > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(format!("\"{name}\": ").as_bytes());
+        let value = fields.get(*name).map(|r| r.get());
+        match *name {
+            "links" => rewriter.write_json(value.unwrap_or("[]").as_bytes(), out),
+            _ => out.extend_from_slice(value.unwrap_or("null").as_bytes()),
+        }
     }
-    let summary: Summary<'_> = serde_json::from_slice(item.raw()).unwrap_or(Summary {
-        name: None,
-        links: None,
-    });
-    out.extend_from_slice(b"{\"id\": ");
-    out.extend_from_slice(
-        serde_json::to_string(item.id())
-            .expect("a string serialises")
-            .as_bytes(),
-    );
-    out.extend_from_slice(b", \"name\": ");
-    out.extend_from_slice(summary.name.map_or("null", |r| r.get()).as_bytes());
-    out.extend_from_slice(b", \"links\": ");
-    rewriter.write_json(summary.links.map_or("[]", |r| r.get()).as_bytes(), out);
     out.push(b'}');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listing::resource::BACKUPS;
     use crate::microversion::Version;
 
     #[test]
     fn next_link_rule_is_cinders() {
-        let q = |raw: &str| ListQuery::parse(Some(raw), Version::new(3, 45), 1000).unwrap();
+        let q =
+            |raw: &str| ListQuery::parse(Some(raw), Version::new(3, 45), 1000, &BACKUPS).unwrap();
         assert!(next_link(&q("limit=2"), 2, None));
         assert!(!next_link(&q("limit=3"), 2, None));
         assert!(!next_link(&q("limit=0"), 0, None));

@@ -2,6 +2,7 @@
 //! (`cinder/api/common.py` `get_pagination_params`, `get_sort_params`;
 //! `api/contrib/backups.py` `_get_backups`).
 
+use super::resource::Resource;
 use crate::error::RequestError;
 use crate::listing::sort::SortSpec;
 use crate::microversion::Version;
@@ -31,6 +32,7 @@ impl ListQuery {
         raw: Option<&str>,
         version: Version,
         max_limit: usize,
+        resource: &Resource,
     ) -> Result<ListQuery, RequestError> {
         let params = decode_query(raw.unwrap_or(""));
         for key in PAGINATION_KEYS {
@@ -52,7 +54,13 @@ impl ListQuery {
         let limit = parse_limit(get("limit"), max_limit)?;
         let marker = get("marker").map(str::to_string);
         let offset = parse_offset(get("offset"))?;
-        let sort = SortSpec::parse(get("sort"), get("sort_key"), get("sort_dir"), version)?;
+        let sort = SortSpec::parse(
+            get("sort"),
+            get("sort_key"),
+            get("sort_dir"),
+            version,
+            resource,
+        )?;
 
         let count_applies = version >= Version::COUNT;
         let mut with_count = false;
@@ -227,9 +235,10 @@ fn quote_plus(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listing::resource::BACKUPS;
 
     fn q(raw: &str) -> Result<ListQuery, String> {
-        ListQuery::parse(Some(raw), Version::new(3, 45), 1000).map_err(|e| e.to_string())
+        ListQuery::parse(Some(raw), Version::new(3, 45), 1000, &BACKUPS).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -275,7 +284,8 @@ mod tests {
             "Value 'abc' for 'with_count' is not a boolean."
         );
         // Below 3.45 it is an ordinary filter, for the regions to judge.
-        let old = ListQuery::parse(Some("with_count=true"), Version::new(3, 44), 1000).unwrap();
+        let old =
+            ListQuery::parse(Some("with_count=true"), Version::new(3, 44), 1000, &BACKUPS).unwrap();
         assert!(!old.with_count);
         assert_eq!(old.filters, vec![("with_count".into(), "true".into())]);
     }

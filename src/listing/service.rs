@@ -15,11 +15,12 @@ use super::merge::{self, PageRequest};
 use super::plan::{self, Marker};
 use super::render::{self, View};
 use super::request::ListQuery;
+use super::resource::Resource;
 use super::sort::Comparator;
 use crate::cache::{Caches, Produced};
 use crate::config::Collation;
 use crate::error::RequestError;
-use crate::regions::source::{self, RegionSource};
+use crate::regions::source::{self, Asking, RegionSource};
 use crate::regions::{CallContext, Regions};
 
 /// What the listing needs to produce answers: the regions, the caches (region pages and the
@@ -41,6 +42,7 @@ pub struct Settings {
 
 /// A listing request, owned, so it can be produced in a task of its own.
 pub struct ListRequest {
+    pub resource: &'static Resource,
     /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
     pub scope: String,
     /// The path the client used (its next link keeps it).
@@ -59,6 +61,7 @@ pub struct ListRequest {
 /// The answer to `request`: resolve its marker, merge the regions from there, render the page.
 pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, RequestError> {
     let ListRequest {
+        resource,
         scope,
         query,
         ctx,
@@ -69,9 +72,9 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, Re
     let scope = scope.as_str();
     let sort_param = query.sort.to_param();
     let regions = lister.regions.len();
-    let binding = cursor_binding(&lister.regions, scope, ctx, query, &sort_param);
+    let binding = cursor_binding(resource, &lister.regions, scope, ctx, query, &sort_param);
     // Cinder looks the marker up before it checks the sort keys; so does the proxy.
-    let columns = query.sort.resolve();
+    let columns = query.sort.resolve(resource);
     let fields: Vec<&'static str> = columns
         .as_deref()
         .unwrap_or_default()
@@ -86,9 +89,16 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, Re
                 .map_err(|e| RequestError::bad_request(format!("Invalid marker: {e}.")))?,
         ),
         Some(id) => {
-            let (region, item) =
-                source::find_backup(&lister.regions, &lister.caches, scope, id, &fields, ctx)
-                    .await?;
+            let (region, item) = source::find_item(
+                resource,
+                &lister.regions,
+                &lister.caches,
+                scope,
+                id,
+                &fields,
+                ctx,
+            )
+            .await?;
             Marker::Backup(region, item)
         }
     };
@@ -98,15 +108,15 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, Re
     };
     let starts = plan::starts(marker, regions, &comparator);
 
-    let source = RegionSource::new(
-        &lister.regions,
-        &lister.caches,
+    let asking = Asking {
+        resource,
         scope,
-        &fields,
+        fields: &fields,
         ctx,
-        &request.identity,
-        request.refresh,
-    );
+        identity: &request.identity,
+        refresh: request.refresh,
+    };
+    let source = RegionSource::new(&lister.regions, &lister.caches, asking);
     let page_request = PageRequest {
         filters: &query.filters,
         sort_param,
@@ -130,7 +140,14 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, Re
         }
         .encode(&lister.cursor_key, &binding)
     });
-    let (head, tail) = render::render(&page.items, *view, &rewriter, cursor.is_some(), page.count);
+    let (head, tail) = render::render(
+        resource,
+        &page.items,
+        *view,
+        &rewriter,
+        cursor.is_some(),
+        page.count,
+    );
     let etag = Produced::etag_for(&head, cursor.as_deref(), &tail);
     Ok(Produced {
         status: StatusCode::OK,
@@ -149,13 +166,18 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, Re
 
 /// A cursor is valid only for the query that produced it.
 fn cursor_binding(
+    resource: &Resource,
     regions: &Regions,
     scope: &str,
     ctx: &CallContext,
     query: &ListQuery,
     sort_param: &str,
 ) -> Vec<u8> {
-    let mut b = format!("{scope}\n{}\n{sort_param}\n", ctx.version);
+    // The collection too: a cursor of one resource is not valid for another.
+    let mut b = format!(
+        "{}\n{scope}\n{}\n{sort_param}\n",
+        resource.collection, ctx.version
+    );
     for (k, v) in &query.filters {
         crate::listing::request::push_pair(&mut b, k, v);
     }

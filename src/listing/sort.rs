@@ -9,6 +9,9 @@ use crate::error::RequestError;
 use crate::listing::item::{Item, SortValue};
 use crate::microversion::Version;
 
+use super::resource::Resource;
+pub use super::resource::{Column, ColumnType};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dir {
     Asc,
@@ -23,115 +26,6 @@ impl Dir {
         }
     }
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Text,
-    Int,
-    /// Cinder renders times as `YYYY-MM-DDTHH:MM:SS.ffffff`: fixed width, so byte order is
-    /// time order, and collation never applies.
-    Time,
-}
-
-/// A Backup column the proxy can merge on: it is rendered in every detail item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Column {
-    pub name: &'static str,
-    /// The detail view's field for this column.
-    pub field: &'static str,
-    pub kind: Kind,
-}
-
-const MERGEABLE: &[Column] = &[
-    Column {
-        name: "id",
-        field: "id",
-        kind: Kind::Text,
-    },
-    Column {
-        name: "created_at",
-        field: "created_at",
-        kind: Kind::Time,
-    },
-    Column {
-        name: "updated_at",
-        field: "updated_at",
-        kind: Kind::Time,
-    },
-    Column {
-        name: "data_timestamp",
-        field: "data_timestamp",
-        kind: Kind::Time,
-    },
-    Column {
-        name: "status",
-        field: "status",
-        kind: Kind::Text,
-    },
-    Column {
-        name: "size",
-        field: "size",
-        kind: Kind::Int,
-    },
-    Column {
-        name: "object_count",
-        field: "object_count",
-        kind: Kind::Int,
-    },
-    Column {
-        name: "availability_zone",
-        field: "availability_zone",
-        kind: Kind::Text,
-    },
-    Column {
-        name: "container",
-        field: "container",
-        kind: Kind::Text,
-    },
-    Column {
-        name: "display_name",
-        field: "name",
-        kind: Kind::Text,
-    },
-    Column {
-        name: "display_description",
-        field: "description",
-        kind: Kind::Text,
-    },
-    Column {
-        name: "fail_reason",
-        field: "fail_reason",
-        kind: Kind::Text,
-    },
-    Column {
-        name: "volume_id",
-        field: "volume_id",
-        kind: Kind::Text,
-    },
-    Column {
-        name: "snapshot_id",
-        field: "snapshot_id",
-        kind: Kind::Text,
-    },
-];
-
-/// Real Backup columns (`cinder/db/models.py`) that the detail view does not show, so the
-/// proxy has no value to merge on.
-const NOT_MERGEABLE: &[&str] = &[
-    "user_id",
-    "project_id",
-    "host",
-    "parent_id",
-    "service_metadata",
-    "service",
-    "temp_volume_id",
-    "temp_snapshot_id",
-    "num_dependent_backups",
-    "restore_volume_id",
-    "encryption_key_id",
-    "deleted_at",
-    "deleted",
-];
 
 pub const INVALID_SORT_KEY: &str = "Invalid input received: Invalid sort key";
 
@@ -150,6 +44,7 @@ impl SortSpec {
         sort_key: Option<&str>,
         sort_dir: Option<&str>,
         version: Version,
+        resource: &Resource,
     ) -> Result<SortSpec, RequestError> {
         let mut pairs: Vec<(String, String)> = Vec::new();
         if let Some(sort) = sort {
@@ -171,7 +66,10 @@ impl SortSpec {
             ));
         }
         // api/v3/backups.py _convert_sort_name: the first `name` only, from 3.37 on.
-        if version >= Version::SORT_NAME {
+        if resource
+            .name_sort_since
+            .is_some_and(|since| version >= since)
+        {
             if let Some(p) = pairs.iter_mut().find(|(k, _)| k == "name") {
                 p.0 = "display_name".to_string();
             }
@@ -200,17 +98,19 @@ impl SortSpec {
 
     /// Check every key is a column the proxy can merge on. Cinder checks keys last, after
     /// the marker lookup, so callers do the same.
-    pub fn resolve(&self) -> Result<Vec<(Column, Dir)>, RequestError> {
+    pub fn resolve(&self, resource: &Resource) -> Result<Vec<(Column, Dir)>, RequestError> {
         self.keys
             .iter()
             .map(
-                |(key, dir)| match MERGEABLE.iter().find(|c| c.name == key) {
+                |(key, dir)| match resource.columns.iter().find(|c| c.name == key) {
                     Some(c) => Ok((*c, *dir)),
-                    None if NOT_MERGEABLE.contains(&key.as_str()) => {
+                    None if resource.hidden_columns.contains(&key.as_str()) => {
                         Err(RequestError::bad_request(format!(
-                        "Invalid input received: sort key {key} is not supported by vbs-proxy: \
-                         the backup view does not show it, so regions cannot be merged on it"
-                    )))
+                            "Invalid input received: sort key {key} is not supported by \
+                             vbs-proxy: the {} view does not show it, so regions cannot be \
+                             merged on it",
+                            resource.member
+                        )))
                     }
                     None => Err(RequestError::bad_request(INVALID_SORT_KEY)),
                 },
@@ -276,21 +176,26 @@ impl Comparator {
                 SortValue::Null => false,
                 SortValue::Int(n) => *n != 0,
                 SortValue::Text(s) => match col.kind {
-                    Kind::Time => !s.starts_with("1900-01-01T00:00:00"),
+                    ColumnType::Time => !s.starts_with("1900-01-01T00:00:00"),
                     _ => !s.is_empty(),
                 },
             })
     }
 }
 
-pub fn compare_values(a: &SortValue, b: &SortValue, kind: Kind, collation: Collation) -> Ordering {
+pub fn compare_values(
+    a: &SortValue,
+    b: &SortValue,
+    kind: ColumnType,
+    collation: Collation,
+) -> Ordering {
     match (a, b) {
         (SortValue::Null, SortValue::Null) => Ordering::Equal,
         (SortValue::Null, _) => Ordering::Less,
         (_, SortValue::Null) => Ordering::Greater,
         (SortValue::Int(x), SortValue::Int(y)) => x.cmp(y),
         (SortValue::Text(x), SortValue::Text(y)) => match (kind, collation) {
-            (Kind::Text, Collation::CaseInsensitive) => cmp_case_insensitive(x, y),
+            (ColumnType::Text, Collation::CaseInsensitive) => cmp_case_insensitive(x, y),
             _ => x.as_bytes().cmp(y.as_bytes()),
         },
         // Mixed types do not come from one column; numbers first, for totality.
@@ -311,6 +216,7 @@ fn cmp_case_insensitive(x: &str, y: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listing::resource::BACKUPS;
 
     fn parse(
         sort: Option<&str>,
@@ -318,7 +224,7 @@ mod tests {
         dir: Option<&str>,
         v: Version,
     ) -> Result<String, String> {
-        SortSpec::parse(sort, key, dir, v)
+        SortSpec::parse(sort, key, dir, v, &BACKUPS)
             .map(|s| s.to_param())
             .map_err(|e| e.to_string())
     }
@@ -350,11 +256,16 @@ mod tests {
 
     #[test]
     fn name_maps_to_display_name_from_3_37() {
-        let s = SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 37)).unwrap();
+        let s =
+            SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 37), &BACKUPS).unwrap();
         assert_eq!(s.keys[0].0, "display_name");
-        assert!(s.resolve().is_ok());
-        let s = SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 36)).unwrap();
-        assert_eq!(s.resolve().unwrap_err().to_string(), INVALID_SORT_KEY);
+        assert!(s.resolve(&BACKUPS).is_ok());
+        let s =
+            SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 36), &BACKUPS).unwrap();
+        assert_eq!(
+            s.resolve(&BACKUPS).unwrap_err().to_string(),
+            INVALID_SORT_KEY
+        );
     }
 
     #[test]
@@ -365,11 +276,14 @@ mod tests {
         assert!(e.contains("Unknown sort direction"), "{e}");
         let e = parse(None, None, Some("up"), Version::MIN).unwrap_err();
         assert!(e.contains("Unknown sort direction"), "{e}");
-        let bogus = SortSpec::parse(Some("bogus:asc"), None, None, Version::MIN).unwrap();
-        assert_eq!(bogus.resolve().unwrap_err().to_string(), INVALID_SORT_KEY);
-        let host = SortSpec::parse(Some("host"), None, None, Version::MIN).unwrap();
+        let bogus = SortSpec::parse(Some("bogus:asc"), None, None, Version::MIN, &BACKUPS).unwrap();
+        assert_eq!(
+            bogus.resolve(&BACKUPS).unwrap_err().to_string(),
+            INVALID_SORT_KEY
+        );
+        let host = SortSpec::parse(Some("host"), None, None, Version::MIN, &BACKUPS).unwrap();
         assert!(host
-            .resolve()
+            .resolve(&BACKUPS)
             .unwrap_err()
             .to_string()
             .contains("not supported by vbs-proxy"));
@@ -377,7 +291,7 @@ mod tests {
 
     #[test]
     fn nulls_first_and_collations() {
-        let t = Kind::Text;
+        let t = ColumnType::Text;
         let s = |v: &str| SortValue::Text(v.into());
         let (bin, ci) = (Collation::Binary, Collation::CaseInsensitive);
         assert_eq!(
@@ -396,16 +310,17 @@ mod tests {
         assert_eq!(compare_values(&s("Éa"), &s("éb"), t, ci), Ordering::Less);
         let (ten, nine) = (SortValue::Int(10), SortValue::Int(9));
         assert_eq!(
-            compare_values(&ten, &nine, Kind::Int, bin),
+            compare_values(&ten, &nine, ColumnType::Int, bin),
             Ordering::Greater
         );
     }
 
     #[test]
     fn unsafe_markers_are_null_or_default_values() {
-        let spec = SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 37)).unwrap();
+        let spec =
+            SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 37), &BACKUPS).unwrap();
         let cmp = Comparator {
-            keys: spec.resolve().unwrap(),
+            keys: spec.resolve(&BACKUPS).unwrap(),
             collation: Collation::Binary,
         };
         let item = |name: &str| {

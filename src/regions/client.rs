@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::config::Config;
 pub use crate::listing::item::ListPage;
 use crate::listing::item::{self, Item};
+use crate::listing::resource::Resource;
 use crate::microversion::Version;
 
 #[derive(Debug, Clone)]
@@ -565,11 +566,12 @@ impl Upstream {
         Ok(body)
     }
 
-    /// `GET {base}{scope}/backups/detail?{params}`, items parsed for `fields`. `scope` is
+    /// `GET {base}{scope}/{collection}/detail?{params}`, items parsed for `fields`. `scope` is
     /// `/v3/{project}` or, project-less (Cinder ≥ 3.67 routes), `/v3`.
     pub async fn list(
         &self,
         region: usize,
+        resource: &Resource,
         scope: &str,
         params: &[(String, String)],
         fields: &[&str],
@@ -580,8 +582,8 @@ impl Upstream {
             crate::listing::request::push_pair(&mut query, k, v);
         }
         let url = format!(
-            "{}{scope}/backups/detail?{query}",
-            self.regions[region].base
+            "{}{scope}/{}/detail?{query}",
+            self.regions[region].base, resource.collection
         );
         let request = self.get(region, &url, ctx);
         self.call(
@@ -589,24 +591,26 @@ impl Upstream {
             request,
             ctx.traceparent.as_ref(),
             &[StatusCode::OK],
-            |body| item::parse_list(body, fields),
+            |body| item::parse_list(body, fields, resource),
         )
         .await
     }
 
-    /// `GET {base}{scope}/backups/{id}`: the backup, or the region's refusal. `id` must be
+    /// `GET {base}{scope}/{collection}/{id}`: the item, or the region's refusal. `id` must be
     /// a [`PathSegment`] (see [`path_segment`]).
     pub async fn show(
         &self,
         region: usize,
+        resource: &Resource,
         scope: &str,
         id: &str,
         fields: &[&str],
         ctx: &CallContext,
     ) -> Result<Item, RegionError> {
         let url = format!(
-            "{}{scope}/backups/{}",
+            "{}{scope}/{}/{}",
             self.regions[region].base,
+            resource.collection,
             encode_segment(id)
         );
         let request = self.get(region, &url, ctx);
@@ -615,7 +619,7 @@ impl Upstream {
             request,
             ctx.traceparent.as_ref(),
             &[StatusCode::OK],
-            |body| item::parse_show(body, fields),
+            |body| item::parse_show(body, fields, resource),
         )
         .await
     }

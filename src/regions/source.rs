@@ -8,6 +8,7 @@ use crate::cache::Caches;
 use crate::config::FailurePolicy;
 use crate::error::RequestError;
 use crate::listing::merge::{Item, Source};
+use crate::listing::resource::Resource;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -15,50 +16,48 @@ use crate::cache::coalescing::{Fetched, Served};
 use crate::regions::protection::Refusal;
 use crate::regions::{CallContext, ListPage, RegionError, Regions, Upstream};
 
+/// What a page asks of the regions, for one caller.
+pub struct Asking<'a> {
+    pub resource: &'static Resource,
+    /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
+    pub scope: &'a str,
+    /// The fields the page's comparator needs decoded.
+    pub fields: &'a [&'static str],
+    pub ctx: &'a CallContext,
+    /// The caller's part of the region-page keys.
+    pub identity: &'a str,
+    /// Forced refresh (`no-cache`).
+    pub refresh: bool,
+}
+
 /// The regions as the merge reads them, through the region-page cache.
 pub struct RegionSource<'a> {
     regions: &'a Arc<Regions>,
     caches: &'a Caches,
-    /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
-    scope: &'a str,
-    /// The fields the page's comparator needs decoded.
-    fields: &'a [&'static str],
-    ctx: &'a CallContext,
-    identity: &'a str,
-    refresh: bool,
+    asking: Asking<'a>,
     /// A region's failure was covered by a stale page: the answer must not be stored.
     pub degraded: AtomicBool,
 }
 
 impl<'a> RegionSource<'a> {
-    pub fn new(
-        regions: &'a Arc<Regions>,
-        caches: &'a Caches,
-        scope: &'a str,
-        fields: &'a [&'static str],
-        ctx: &'a CallContext,
-        identity: &'a str,
-        refresh: bool,
-    ) -> RegionSource<'a> {
+    pub fn new(regions: &'a Arc<Regions>, caches: &'a Caches, asking: Asking<'a>) -> Self {
         RegionSource {
             regions,
             caches,
-            scope,
-            fields,
-            ctx,
-            identity,
-            refresh,
+            asking,
             degraded: AtomicBool::new(false),
         }
     }
 
     fn key(&self, region: usize, params: &[(String, String)]) -> String {
+        let a = &self.asking;
         let mut key = format!(
-            "{}\n{}\n{region}\n{}\n{}\n",
-            self.identity,
-            self.ctx.version,
-            self.scope,
-            self.fields.join(",")
+            "{}\n{}\n{}\n{region}\n{}\n{}\n",
+            a.resource.collection,
+            a.identity,
+            a.ctx.version,
+            a.scope,
+            a.fields.join(",")
         );
         for (k, v) in params {
             crate::listing::request::push_pair(&mut key, k, v);
@@ -74,13 +73,16 @@ impl Source for RegionSource<'_> {
         params: Vec<(String, String)>,
     ) -> Result<ListPage, RegionError> {
         let key = self.key(region, &params);
-        let (scope, ctx) = (self.scope.to_string(), self.ctx.clone());
-        let fields = self.fields.to_vec();
+        let a = &self.asking;
+        let (resource, scope, ctx) = (a.resource, a.scope.to_string(), a.ctx.clone());
+        let fields = a.fields.to_vec();
         let regions = self.regions.clone();
         let enabled = self.caches.enabled;
         let fetch = move || async move {
             let upstream = &regions.client;
-            let result = upstream.list(region, &scope, &params, &fields, &ctx).await;
+            let result = upstream
+                .list(region, resource, &scope, &params, &fields, &ctx)
+                .await;
             if let Err(e) = &result {
                 log_failure(upstream, region, "list", e);
             }
@@ -101,7 +103,7 @@ impl Source for RegionSource<'_> {
                 failed,
             }
         };
-        let served = self.caches.pages.get(key, self.refresh, fetch).await;
+        let served = self.caches.pages.get(key, a.refresh, fetch).await;
         let result = match served {
             Served::Hit(e) | Served::Recent(e) | Served::StaleWhileRevalidate(e) => e.value.clone(),
             Served::StaleIfError(e) => {
@@ -127,9 +129,10 @@ fn log_failure(upstream: &Upstream, region: usize, call: &str, e: &RegionError) 
     }
 }
 
-/// Which region holds backup `id`: the one remembered from a listing, else every region at
+/// Which region holds item `id`: the one remembered from a listing, else every region at
 /// once, lowest index among the 200s. 404 only when every region says so.
-pub async fn find_backup(
+pub async fn find_item(
+    resource: &Resource,
     regions: &Regions,
     caches: &Caches,
     scope: &str,
@@ -141,15 +144,18 @@ pub async fn find_backup(
     if !crate::regions::is_path_segment(id) {
         // Not an id any region could hold, nor one that can be asked for without becoming
         // another route: Cinder's answer for an unknown id, and no region call.
-        return Err(RequestError::backup_not_found(id));
+        return Err(RequestError::NotFound(resource.not_found(id)));
     }
     if let Some(region) = caches.holders.get(id) {
-        if let Ok(item) = upstream.show(region, scope, id, fields, ctx).await {
+        if let Ok(item) = upstream
+            .show(region, resource, scope, id, fields, ctx)
+            .await
+        {
             return Ok((region, item));
         }
     }
     let calls = (0..upstream.regions.len())
-        .map(|i| async move { (i, upstream.show(i, scope, id, fields, ctx).await) });
+        .map(|i| async move { (i, upstream.show(i, resource, scope, id, fields, ctx).await) });
     let mut failures = Vec::new();
     for (i, result) in futures::future::join_all(calls).await {
         match result {
@@ -170,12 +176,13 @@ pub async fn find_backup(
         .map(|(i, e)| format!("{} ({e})", upstream.regions[*i].name))
         .collect();
     if unavailable.is_empty() {
-        Err(RequestError::backup_not_found(id))
+        Err(RequestError::NotFound(resource.not_found(id)))
     } else {
         Err(RequestError::Regions {
             unavailable: true,
             message: format!(
-                "Backup {id} could not be looked up: {}",
+                "{} {id} could not be looked up: {}",
+                resource.title,
                 unavailable.join(", ")
             ),
         })
