@@ -68,17 +68,15 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let caches = Caches::new(&config.cache, 1024);
     let body = bytes::Bytes::from(page_json(50));
-    let produced = Arc::new(Produced {
-        status: axum::http::StatusCode::OK,
+    let produced = Arc::new(Ok(Produced {
         etag: Some(Produced::etag_for(&body, None, b"")),
         head: body,
         cursor: None,
         tail: bytes::Bytes::new(),
         missing_regions: None,
-        content_type: None,
         degraded: false,
         calls: 0,
-    });
+    }));
     let raw = "limit=50&sort=created_at:desc&status=available";
     let token =
         b"gAAAAABk-a-realistic-length-keystone-fernet-token-0123456789abcdefghijklmnopqrstuvwxyz";
@@ -86,7 +84,7 @@ fn bench(c: &mut Criterion) {
         let query = ListQuery::parse(Some(raw), Version::new(3, 45), 1000, &BACKUPS).unwrap();
         let identity = caches.identity(token);
         format!(
-            "{identity}\n3.45\nDetail\nhttp://h/v3/p/backups/detail\n{}",
+            "backups\n{identity}\n3.45\nDetail\nhttp://h/v3/p/backups/detail\n{}",
             query.canonical()
         )
     };

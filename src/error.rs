@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RequestError {
     /// The caller's mistake (Cinder's `badRequest`).
     #[error("{0}")]
@@ -34,5 +34,16 @@ impl RequestError {
 
     pub fn backup_not_found(id: &str) -> RequestError {
         RequestError::NotFound(format!("Backup {id} could not be found."))
+    }
+
+    /// The regions failed (not the caller): stale data may stand in.
+    pub fn is_upstream_failure(&self) -> bool {
+        match self {
+            RequestError::Regions { .. } => true,
+            RequestError::Upstream { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            _ => false,
+        }
     }
 }

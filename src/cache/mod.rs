@@ -19,19 +19,17 @@ use crate::regions::RegionError;
 use coalescing::{CoalescingCache, Policy};
 use metrics::LayerMetrics;
 
-/// A listing answer as produced once and served many times. The next link is the only part
-/// that depends on the request (it repeats the client's own parameters), so the body is kept
-/// as the bytes before its href, the cursor, and the bytes after.
+/// A listing page (a 200) as produced once and served many times. The next link is the only
+/// part that depends on the request (it repeats the client's own parameters), so the body is
+/// kept as the bytes before its href, the cursor, and the bytes after.
 #[derive(Debug)]
 pub struct Produced {
-    pub status: StatusCode,
     pub head: Bytes,
     /// With a next link: the cursor; `head` ends just before the href string.
     pub cursor: Option<String>,
     pub tail: Bytes,
     pub etag: Option<HeaderValue>,
     pub missing_regions: Option<HeaderValue>,
-    pub content_type: Option<HeaderValue>,
     /// Built from a stale region page: never stored.
     pub degraded: bool,
     /// Upstream calls it took (for the request log).
@@ -72,12 +70,16 @@ fn hex(bytes: &[u8]) -> String {
 
 pub type PageResult = Arc<Result<ListPage, RegionError>>;
 
+/// What the response layer holds for a listing request: the page, or why there is none (only
+/// pages are stored; errors are shared by the requests that waited for them).
+pub type Answer = Result<Produced, crate::error::RequestError>;
+
 pub struct Caches {
     /// `cache.ttl > 0`: store answers (coalescing happens either way).
     pub enabled: bool,
     pub honor_client_no_cache: bool,
     pub ttl: std::time::Duration,
-    pub responses: CoalescingCache<String, Arc<Produced>>,
+    pub responses: CoalescingCache<String, Arc<Answer>>,
     pub pages: CoalescingCache<String, PageResult>,
     /// Backup id → the region that holds it, learnt from listings and look-ups (for show and
     /// plain-id markers). Counted in bytes like the layers.

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::error::ApiError;
 use super::{body::Chunks, Caller};
 use crate::app::AppState;
-use crate::cache::coalescing::{Fetched, Served};
+use crate::cache::coalescing::Served;
 use crate::cache::Produced;
 use crate::listing::render::View;
 use crate::listing::request::ListQuery;
@@ -78,34 +78,15 @@ fn asks_no_cache(headers: &HeaderMap) -> bool {
     })
 }
 
-/// The response-layer key: who, which version, which representation, which canonical query.
-fn response_key(r: &ListRequest) -> String {
-    format!(
-        "{}\n{}\n{:?}\n{}{}\n{}",
-        r.identity,
-        r.ctx.version,
-        r.view,
-        r.public_base,
-        r.path,
-        r.query.canonical()
-    )
-}
-
 async fn serve(
     state: AppState,
     request: ListRequest,
     caller: &Caller,
     headers: &HeaderMap,
 ) -> Response {
-    let key = response_key(&request);
     let request = Arc::new(request);
     let refresh = request.refresh;
-    let (st, rq) = (state.clone(), request.clone());
-    let served = state
-        .caches
-        .responses
-        .get(key, refresh, move || produce_for_cache(st, rq))
-        .await;
+    let served = service::answer(&state.lister, request.clone()).await;
     let ttl = state.caches.ttl;
     let recent = matches!(served, Served::Recent(_));
     let mut calls = 0;
@@ -157,23 +138,31 @@ async fn serve(
             if fetched.store.is_some() {
                 status.push_str("; stored");
             }
-            if fetched.value.degraded {
-                status.push_str("; detail=stale-if-error");
+            if let (Ok(page), false) = (&*fetched.value, collapsed) {
+                calls = page.calls;
             }
-            if !collapsed {
-                calls = fetched.value.calls;
+            if fetched.value.as_ref().as_ref().is_ok_and(|p| p.degraded) {
+                status.push_str("; detail=stale-if-error");
             }
             (fetched.value.clone(), status, None)
         }
     };
-    let mut response = respond(&produced, &request, caller, headers, cache_status, age);
+    let mut response = match &*produced {
+        Ok(page) => respond(page, &request, caller, headers, cache_status, age),
+        Err(e) => {
+            let mut r = caller.answered(ApiError::from(e.clone()).into_response());
+            let status = HeaderValue::try_from(cache_status).expect("ascii");
+            r.headers_mut().insert(super::CACHE_STATUS, status);
+            r
+        }
+    };
     response
         .extensions_mut()
         .insert(super::observe::UpstreamCalls(calls));
     response
 }
 
-/// The response for this request from a produced answer: its own next link, its headers.
+/// The response for this request from a produced page: its own next link, its headers.
 fn respond(
     produced: &Produced,
     request: &ListRequest,
@@ -207,11 +196,10 @@ fn respond(
             }
         };
         let mut r = axum::body::Body::new(body).into_response();
-        *r.status_mut() = produced.status;
-        if let Some(ct) = &produced.content_type {
-            r.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
-        }
-        super::error::set_retry_after(produced.status, r.headers_mut());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(missing) = &produced.missing_regions {
             r.headers_mut()
                 .insert(super::MISSING_REGIONS, missing.clone());
@@ -245,44 +233,4 @@ fn matches_etag(headers: &HeaderMap, etag: &HeaderValue) -> bool {
                 .map(str::trim)
                 .any(|t| t == "*" || t.trim_start_matches("W/") == ours)
         })
-}
-
-async fn produce_for_cache(state: AppState, request: Arc<ListRequest>) -> Fetched<Arc<Produced>> {
-    let produced = match service::list(&state.lister, &request).await {
-        Ok(p) => p,
-        Err(e) => {
-            let (status, content_type, body) = ApiError::from(e).into_parts();
-            Produced {
-                status,
-                head: body,
-                cursor: None,
-                tail: Bytes::new(),
-                etag: None,
-                missing_regions: None,
-                content_type,
-                degraded: false,
-                calls: 0,
-            }
-        }
-    };
-    let complete = produced.status == StatusCode::OK
-        && produced.missing_regions.is_none()
-        && !produced.degraded;
-    // A region missing, or covered by a stale page: the response layer's own stale entry, if
-    // any, is the better answer.
-    let failed = produced.missing_regions.is_some()
-        || produced.degraded
-        || produced.status.is_server_error()
-        || produced.status == StatusCode::TOO_MANY_REQUESTS;
-    let store = (state.caches.enabled && complete).then(|| {
-        // Its bytes; the layer adds the key's and its own bookkeeping.
-        let weight =
-            (produced.len() + std::mem::size_of::<Produced>()).min(u32::MAX as usize) as u32;
-        (weight, Arc::from(request.scope.as_str()))
-    });
-    Fetched {
-        value: Arc::new(produced),
-        store,
-        failed,
-    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 
 use super::cursor::{self, Cursor, CursorKey};
 use super::links::Rewriter;
@@ -17,7 +17,10 @@ use super::render::{self, View};
 use super::request::ListQuery;
 use super::resource::Resource;
 use super::sort::Comparator;
-use crate::cache::{Caches, Produced};
+use std::mem::size_of;
+
+use crate::cache::coalescing::{Fetched, Served};
+use crate::cache::{Answer, Caches, Produced};
 use crate::config::Collation;
 use crate::error::RequestError;
 use crate::regions::source::{self, Asking, RegionSource};
@@ -58,7 +61,56 @@ pub struct ListRequest {
     pub refresh: bool,
 }
 
-/// The answer to `request`: resolve its marker, merge the regions from there, render the page.
+/// The answer to `request` from the response cache, or produced (once for every concurrent
+/// request with the same key, in a task of its own) and stored when it is whole.
+pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Served<Arc<Answer>> {
+    let key = response_key(&request);
+    let refresh = request.refresh;
+    let producer = lister.clone();
+    let produce = move || async move {
+        let answer = list(&producer, &request).await;
+        // Whole: every region answered from fresh data. A region missing, or covered by a
+        // stale page, is a failure: the layer's own stale entry, if any, is the better answer.
+        let whole = answer
+            .as_ref()
+            .is_ok_and(|p| p.missing_regions.is_none() && !p.degraded);
+        let failed = match &answer {
+            Ok(p) => p.missing_regions.is_some() || p.degraded,
+            Err(e) => e.is_upstream_failure(),
+        };
+        let store = (producer.caches.enabled && whole).then(|| {
+            // Its bytes; the layer adds the key's and its own bookkeeping.
+            let size = answer.as_ref().map_or(0, Produced::len) + size_of::<Produced>();
+            (
+                size.min(u32::MAX as usize) as u32,
+                Arc::from(request.scope.as_str()),
+            )
+        });
+        Fetched {
+            value: Arc::new(answer),
+            store,
+            failed,
+        }
+    };
+    lister.caches.responses.get(key, refresh, produce).await
+}
+
+/// The response-layer key: which resource and view, who, which version, which canonical
+/// query (and the base and path its links are written on).
+fn response_key(r: &ListRequest) -> String {
+    format!(
+        "{}\n{}\n{}\n{:?}\n{}{}\n{}",
+        r.resource.collection,
+        r.identity,
+        r.ctx.version,
+        r.view,
+        r.public_base,
+        r.path,
+        r.query.canonical()
+    )
+}
+
+/// The page for `request`: resolve its marker, merge the regions from there, render.
 pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, RequestError> {
     let ListRequest {
         resource,
@@ -150,7 +202,6 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, Re
     );
     let etag = Produced::etag_for(&head, cursor.as_deref(), &tail);
     Ok(Produced {
-        status: StatusCode::OK,
         head: Bytes::from(head),
         cursor,
         tail: Bytes::from(tail),
@@ -158,7 +209,6 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, Re
         missing_regions: (!missing.is_empty()).then(|| {
             HeaderValue::try_from(missing.join(",")).expect("region names are header-safe")
         }),
-        content_type: Some(HeaderValue::from_static("application/json")),
         degraded: source.degraded.load(Ordering::Relaxed),
         calls: page.calls.iter().sum(),
     })
