@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vbs_proxy::cache::coalescing::{Fetched, Served};
-use vbs_proxy::cache::{Caches, Produced};
+use vbs_proxy::cache::coalescing::{FetchOutcome, Lookup};
+use vbs_proxy::cache::{Caches, RenderedPage};
 use vbs_proxy::listing::cursor::{Cursor, CursorKey, Position};
 use vbs_proxy::listing::links::Rewriter;
 use vbs_proxy::listing::request::ListQuery;
@@ -68,8 +68,8 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let caches = Caches::new(&config.cache, 1024);
     let body = bytes::Bytes::from(page_json(50));
-    let produced = Arc::new(Ok(Produced {
-        etag: Some(Produced::etag_for(&body, None, b"")),
+    let produced = Arc::new(Ok(RenderedPage {
+        etag: Some(RenderedPage::etag_for(&body, None, b"")),
         head: body,
         cursor: None,
         tail: bytes::Bytes::new(),
@@ -97,7 +97,7 @@ fn bench(c: &mut Criterion) {
         caches
             .responses
             .get(make_key(), false, move || async move {
-                Fetched {
+                FetchOutcome {
                     value: p,
                     store: Some((1000, "/v3/p".into())),
                     failed: false,
@@ -113,7 +113,7 @@ fn bench(c: &mut Criterion) {
                     .responses
                     .get(key, false, || async { unreachable!("a hit") }),
             );
-            assert!(matches!(served, Served::Hit(_)));
+            assert!(matches!(served, Lookup::Hit(_)));
         })
     });
     group.finish();

@@ -90,7 +90,7 @@ pub struct Stored<V> {
     pub weight: u32,
     /// The scope (`/v3/{project}`) it belongs to, for purges.
     pub scope: Arc<str>,
-    /// Produced by a forced refresh (`no-cache`): the start of its `min_refresh_interval`.
+    /// Stored by a forced refresh (`no-cache`): the start of its `min_refresh_interval`.
     pub forced: bool,
 }
 
@@ -102,7 +102,7 @@ impl<V> Stored<V> {
 
 /// What a fetch produced: the value for every waiter, and whether to keep it.
 #[derive(Debug)]
-pub struct Fetched<V> {
+pub struct FetchOutcome<V> {
     pub value: V,
     /// Keep it (a complete 200).
     pub store: Option<(u32, Arc<str>)>,
@@ -111,7 +111,7 @@ pub struct Fetched<V> {
 }
 
 /// How a lookup was answered.
-pub enum Served<V> {
+pub enum Lookup<V> {
     Hit(Arc<Stored<V>>),
     /// Fresh, given to a forced refresh because it was refreshed less than
     /// `min_refresh_interval` ago.
@@ -120,8 +120,8 @@ pub enum Served<V> {
     StaleWhileRevalidate(Arc<Stored<V>>),
     /// Stale, served because the refresh failed.
     StaleIfError(Arc<Stored<V>>),
-    Fetched {
-        fetched: Arc<Fetched<V>>,
+    FetchOutcome {
+        fetched: Arc<FetchOutcome<V>>,
         collapsed: bool,
     },
     /// The producer panicked or was cancelled, and nothing stored could stand in: an error
@@ -132,7 +132,7 @@ pub enum Served<V> {
 }
 
 /// `None`: the producer never finished (it panicked, or its task was cancelled).
-type Flight<V> = Shared<BoxFuture<'static, Option<Arc<Fetched<V>>>>>;
+type Flight<V> = Shared<BoxFuture<'static, Option<Arc<FetchOutcome<V>>>>>;
 
 /// Forgets a key's flight when the producer's task ends, however it ends: a panicking
 /// producer must not leave a flight that every later request for the key would join.
@@ -213,10 +213,10 @@ where
     /// Answer from the cache or through `fetch`, coalescing concurrent misses on `key`.
     /// `refresh`: the client asked for `no-cache`; a stored value is used only if the fetch
     /// fails.
-    pub async fn get<F, Fut>(&self, key: K, refresh: bool, fetch: F) -> Served<V>
+    pub async fn get<F, Fut>(&self, key: K, refresh: bool, fetch: F) -> Lookup<V>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Fetched<V>> + Send + 'static,
+        Fut: Future<Output = FetchOutcome<V>> + Send + 'static,
     {
         let inner = &self.0;
         let stored = inner.entries.get(&key);
@@ -227,13 +227,13 @@ where
             match f {
                 Freshness::Fresh => {
                     inner.metrics.hits.inc();
-                    return Served::Hit(s.clone());
+                    return Lookup::Hit(s.clone());
                 }
                 Freshness::StaleWhileRevalidate => {
                     inner.metrics.stale.inc();
                     // One refresh, in its own task; nobody waits for it.
                     drop(self.flight(key, fetch, false));
-                    return Served::StaleWhileRevalidate(s.clone());
+                    return Lookup::StaleWhileRevalidate(s.clone());
                 }
                 _ => {}
             }
@@ -243,12 +243,12 @@ where
             // A refresh in flight is newer still: join it rather than answer with this.
             if recent && !self.in_flight(&key) {
                 inner.metrics.hits.inc();
-                return Served::Recent(s.clone());
+                return Lookup::Recent(s.clone());
             }
         }
         inner.metrics.misses.inc();
         let Some((flight, collapsed)) = self.flight(key, fetch, refresh) else {
-            return Served::Shed;
+            return Lookup::Shed;
         };
         if collapsed {
             inner.metrics.coalesced.inc();
@@ -259,9 +259,9 @@ where
             return match (stored, usable) {
                 (Some(s), true) => {
                     inner.metrics.stale.inc();
-                    Served::StaleIfError(s)
+                    Lookup::StaleIfError(s)
                 }
-                _ => Served::Lost,
+                _ => Lookup::Lost,
             };
         };
         if fetched.failed {
@@ -271,10 +271,10 @@ where
             );
             if let (Some(s), true) = (stored, usable) {
                 inner.metrics.stale.inc();
-                return Served::StaleIfError(s);
+                return Lookup::StaleIfError(s);
             }
         }
-        Served::Fetched { fetched, collapsed }
+        Lookup::FetchOutcome { fetched, collapsed }
     }
 
     fn in_flight(&self, key: &K) -> bool {
@@ -287,7 +287,7 @@ where
     fn flight<F, Fut>(&self, key: K, fetch: F, forced: bool) -> Option<(Flight<V>, bool)>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Fetched<V>> + Send + 'static,
+        Fut: Future<Output = FetchOutcome<V>> + Send + 'static,
     {
         let mut inflight = self.0.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(flight) = inflight.get(&key) {
@@ -382,31 +382,31 @@ mod tests {
         )
     }
 
-    fn ok(v: u32) -> Fetched<u32> {
-        Fetched {
+    fn ok(v: u32) -> FetchOutcome<u32> {
+        FetchOutcome {
             value: v,
             store: Some((8, "/v3/p".into())),
             failed: false,
         }
     }
 
-    fn failed(v: u32) -> Fetched<u32> {
-        Fetched {
+    fn failed(v: u32) -> FetchOutcome<u32> {
+        FetchOutcome {
             value: v,
             store: None,
             failed: true,
         }
     }
 
-    fn value(s: &Served<u32>) -> (u32, &'static str) {
+    fn value(s: &Lookup<u32>) -> (u32, &'static str) {
         match s {
-            Served::Hit(e) => (e.value, "hit"),
-            Served::Recent(e) => (e.value, "recent"),
-            Served::StaleWhileRevalidate(e) => (e.value, "swr"),
-            Served::StaleIfError(e) => (e.value, "sie"),
-            Served::Fetched { fetched, .. } => (fetched.value, "fetched"),
-            Served::Lost => (0, "lost"),
-            Served::Shed => (0, "shed"),
+            Lookup::Hit(e) => (e.value, "hit"),
+            Lookup::Recent(e) => (e.value, "recent"),
+            Lookup::StaleWhileRevalidate(e) => (e.value, "swr"),
+            Lookup::StaleIfError(e) => (e.value, "sie"),
+            Lookup::FetchOutcome { fetched, .. } => (fetched.value, "fetched"),
+            Lookup::Lost => (0, "lost"),
+            Lookup::Shed => (0, "shed"),
         }
     }
 
@@ -569,7 +569,7 @@ mod tests {
                 let f = fetch(calls.clone(), gate.clone());
                 tokio::spawn(async move {
                     match l.get("k", false, f).await {
-                        Served::Fetched { fetched, collapsed } => (fetched.value, collapsed),
+                        Lookup::FetchOutcome { fetched, collapsed } => (fetched.value, collapsed),
                         other => (value(&other).0, false),
                     }
                 })
@@ -605,7 +605,7 @@ mod tests {
                 "/v3/b".into()
             };
             l.get(k, false, move || async move {
-                Fetched {
+                FetchOutcome {
                     value: k,
                     store: Some((1000, scope)),
                     failed: false,

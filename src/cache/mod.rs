@@ -23,7 +23,7 @@ use metrics::LayerMetrics;
 /// part that depends on the request (it repeats the client's own parameters), so the body is
 /// kept as the bytes before its href, the cursor, and the bytes after.
 #[derive(Debug)]
-pub struct Produced {
+pub struct RenderedPage {
     pub head: Bytes,
     /// With a next link: the cursor; `head` ends just before the href string.
     pub cursor: Option<String>,
@@ -36,7 +36,7 @@ pub struct Produced {
     pub calls: u32,
 }
 
-impl Produced {
+impl RenderedPage {
     pub fn len(&self) -> usize {
         self.head.len() + self.tail.len() + self.cursor.as_ref().map_or(0, String::len)
     }
@@ -72,7 +72,7 @@ pub type PageResult = Arc<Result<ListPage, RegionError>>;
 
 /// What the response layer holds for a listing request: the page, or why there is none (only
 /// pages are stored; errors are shared by the requests that waited for them).
-pub type Answer = Result<Produced, crate::error::RequestError>;
+pub type Answer = Result<RenderedPage, crate::error::RequestError>;
 
 pub struct Caches {
     /// `cache.ttl > 0`: store answers (coalescing happens either way).

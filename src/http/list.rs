@@ -13,8 +13,8 @@ use bytes::Bytes;
 use super::error::ApiError;
 use super::{body::Chunks, Caller};
 use crate::app::AppState;
-use crate::cache::coalescing::Served;
-use crate::cache::Produced;
+use crate::cache::coalescing::Lookup;
+use crate::cache::RenderedPage;
 use crate::listing::render::View;
 use crate::listing::request::ListQuery;
 use crate::listing::resource::Resource;
@@ -88,18 +88,18 @@ async fn serve(
     let refresh = request.refresh;
     let served = service::answer(&state.lister, request.clone()).await;
     let ttl = state.caches.ttl;
-    let recent = matches!(served, Served::Recent(_));
+    let recent = matches!(served, Lookup::Recent(_));
     let mut calls = 0;
     let (produced, cache_status, age) = match served {
-        Served::Lost => {
+        Lookup::Lost => {
             let e = ApiError::Internal("The listing could not be produced.".into());
             return caller.answered(e.into_response());
         }
-        Served::Shed => {
+        Lookup::Shed => {
             let e = ApiError::Busy("The proxy is at capacity; retry shortly.".into());
             return caller.answered(e.into_response());
         }
-        Served::Hit(e) | Served::Recent(e) => {
+        Lookup::Hit(e) | Lookup::Recent(e) => {
             let age = e.age(tokio::time::Instant::now());
             let left = ttl.saturating_sub(age).as_secs();
             let detail = if recent {
@@ -113,7 +113,7 @@ async fn serve(
                 Some(age.as_secs()),
             )
         }
-        Served::StaleWhileRevalidate(e) => {
+        Lookup::StaleWhileRevalidate(e) => {
             let age = e.age(tokio::time::Instant::now());
             (
                 e.value.clone(),
@@ -121,7 +121,7 @@ async fn serve(
                 Some(age.as_secs()),
             )
         }
-        Served::StaleIfError(e) => {
+        Lookup::StaleIfError(e) => {
             let age = e.age(tokio::time::Instant::now());
             (
                 e.value.clone(),
@@ -129,7 +129,7 @@ async fn serve(
                 Some(age.as_secs()),
             )
         }
-        Served::Fetched { fetched, collapsed } => {
+        Lookup::FetchOutcome { fetched, collapsed } => {
             let fwd = if refresh { "request" } else { "miss" };
             let mut status = format!("vbs-proxy; fwd={fwd}");
             if collapsed {
@@ -164,7 +164,7 @@ async fn serve(
 
 /// The response for this request from a produced page: its own next link, its headers.
 fn respond(
-    produced: &Produced,
+    produced: &RenderedPage,
     request: &ListRequest,
     caller: &Caller,
     headers: &HeaderMap,

@@ -19,8 +19,8 @@ use super::resource::Resource;
 use super::sort::Comparator;
 use std::mem::size_of;
 
-use crate::cache::coalescing::{Fetched, Served};
-use crate::cache::{Answer, Caches, Produced};
+use crate::cache::coalescing::{FetchOutcome, Lookup};
+use crate::cache::{Answer, Caches, RenderedPage};
 use crate::config::Collation;
 use crate::error::RequestError;
 use crate::regions::source::{self, Asking, RegionSource};
@@ -63,7 +63,7 @@ pub struct ListRequest {
 
 /// The answer to `request` from the response cache, or produced (once for every concurrent
 /// request with the same key, in a task of its own) and stored when it is whole.
-pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Served<Arc<Answer>> {
+pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<Arc<Answer>> {
     let key = response_key(&request);
     let refresh = request.refresh;
     let producer = lister.clone();
@@ -80,13 +80,13 @@ pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Served<A
         };
         let store = (producer.caches.enabled && whole).then(|| {
             // Its bytes; the layer adds the key's and its own bookkeeping.
-            let size = answer.as_ref().map_or(0, Produced::len) + size_of::<Produced>();
+            let size = answer.as_ref().map_or(0, RenderedPage::len) + size_of::<RenderedPage>();
             (
                 size.min(u32::MAX as usize) as u32,
                 Arc::from(request.scope.as_str()),
             )
         });
-        Fetched {
+        FetchOutcome {
             value: Arc::new(answer),
             store,
             failed,
@@ -111,7 +111,7 @@ fn response_key(r: &ListRequest) -> String {
 }
 
 /// The page for `request`: resolve its marker, merge the regions from there, render.
-pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, RequestError> {
+pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage, RequestError> {
     let ListRequest {
         resource,
         scope,
@@ -200,8 +200,8 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<Produced, Re
         cursor.is_some(),
         page.count,
     );
-    let etag = Produced::etag_for(&head, cursor.as_deref(), &tail);
-    Ok(Produced {
+    let etag = RenderedPage::etag_for(&head, cursor.as_deref(), &tail);
+    Ok(RenderedPage {
         head: Bytes::from(head),
         cursor,
         tail: Bytes::from(tail),

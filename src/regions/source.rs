@@ -12,7 +12,7 @@ use crate::listing::resource::Resource;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::cache::coalescing::{Fetched, Served};
+use crate::cache::coalescing::{FetchOutcome, Lookup};
 use crate::regions::protection::Refusal;
 use crate::regions::{CallContext, ListPage, RegionError, Regions, Upstream};
 
@@ -97,7 +97,7 @@ impl Source for RegionSource<'_> {
                     .min(u32::MAX as usize) as u32;
                 (weight, Arc::from(scope.as_str()))
             });
-            Fetched {
+            FetchOutcome {
                 value: Arc::new(result),
                 store,
                 failed,
@@ -105,14 +105,14 @@ impl Source for RegionSource<'_> {
         };
         let served = self.caches.pages.get(key, a.refresh, fetch).await;
         let result = match served {
-            Served::Hit(e) | Served::Recent(e) | Served::StaleWhileRevalidate(e) => e.value.clone(),
-            Served::StaleIfError(e) => {
+            Lookup::Hit(e) | Lookup::Recent(e) | Lookup::StaleWhileRevalidate(e) => e.value.clone(),
+            Lookup::StaleIfError(e) => {
                 self.degraded.store(true, Ordering::Relaxed);
                 e.value.clone()
             }
-            Served::Fetched { fetched, .. } => fetched.value.clone(),
-            Served::Lost => return Err(RegionError::Lost),
-            Served::Shed => return Err(RegionError::Refused(Refusal::Overloaded)),
+            Lookup::FetchOutcome { fetched, .. } => fetched.value.clone(),
+            Lookup::Lost => return Err(RegionError::Lost),
+            Lookup::Shed => return Err(RegionError::Refused(Refusal::Overloaded)),
         };
         (*result).clone()
     }
