@@ -32,10 +32,6 @@ impl RequestError {
         RequestError::BadRequest(message.into())
     }
 
-    pub fn backup_not_found(id: &str) -> RequestError {
-        RequestError::NotFound(format!("Backup {id} could not be found."))
-    }
-
     /// The regions failed (not the caller): stale data may stand in.
     pub fn is_upstream_failure(&self) -> bool {
         match self {

@@ -42,7 +42,7 @@ impl KeySize for &'static str {
 /// deques, timer wheel node, the `Stored` header): measured roughly, rounded up.
 pub const ENTRY_OVERHEAD: usize = 256;
 
-/// TTL and the two staleness windows after it (SPEC §5).
+/// TTL and the two staleness windows after it (README, "Cache").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub ttl: Duration,

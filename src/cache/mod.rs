@@ -1,4 +1,4 @@
-//! The cache (SPEC §5): two byte-bounded layers — region pages (parsed upstream answers,
+//! The cache (README, "Cache"): two byte-bounded layers — region pages (parsed upstream answers,
 //! reused by every client page that needs the same upstream call) and responses (the
 //! rendered bytes; a hit serves them with no parsing and no serialising) — keyed per caller
 //! by an HMAC of the token, never the token itself.
@@ -158,7 +158,7 @@ fn holder_weight(id: &Box<str>, _region: &usize) -> u32 {
     (id.len() + coalescing::ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
 }
 
-/// Whether a region failure is one that stale data may stand in for (SPEC §5).
+/// Whether a region failure is one that stale data may stand in for (README, "Cache").
 pub fn upstream_failed(e: &RegionError) -> bool {
     match e.status() {
         Some(s) => s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error(),

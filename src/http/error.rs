@@ -80,10 +80,6 @@ impl ApiError {
         ApiError::BadRequest(message.into())
     }
 
-    pub fn backup_not_found(id: &str) -> ApiError {
-        ApiError::NotFound(format!("Backup {id} could not be found."))
-    }
-
     /// Status and Cinder fault body.
     pub fn fault(&self) -> (StatusCode, serde_json::Value) {
         let (status, kind, message) = match self {
@@ -191,7 +187,7 @@ mod tests {
             (400, "badRequest".into())
         );
         assert_eq!(
-            fault(RequestError::backup_not_found("x")),
+            fault(RequestError::NotFound("x".into())),
             (404, "itemNotFound".into())
         );
         // Cinder reports an unsupported version under computeFault.

@@ -1,4 +1,4 @@
-//! Resilience (SPEC §6) with fault injection: regions that hang, reset, answer 5xx or 429,
+//! Resilience (README, "Resilience") with fault injection: regions that hang, reset, answer 5xx or 429,
 //! send malformed, truncated or huge bodies; the breaker, the retry budget, the concurrency
 //! limit, inbound protection and graceful shutdown. (Timing-driven transitions — cool-downs,
 //! `Retry-After` expiry, rate spacing — are tested with paused time in src/upstream/guard.rs.)
