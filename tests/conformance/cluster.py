@@ -1,6 +1,7 @@
 """Real `cinder-api` instances on loopback (sqlite, no Keystone, no RabbitMQ) and the proxy
-binary in front of some of them. See shared/cinder-reference/NOTES.md for how Cinder runs
-here."""
+binary in front of some of them. The README ("Run all tests") says what runs and why; this
+file is how: a venv from tests/python-requirements.txt, one config and sqlite database per
+instance, the fakeauth filter of fakeauth.py in Cinder's paste pipeline."""
 import concurrent.futures
 import json
 import os
