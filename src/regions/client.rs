@@ -596,8 +596,8 @@ impl Upstream {
         .await
     }
 
-    /// `GET {base}{scope}/{collection}/{id}`: the item, or the region's refusal. `id` must be
-    /// a [`PathSegment`] (see [`path_segment`]).
+    /// `GET {base}{scope}/{collection}/{id}`: the item, or the region's refusal. `id` must
+    /// pass [`is_path_segment`]; it is sent as one percent-encoded segment.
     pub async fn show(
         &self,
         region: usize,
