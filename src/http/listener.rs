@@ -76,18 +76,12 @@ impl Activity {
     }
 
     fn read_bytes(&self) {
-        let idle = matches!(
-            *self.phase.lock().unwrap_or_else(|p| p.into_inner()),
-            Phase::Idle { .. }
-        );
-        if idle {
-            self.set(|p| match p {
-                Phase::Idle { .. } => Phase::Head {
-                    since: Instant::now(),
-                },
-                other => other,
-            });
-        }
+        self.set(|p| match p {
+            Phase::Idle { .. } => Phase::Head {
+                since: Instant::now(),
+            },
+            other => other,
+        });
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
