@@ -1,7 +1,7 @@
-//! A backup as the merge sees it: the region's JSON bytes, untouched, plus the few values the
-//! current sort compares on. Items are parsed once per region answer (only the sort fields
-//! are decoded; the rest is skipped), shared by reference count, and written back out as the
-//! region wrote them, with hrefs rewritten on the way.
+//! An item (a backup, a snapshot) as the merge sees it: the region's JSON bytes, untouched,
+//! plus the few values the current sort compares on. Items are parsed once per region answer
+//! (only the sort fields are decoded; the rest is skipped), shared by reference count, and
+//! written back out as the region wrote them, with hrefs rewritten on the way.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -62,8 +62,8 @@ impl Item {
             values: &mut values,
             id: &mut id,
         })
-        .map_err(|e| format!("a backup is not a JSON object: {e}"))?;
-        let id = id.ok_or_else(|| "a backup without a string `id`".to_string())?;
+        .map_err(|e| format!("an item is not a JSON object: {e}"))?;
+        let id = id.ok_or_else(|| "an item without a string `id`".to_string())?;
         Ok(Item(Arc::new(Inner {
             body: body.clone(),
             range,
@@ -91,7 +91,7 @@ impl<'de> Visitor<'de> for Picker<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a backup object")
+        f.write_str("an item object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {

@@ -57,89 +57,70 @@ pub static BACKUPS: Resource = Resource {
     native_alias: true,
 };
 
-/// Every resource the proxy lists.
-pub static RESOURCES: [&Resource; 1] = [&BACKUPS];
+/// Cinder's snapshots (`cinder/db/sqlalchemy/models.py` `Snapshot`, `api/views/snapshots.py`,
+/// `api/v3/views/snapshots.py`).
+pub static SNAPSHOTS: Resource = Resource {
+    collection: "snapshots",
+    member: "snapshot",
+    title: "Snapshot",
+    columns: SNAPSHOT_COLUMNS,
+    hidden_columns: SNAPSHOT_HIDDEN_COLUMNS,
+    // api/v3/snapshots.py _items (SNAPSHOT_SORT).
+    name_sort_since: Some(Version::new(3, 30)),
+    // api/views/snapshots.py summary: no per-item links, unlike backups.
+    summary_fields: &[
+        "id",
+        "created_at",
+        "updated_at",
+        "name",
+        "description",
+        "volume_id",
+        "status",
+        "size",
+        "metadata",
+    ],
+    native_alias: false,
+};
 
-/// A Backup column the proxy can merge on: it is rendered in every detail item.
+/// Every resource the proxy lists.
+pub static RESOURCES: [&Resource; 2] = [&BACKUPS, &SNAPSHOTS];
+
+/// A column the proxy can merge on: it is rendered in every detail item (from `since` on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Column {
     pub name: &'static str,
     /// The detail view's field for this column.
     pub field: &'static str,
     pub kind: ColumnType,
+    /// The microversion from which the detail view shows the field; below it the column is
+    /// hidden (a sort on it cannot be merged).
+    pub since: Option<Version>,
+}
+
+const fn column(name: &'static str, field: &'static str, kind: ColumnType) -> Column {
+    Column {
+        name,
+        field,
+        kind,
+        since: None,
+    }
 }
 
 const BACKUP_COLUMNS: &[Column] = &[
-    Column {
-        name: "id",
-        field: "id",
-        kind: ColumnType::Text,
-    },
-    Column {
-        name: "created_at",
-        field: "created_at",
-        kind: ColumnType::Time,
-    },
-    Column {
-        name: "updated_at",
-        field: "updated_at",
-        kind: ColumnType::Time,
-    },
-    Column {
-        name: "data_timestamp",
-        field: "data_timestamp",
-        kind: ColumnType::Time,
-    },
-    Column {
-        name: "status",
-        field: "status",
-        kind: ColumnType::Text,
-    },
-    Column {
-        name: "size",
-        field: "size",
-        kind: ColumnType::Int,
-    },
-    Column {
-        name: "object_count",
-        field: "object_count",
-        kind: ColumnType::Int,
-    },
-    Column {
-        name: "availability_zone",
-        field: "availability_zone",
-        kind: ColumnType::Text,
-    },
-    Column {
-        name: "container",
-        field: "container",
-        kind: ColumnType::Text,
-    },
-    Column {
-        name: "display_name",
-        field: "name",
-        kind: ColumnType::Text,
-    },
-    Column {
-        name: "display_description",
-        field: "description",
-        kind: ColumnType::Text,
-    },
-    Column {
-        name: "fail_reason",
-        field: "fail_reason",
-        kind: ColumnType::Text,
-    },
-    Column {
-        name: "volume_id",
-        field: "volume_id",
-        kind: ColumnType::Text,
-    },
-    Column {
-        name: "snapshot_id",
-        field: "snapshot_id",
-        kind: ColumnType::Text,
-    },
+    column("id", "id", ColumnType::Text),
+    column("created_at", "created_at", ColumnType::Time),
+    column("updated_at", "updated_at", ColumnType::Time),
+    column("data_timestamp", "data_timestamp", ColumnType::Time),
+    column("status", "status", ColumnType::Text),
+    column("size", "size", ColumnType::Int),
+    column("object_count", "object_count", ColumnType::Int),
+    column("availability_zone", "availability_zone", ColumnType::Text),
+    column("container", "container", ColumnType::Text),
+    column("display_name", "name", ColumnType::Text),
+    column("display_description", "description", ColumnType::Text),
+    column("fail_reason", "fail_reason", ColumnType::Text),
+    column("volume_id", "volume_id", ColumnType::Text),
+    column("snapshot_id", "snapshot_id", ColumnType::Text),
 ];
 
 /// Real Backup columns (`cinder/db/models.py`) that the detail view does not show, so the
@@ -156,6 +137,48 @@ const BACKUP_HIDDEN_COLUMNS: &[&str] = &[
     "num_dependent_backups",
     "restore_volume_id",
     "encryption_key_id",
+    "deleted_at",
+    "deleted",
+];
+
+/// The snapshot detail view's columns: `api/views/snapshots.py summary` for all versions, then
+/// the fields `api/v3/views/snapshots.py detail` adds from a microversion on.
+const SNAPSHOT_COLUMNS: &[Column] = &[
+    column("id", "id", ColumnType::Text),
+    column("created_at", "created_at", ColumnType::Time),
+    column("updated_at", "updated_at", ColumnType::Time),
+    column("display_name", "name", ColumnType::Text),
+    column("display_description", "description", ColumnType::Text),
+    column("volume_id", "volume_id", ColumnType::Text),
+    column("status", "status", ColumnType::Text),
+    column("volume_size", "size", ColumnType::Int),
+    Column {
+        since: Some(Version::new(3, 14)), // GROUP_SNAPSHOTS
+        ..column("group_snapshot_id", "group_snapshot_id", ColumnType::Text)
+    },
+    Column {
+        since: Some(Version::new(3, 41)), // SNAPSHOT_LIST_USER_ID
+        ..column("user_id", "user_id", ColumnType::Text)
+    },
+    Column {
+        since: Some(Version::new(3, 65)), // USE_QUOTA; a boolean, compared as 0/1 like SQL
+        ..column("use_quota", "consumes_quota", ColumnType::Int)
+    },
+];
+
+/// Real Snapshot columns the detail view does not show. `project_id` and `progress` are
+/// shown only where policy allows (`api/contrib/extended_snapshot_attributes.py`), so the
+/// proxy cannot count on them either.
+const SNAPSHOT_HIDDEN_COLUMNS: &[&str] = &[
+    "project_id",
+    "progress",
+    "cgsnapshot_id",
+    "scheduled_at",
+    "encryption_key_id",
+    "volume_type_id",
+    "provider_location",
+    "provider_id",
+    "provider_auth",
     "deleted_at",
     "deleted",
 ];

@@ -126,7 +126,7 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
     let regions = lister.regions.len();
     let binding = cursor_binding(resource, &lister.regions, scope, ctx, query, &sort_param);
     // Cinder looks the marker up before it checks the sort keys; so does the proxy.
-    let columns = query.sort.resolve(resource);
+    let columns = query.sort.resolve(resource, ctx.version);
     let fields: Vec<&'static str> = columns
         .as_deref()
         .unwrap_or_default()

@@ -65,7 +65,8 @@ impl SortSpec {
                 sort_dir.unwrap_or("desc").trim().to_string(),
             ));
         }
-        // api/v3/backups.py _convert_sort_name: the first `name` only, from 3.37 on.
+        // api/v3/backups.py _convert_sort_name, api/v3/snapshots.py _items: the first
+        // `name` only, from the resource's microversion on.
         if resource
             .name_sort_since
             .is_some_and(|since| version >= since)
@@ -96,21 +97,32 @@ impl SortSpec {
         Ok(SortSpec { keys })
     }
 
-    /// Check every key is a column the proxy can merge on. Cinder checks keys last, after
-    /// the marker lookup, so callers do the same.
-    pub fn resolve(&self, resource: &Resource) -> Result<Vec<(Column, Dir)>, RequestError> {
+    /// Check every key is a column the proxy can merge on at `version`. Cinder checks keys
+    /// last, after the marker lookup, so callers do the same.
+    pub fn resolve(
+        &self,
+        resource: &Resource,
+        version: Version,
+    ) -> Result<Vec<(Column, Dir)>, RequestError> {
+        let unmergeable = |key: &str, why: String| {
+            RequestError::bad_request(format!(
+                "Invalid input received: sort key {key} is not supported by vbs-proxy{why}: \
+                 the {} view does not show it, so regions cannot be merged on it",
+                resource.member
+            ))
+        };
         self.keys
             .iter()
             .map(
                 |(key, dir)| match resource.columns.iter().find(|c| c.name == key) {
-                    Some(c) => Ok((*c, *dir)),
+                    Some(c) => match c.since {
+                        Some(since) if version < since => {
+                            Err(unmergeable(key, format!(" below microversion {since}")))
+                        }
+                        _ => Ok((*c, *dir)),
+                    },
                     None if resource.hidden_columns.contains(&key.as_str()) => {
-                        Err(RequestError::bad_request(format!(
-                            "Invalid input received: sort key {key} is not supported by \
-                             vbs-proxy: the {} view does not show it, so regions cannot be \
-                             merged on it",
-                            resource.member
-                        )))
+                        Err(unmergeable(key, String::new()))
                     }
                     None => Err(RequestError::bad_request(INVALID_SORT_KEY)),
                 },
@@ -259,11 +271,13 @@ mod tests {
         let s =
             SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 37), &BACKUPS).unwrap();
         assert_eq!(s.keys[0].0, "display_name");
-        assert!(s.resolve(&BACKUPS).is_ok());
+        assert!(s.resolve(&BACKUPS, Version::new(3, 0)).is_ok());
         let s =
             SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 36), &BACKUPS).unwrap();
         assert_eq!(
-            s.resolve(&BACKUPS).unwrap_err().to_string(),
+            s.resolve(&BACKUPS, Version::new(3, 0))
+                .unwrap_err()
+                .to_string(),
             INVALID_SORT_KEY
         );
     }
@@ -278,12 +292,15 @@ mod tests {
         assert!(e.contains("Unknown sort direction"), "{e}");
         let bogus = SortSpec::parse(Some("bogus:asc"), None, None, Version::MIN, &BACKUPS).unwrap();
         assert_eq!(
-            bogus.resolve(&BACKUPS).unwrap_err().to_string(),
+            bogus
+                .resolve(&BACKUPS, Version::new(3, 0))
+                .unwrap_err()
+                .to_string(),
             INVALID_SORT_KEY
         );
         let host = SortSpec::parse(Some("host"), None, None, Version::MIN, &BACKUPS).unwrap();
         assert!(host
-            .resolve(&BACKUPS)
+            .resolve(&BACKUPS, Version::new(3, 0))
             .unwrap_err()
             .to_string()
             .contains("not supported by vbs-proxy"));
@@ -320,7 +337,7 @@ mod tests {
         let spec =
             SortSpec::parse(Some("name:asc"), None, None, Version::new(3, 37), &BACKUPS).unwrap();
         let cmp = Comparator {
-            keys: spec.resolve(&BACKUPS).unwrap(),
+            keys: spec.resolve(&BACKUPS, Version::new(3, 0)).unwrap(),
             collation: Collation::Binary,
         };
         let item = |name: &str| {

@@ -8,5 +8,6 @@ mod faults;
 mod hardening;
 mod merge_props;
 mod reference;
+mod snapshots;
 mod support;
 mod telemetry;

@@ -231,7 +231,13 @@ pub struct Listing {
 }
 
 impl Listing {
-    pub fn parse(raw: Option<&str>, version: Version, max_limit: usize) -> Result<Listing, Fault> {
+    /// `name_sort_since`: from this microversion a sort on `name` means `display_name`.
+    pub fn parse(
+        raw: Option<&str>,
+        version: Version,
+        max_limit: usize,
+        name_sort_since: Version,
+    ) -> Result<Listing, Fault> {
         let mut params = query_pairs(raw.unwrap_or(""));
         let mut pop = |key: &str| {
             let at = params.iter().position(|(k, _)| k == key)?;
@@ -268,8 +274,9 @@ impl Listing {
         };
         let (sort, sort_key, sort_dir) = (pop("sort"), pop("sort_key"), pop("sort_dir"));
         let mut sort = sort_keys(sort, sort_key, sort_dir)?;
-        // api/v3/backups.py _convert_sort_name (BACKUP_SORT_NAME, 3.37): the first `name`.
-        if version >= Version::new(3, 37) {
+        // api/v3/backups.py _convert_sort_name (BACKUP_SORT_NAME, 3.37), api/v3/snapshots.py
+        // _items (SNAPSHOT_SORT, 3.30): the first `name`.
+        if version >= name_sort_since {
             if let Some(key) = sort.iter_mut().find(|(k, _)| k == "name") {
                 key.0 = "display_name".into();
             }
@@ -358,6 +365,7 @@ mod tests {
             Some("limit=2&limit=5&sort=size:asc&name=x"),
             Version::new(3, 45),
             1000,
+            Version::new(3, 37),
         )
         .unwrap();
         assert_eq!(l.limit, 2);
@@ -373,15 +381,15 @@ mod tests {
                 ("id".into(), Dir::Asc)
             ]
         );
-        assert!(Listing::parse(Some("limit=-1"), Version::MIN, 10).is_err());
+        assert!(Listing::parse(Some("limit=-1"), Version::MIN, 10, Version::MIN).is_err());
         assert_eq!(
-            Listing::parse(Some("limit=1_0"), Version::MIN, 1000)
+            Listing::parse(Some("limit=1_0"), Version::MIN, 1000, Version::MIN)
                 .unwrap()
                 .limit,
             10
         );
         assert_eq!(
-            Listing::parse(Some("limit=5000"), Version::MIN, 1000)
+            Listing::parse(Some("limit=5000"), Version::MIN, 1000, Version::MIN)
                 .unwrap()
                 .limit,
             1000

@@ -17,15 +17,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 pub mod api;
+mod rows;
 
 pub use api::Version;
 use api::{bool_from_string, json_answer, query_pairs, urlencode, Dir, Fault as ApiFault, Listing};
+pub use rows::{Backup, Cell, Kind, Row, Snapshot};
 
 /// String order of the simulated database: sqlite's byte order, or a MySQL `*_ci` collation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,130 +36,6 @@ pub enum Collation {
 }
 
 const INVALID_SORT_KEY: &str = "Invalid input received: Invalid sort key";
-
-/// One row of the backups table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Backup {
-    pub id: String,
-    pub project_id: String,
-    pub user_id: String,
-    pub status: String,
-    pub size: i64,
-    pub object_count: Option<i64>,
-    pub availability_zone: Option<String>,
-    pub container: Option<String>,
-    pub created_at: String,
-    pub updated_at: Option<String>,
-    pub display_name: Option<String>,
-    pub display_description: Option<String>,
-    pub fail_reason: Option<String>,
-    pub volume_id: String,
-    pub parent_id: Option<String>,
-    pub num_dependent_backups: i64,
-    pub snapshot_id: Option<String>,
-    pub data_timestamp: String,
-    pub metadata: BTreeMap<String, String>,
-    pub deleted: bool,
-}
-
-/// A column value as the database sees it.
-#[derive(Debug, Clone, Copy)]
-enum Cell<'a> {
-    Null,
-    Int(i64),
-    Text(&'a str),
-    Time(&'a str),
-}
-
-impl Backup {
-    /// `None`: not a column of the model (an invalid sort key / a filter matching nothing).
-    fn cell(&self, column: &str) -> Option<Cell<'_>> {
-        fn text(s: &Option<String>) -> Cell<'_> {
-            s.as_deref().map_or(Cell::Null, Cell::Text)
-        }
-        Some(match column {
-            "id" => Cell::Text(&self.id),
-            "project_id" => Cell::Text(&self.project_id),
-            "user_id" => Cell::Text(&self.user_id),
-            "status" => Cell::Text(&self.status),
-            "size" => Cell::Int(self.size),
-            "object_count" => self.object_count.map_or(Cell::Null, Cell::Int),
-            "availability_zone" => text(&self.availability_zone),
-            "container" => text(&self.container),
-            "created_at" => Cell::Time(&self.created_at),
-            "updated_at" => self.updated_at.as_deref().map_or(Cell::Null, Cell::Time),
-            "display_name" => text(&self.display_name),
-            "display_description" => text(&self.display_description),
-            "fail_reason" => text(&self.fail_reason),
-            "volume_id" => Cell::Text(&self.volume_id),
-            "parent_id" => text(&self.parent_id),
-            "num_dependent_backups" => Cell::Int(self.num_dependent_backups),
-            "snapshot_id" => text(&self.snapshot_id),
-            "data_timestamp" => Cell::Time(&self.data_timestamp),
-            "host" | "service" | "service_metadata" | "temp_volume_id" | "temp_snapshot_id"
-            | "restore_volume_id" | "encryption_key_id" | "deleted_at" => Cell::Null,
-            _ => return None,
-        })
-    }
-
-    /// The detail view at `version` (`api/views/backups.py`, `api/v3/views/backups.py`,
-    /// `api/v3/backups.py`), links on `base`.
-    pub fn detail(
-        &self,
-        version: Version,
-        base: &str,
-        project_in_url: &str,
-        admin: bool,
-    ) -> Map<String, Value> {
-        let mut m = Map::new();
-        m.insert("id".into(), json!(self.id));
-        m.insert("status".into(), json!(self.status));
-        m.insert("size".into(), json!(self.size));
-        m.insert("object_count".into(), json!(self.object_count));
-        m.insert("availability_zone".into(), json!(self.availability_zone));
-        m.insert("container".into(), json!(self.container));
-        m.insert("created_at".into(), json!(self.created_at));
-        m.insert("updated_at".into(), json!(self.updated_at));
-        m.insert("name".into(), json!(self.display_name));
-        m.insert("description".into(), json!(self.display_description));
-        m.insert("fail_reason".into(), json!(self.fail_reason));
-        m.insert("volume_id".into(), json!(self.volume_id));
-        m.insert("links".into(), self.links(base, project_in_url));
-        m.insert("is_incremental".into(), json!(self.parent_id.is_some()));
-        m.insert(
-            "has_dependent_backups".into(),
-            json!(self.num_dependent_backups > 0),
-        );
-        m.insert("snapshot_id".into(), json!(self.snapshot_id));
-        m.insert("data_timestamp".into(), json!(self.data_timestamp));
-        if version >= Version::new(3, 43) {
-            m.insert("metadata".into(), json!(self.metadata));
-        }
-        if admin && version >= Version::new(3, 18) {
-            m.insert(
-                "os-backup-project-attr:project_id".into(),
-                json!(self.project_id),
-            );
-        }
-        if admin && version >= Version::new(3, 56) {
-            m.insert("user_id".into(), json!(self.user_id));
-        }
-        m
-    }
-
-    /// `project` is "" on the project-less routes: Python's os.path.join drops it.
-    fn links(&self, base: &str, project: &str) -> Value {
-        let p = if project.is_empty() {
-            String::new()
-        } else {
-            format!("/{project}")
-        };
-        json!([
-            {"rel": "self", "href": format!("{base}/v3{p}/backups/{}", self.id)},
-            {"rel": "bookmark", "href": format!("{base}{p}/backups/{}", self.id)},
-        ])
-    }
-}
 
 /// A fault the tests can make a region answer with.
 #[derive(Debug, Clone, Default)]
@@ -212,19 +89,20 @@ impl Default for SimConfig {
 #[derive(Debug, Default)]
 pub struct SimRegion {
     pub backups: RwLock<Vec<Backup>>,
+    pub snapshots: RwLock<Vec<Snapshot>>,
     pub config: RwLock<SimConfig>,
     pub fault: RwLock<Option<Fault>>,
-    /// Calls to the backups routes.
+    /// Calls to the listed resources' routes.
     pub calls: AtomicUsize,
     /// Every request line (path and query) received, for assertions.
     pub requests: Mutex<Vec<String>>,
     /// Refusals by token (a region that does not accept this caller).
     pub refuse: RwLock<std::collections::HashMap<String, Fault>>,
-    /// The `traceparent` of every backups request that had one.
+    /// The `traceparent` of every resource request that had one.
     pub traceparents: Mutex<Vec<String>>,
-    /// Signalled (one stored permit) whenever a backups request arrives.
+    /// Signalled (one stored permit) whenever a resource request arrives.
     pub arrived: tokio::sync::Notify,
-    /// When set, backups requests wait here for a permit before answering.
+    /// When set, resource requests wait here for a permit before answering.
     pub gate: RwLock<Option<Arc<tokio::sync::Semaphore>>>,
     /// When set: (requests in flight now, the most seen at once); each request then takes
     /// a millisecond, like a real database would take some time.
@@ -245,22 +123,12 @@ impl SimRegion {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
+        let router = Router::new()
             .route("/", get(versions))
             .route("/v3/", get(versions))
-            .route(
-                "/v3/{project}/backups/detail",
-                get(|s, r| backups(s, r, true)),
-            )
-            .route(
-                "/v3/{project}/backups",
-                get(|s, r| backups(s, r, false)).post(create),
-            )
-            .route("/v3/{project}/backups/{id}", get(show))
-            .route("/v3/{project}/volumes", get(volumes))
-            .route("/v3/backups/detail", get(|s, r| backups(s, r, true)))
-            .route("/v3/backups", get(|s, r| backups(s, r, false)))
-            .route("/v3/backups/{id}", get(show))
+            .route("/v3/{project}/volumes", get(volumes));
+        with_routes::<Snapshot>(with_routes::<Backup>(router))
+            .route("/v3/{project}/backups", post(create))
             .fallback(|| async {
                 (
                     StatusCode::NOT_FOUND,
@@ -283,6 +151,26 @@ impl SimRegion {
 }
 
 type Sim = State<Arc<SimRegion>>;
+
+/// A table's list, detail and show routes, with and without the project (Cinder >= 3.67
+/// takes it from the context).
+fn with_routes<R: Row>(router: Router<Arc<SimRegion>>) -> Router<Arc<SimRegion>> {
+    let c = R::KIND.collection;
+    let mut router = router;
+    for scope in ["/v3/{project}", "/v3"] {
+        router = router
+            .route(
+                &format!("{scope}/{c}/detail"),
+                get(|s, r| listing::<R>(s, r, true)),
+            )
+            .route(
+                &format!("{scope}/{c}"),
+                get(|s, r| listing::<R>(s, r, false)),
+            )
+            .route(&format!("{scope}/{c}/{{id}}"), get(show::<R>));
+    }
+    router
+}
 
 fn base_of(request: &Request) -> String {
     let host = request
@@ -366,11 +254,12 @@ fn context(sim: &SimRegion, request: &Request) -> Result<Context, Response> {
         .unwrap_or("")
         .to_string();
     // Project-less routes (Cinder >= 3.67): the context's project applies.
-    let in_url = if url_project == "backups" {
-        String::new()
-    } else {
-        url_project
-    };
+    let in_url =
+        if url_project == Backup::KIND.collection || url_project == Snapshot::KIND.collection {
+            String::new()
+        } else {
+            url_project
+        };
     if !in_url.is_empty() && in_url != token_project {
         return Err(ApiFault::bad_request("Malformed request url").answer(Some(version)));
     }
@@ -398,7 +287,7 @@ async fn pass_gate(sim: &SimRegion) {
     }
 }
 
-async fn show(State(sim): Sim, request: Request) -> Response {
+async fn show<R: Row>(State(sim): Sim, request: Request) -> Response {
     let ctx = context(&sim, &request);
     pass_gate(&sim).await;
     let ctx = match ctx {
@@ -412,21 +301,22 @@ async fn show(State(sim): Sim, request: Request) -> Response {
         .next()
         .unwrap_or("")
         .to_string();
-    let rows = sim.backups.read().expect("lock");
+    let rows = R::table(&sim).read().expect("lock");
     let found = rows
         .iter()
-        .find(|b| b.id == id && !b.deleted && (ctx.admin || b.project_id == ctx.project));
+        .find(|b| b.id() == id && !b.deleted() && (ctx.admin || b.project_id() == ctx.project));
     match found {
         Some(b) => {
             let item = b.detail(ctx.version, &base_of(&request), &ctx.in_url, ctx.admin);
+            let mut body = Map::new();
+            body.insert(R::KIND.member.into(), Value::Object(item));
             json_answer(
                 StatusCode::OK,
-                json!({ "backup": item }).to_string(),
+                Value::Object(body).to_string(),
                 Some(ctx.version),
             )
         }
-        None => ApiFault::not_found(format!("Backup {id} could not be found."))
-            .answer(Some(ctx.version)),
+        None => ApiFault::not_found(not_found::<R>(&id)).answer(Some(ctx.version)),
     }
 }
 
@@ -452,7 +342,11 @@ async fn volumes(State(sim): Sim, request: Request) -> Response {
     }
 }
 
-async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
+fn not_found<R: Row>(id: &str) -> String {
+    format!("{} {id} could not be found.", R::KIND.title)
+}
+
+async fn listing<R: Row>(State(sim): Sim, request: Request, detail: bool) -> Response {
     let ctx = context(&sim, &request);
     pass_gate(&sim).await;
     watched(&sim).await;
@@ -461,7 +355,7 @@ async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
         Err(r) => return r,
     };
     let config = sim.config.read().expect("lock").clone();
-    let rows = sim.backups.read().expect("lock");
+    let rows = R::table(&sim).read().expect("lock");
     match list(&rows, &config, &ctx, request.uri().query()) {
         Ok(page) => {
             let base = base_of(&request);
@@ -471,15 +365,20 @@ async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
                 .map(|b| {
                     let mut d = b.detail(ctx.version, &base, &ctx.in_url, ctx.admin);
                     if !detail {
-                        d.retain(|k, _| matches!(k.as_str(), "id" | "name" | "links"));
+                        d.retain(|k, _| R::KIND.summary.contains(&k.as_str()));
                     }
                     Value::Object(d)
                 })
                 .collect();
             let mut body = Map::new();
-            body.insert("backups".into(), Value::Array(items));
+            let c = R::KIND.collection;
+            body.insert(c.into(), Value::Array(items));
             if let Some(marker) = page.next_marker {
-                let collection = if detail { "backups/detail" } else { "backups" };
+                let collection = if detail {
+                    format!("{c}/detail")
+                } else {
+                    c.to_string()
+                };
                 let scope = if ctx.in_url.is_empty() {
                     String::new()
                 } else {
@@ -489,10 +388,7 @@ async fn backups(State(sim): Sim, request: Request, detail: bool) -> Response {
                     "{base}/v3{scope}/{collection}?{}",
                     next_query(request.uri().query(), &marker)
                 );
-                body.insert(
-                    "backups_links".into(),
-                    json!([{"rel": "next", "href": href}]),
-                );
+                body.insert(format!("{c}_links"), json!([{"rel": "next", "href": href}]));
             }
             if let Some(count) = page.count {
                 body.insert("count".into(), json!(count));
@@ -514,30 +410,40 @@ fn next_query(raw: Option<&str>, marker: &str) -> String {
     urlencode(&pairs)
 }
 
-struct SimPage<'a> {
-    rows: Vec<&'a Backup>,
+struct SimPage<'a, R> {
+    rows: Vec<&'a R>,
     next_marker: Option<String>,
     count: Option<usize>,
 }
 
-const RESOURCE_FILTERS: &[&str] = &["name", "status", "volume_id"];
-
-fn list<'a>(
-    rows: &'a [Backup],
+fn list<'a, R: Row>(
+    rows: &'a [R],
     config: &SimConfig,
     ctx: &Context,
     raw: Option<&str>,
-) -> Result<SimPage<'a>, ApiFault> {
+) -> Result<SimPage<'a, R>, ApiFault> {
+    let kind = R::KIND;
     // Pagination and sort parameters, with Cinder's checks in Cinder's order.
-    let q = Listing::parse(raw, ctx.version, config.osapi_max_limit)?;
+    let q = Listing::parse(
+        raw,
+        ctx.version,
+        config.osapi_max_limit,
+        kind.name_sort_since,
+    )?;
     let mut filters: Vec<(String, String)> = q.filters.clone();
     let mut all_tenants = false;
     if ctx.admin {
         if let Some(pos) = filters.iter().rposition(|(k, _)| k == "all_tenants") {
             let v = filters[pos].1.clone();
-            all_tenants = bool_from_string(&v).ok_or_else(|| {
-                ApiFault::bad_request(format!("all_tenants must be a boolean, got '{v}'."))
-            })?;
+            all_tenants = match bool_from_string(&v) {
+                Some(b) => b,
+                None if kind.strict_all_tenants => {
+                    return Err(ApiFault::bad_request(format!(
+                        "all_tenants must be a boolean, got '{v}'."
+                    )))
+                }
+                None => false,
+            };
         }
         filters.retain(|(k, _)| k != "all_tenants");
     } else {
@@ -546,7 +452,7 @@ fn list<'a>(
             let mut bad: Vec<&str> = filters
                 .iter()
                 .map(|(k, _)| k.as_str())
-                .filter(|k| !RESOURCE_FILTERS.contains(k))
+                .filter(|k| !kind.filters.contains(k))
                 .collect();
             bad.dedup();
             if !bad.is_empty() {
@@ -555,9 +461,8 @@ fn list<'a>(
                     bad.join(",")
                 )));
             }
-        } else {
-            filters.retain(|(k, _)| RESOURCE_FILTERS.contains(&k.as_str()));
         }
+        filters.retain(|(k, _)| kind.kept_filters.contains(&k.as_str()));
     }
     // `key~` is a LIKE filter from 3.31 on; below it is ignored.
     if ctx.version < Version::new(3, 31) {
@@ -574,9 +479,9 @@ fn list<'a>(
         last.insert(column, v);
     }
 
-    let mut matching: Vec<&Backup> = rows
+    let mut matching: Vec<&R> = rows
         .iter()
-        .filter(|b| !b.deleted && (all_tenants || b.project_id == ctx.project))
+        .filter(|b| !b.deleted() && (all_tenants || b.project_id() == ctx.project))
         .collect();
     for (column, value) in &last {
         if let Some(col) = column.strip_suffix('~') {
@@ -601,57 +506,33 @@ fn list<'a>(
     let marker_row = match &q.marker {
         Some(m) => Some(
             rows.iter()
-                .find(|b| &b.id == m && !b.deleted && (ctx.admin || b.project_id == ctx.project))
-                .ok_or_else(|| ApiFault::not_found(format!("Backup {m} could not be found.")))?,
+                .find(|b| {
+                    b.id() == m && !b.deleted() && (ctx.admin || b.project_id() == ctx.project)
+                })
+                .ok_or_else(|| ApiFault::not_found(not_found::<R>(m)))?,
         ),
         None => None,
     };
-    if keys.iter().any(|(k, _)| !is_column(k)) {
+    if keys.iter().any(|(k, _)| !R::is_column(k)) {
         return Err(ApiFault::bad_request(INVALID_SORT_KEY));
     }
-    matching.sort_by(|a, b| order_by(a, b, &keys, collation));
+    matching.sort_by(|a, b| order_by(*a, *b, &keys, collation));
     if let Some(m) = marker_row {
-        matching.retain(|b| after_marker(b, m, &keys, collation));
+        matching.retain(|b| after_marker(*b, m, &keys, collation));
     }
-    let rows: Vec<&Backup> = matching.into_iter().skip(q.offset).take(q.limit).collect();
+    let rows: Vec<&R> = matching.into_iter().skip(q.offset).take(q.limit).collect();
     // common.py _get_collection_links
     let item_count = match count {
         Some(c) if c > 0 => c,
         _ => rows.len(),
     };
     let next_marker = (!rows.is_empty() && q.limit <= item_count)
-        .then(|| rows.last().expect("non-empty").id.clone());
+        .then(|| rows.last().expect("non-empty").id().to_string());
     Ok(SimPage {
         rows,
         next_marker,
         count,
     })
-}
-
-fn is_column(key: &str) -> bool {
-    let probe = Backup {
-        id: String::new(),
-        project_id: String::new(),
-        user_id: String::new(),
-        status: String::new(),
-        size: 0,
-        object_count: None,
-        availability_zone: None,
-        container: None,
-        created_at: String::new(),
-        updated_at: None,
-        display_name: None,
-        display_description: None,
-        fail_reason: None,
-        volume_id: String::new(),
-        parent_id: None,
-        num_dependent_backups: 0,
-        snapshot_id: None,
-        data_timestamp: String::new(),
-        metadata: BTreeMap::new(),
-        deleted: false,
-    };
-    probe.cell(key).is_some()
 }
 
 /// SQL `LIKE %needle%` with `%` and `_` as wildcards (Cinder does not escape them).
@@ -683,7 +564,7 @@ fn cmp_cells(a: Cell<'_>, b: Cell<'_>, collation: Collation) -> Ordering {
     }
 }
 
-fn order_by(a: &Backup, b: &Backup, keys: &[(String, Dir)], collation: Collation) -> Ordering {
+fn order_by<R: Row>(a: &R, b: &R, keys: &[(String, Dir)], collation: Collation) -> Ordering {
     for (k, dir) in keys {
         let o = cmp_cells(
             a.cell(k).unwrap_or(Cell::Null),
@@ -700,25 +581,18 @@ fn order_by(a: &Backup, b: &Backup, keys: &[(String, Dir)], collation: Collation
 
 /// `paginate_query`'s marker criteria compare `COALESCE(column, default)` on both sides, the
 /// default by column type (`sqlalchemyutils._get_default_column_value`).
-fn coalesced<'a>(row: &'a Backup, column: &str) -> Cell<'a> {
+fn coalesced<'a, R: Row>(row: &'a R, column: &str) -> Cell<'a> {
     match row.cell(column) {
-        Some(Cell::Null) | None => match column {
-            "size" | "object_count" | "num_dependent_backups" => Cell::Int(0),
-            "created_at" | "updated_at" | "data_timestamp" | "deleted_at" => {
-                Cell::Time("1900-01-01T00:00:00.000000")
-            }
-            _ => Cell::Text(""),
-        },
+        Some(Cell::Null) | None if R::KIND.int_columns.contains(&column) => Cell::Int(0),
+        Some(Cell::Null) | None if R::KIND.time_columns.contains(&column) => {
+            Cell::Time("1900-01-01T00:00:00.000000")
+        }
+        Some(Cell::Null) | None => Cell::Text(""),
         Some(value) => value,
     }
 }
 
-fn after_marker(
-    row: &Backup,
-    marker: &Backup,
-    keys: &[(String, Dir)],
-    collation: Collation,
-) -> bool {
+fn after_marker<R: Row>(row: &R, marker: &R, keys: &[(String, Dir)], collation: Collation) -> bool {
     let cmp = |k: &str| cmp_cells(coalesced(row, k), coalesced(marker, k), collation);
     for (i, (k, dir)) in keys.iter().enumerate() {
         if !keys[..i].iter().all(|(kj, _)| cmp(kj) == Ordering::Equal) {
