@@ -15,7 +15,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use cinder_sim::Version;
+use cinder_sim::{Row, Version};
 
 struct Region {
     /// Item JSON objects, in the default order (created_at desc, id desc).
