@@ -1,6 +1,7 @@
 //! The pieces of a cache hit and of a page: cursor encode/decode, link rewriting of a
 //! 1,000-item page, and the cache-hit path's key computation and lookup for a 50-item page.
 
+use cinder_sim::Row;
 use std::sync::Arc;
 use std::time::Duration;
 
