@@ -2,6 +2,7 @@
 //! the regions' answers either already parsed (merge only) or parsed from their JSON bytes on
 //! each call (what a cache miss pays after the network).
 
+use cinder_sim::Row;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -118,7 +119,7 @@ fn bench(c: &mut Criterion) {
     ] {
         let spec = SortSpec::parse(sort, None, None, Version::MIN, &BACKUPS).unwrap();
         let comparator = Comparator {
-            keys: spec.resolve(&BACKUPS).unwrap(),
+            keys: spec.resolve(&BACKUPS, Version::new(3, 45)).unwrap(),
             collation: Collation::Binary,
         };
         for regions in [2usize, 5, 10] {
