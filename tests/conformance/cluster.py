@@ -99,19 +99,19 @@ class Cluster:
         self.env = dict(os.environ, PYTHONPATH=str(HERE), PYTHONWARNINGS="ignore")
 
     def start_cinder(self, instances):
-        """instances: {name: (rows, osapi_max_limit)}"""
+        """instances: {name: ({"backups": rows, "snapshots": rows}, osapi_max_limit)}"""
         paste, filters = paste_file(self.workdir), filters_file(self.workdir)
         template = self.workdir / "template"
         conf = write_conf(template, free_port(), paste, filters, 1000)
         subprocess.run([BIN / "cinder-manage", "--config-file", conf, "db", "sync"], check=True,
                        env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         confs = {}
-        for name, (rows, max_limit) in instances.items():
+        for name, (tables, max_limit) in instances.items():
             port = free_port()
             state = self.workdir / name
             confs[name] = write_conf(state, port, paste, filters, max_limit)
             shutil.copy(template / "cinder.sqlite", state / "cinder.sqlite")
-            (state / "rows.json").write_text(json.dumps(rows))
+            (state / "rows.json").write_text(json.dumps(tables))
             self.urls[name] = f"http://127.0.0.1:{port}"
 
         def seed(name):

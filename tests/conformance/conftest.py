@@ -15,8 +15,7 @@ def world():
     and the proxy over the three regions. Region r1 caps its pages at 5 (osapi_max_limit)."""
     c = cluster.Cluster()
     try:
-        instances = {name: (rows, 5 if name == "r1" else 1000) for name, rows in data.split().items()}
-        instances["union"] = (data.rows(), 1000)
+        instances = {name: (tables, 5 if name == "r1" else 1000) for name, tables in data.tables().items()}
         c.start_cinder(instances)
         c.start_proxy(data.REGIONS, extra=os.environ.get("VBS_CONFORMANCE_PROXY_EXTRA", ""))
         yield c

@@ -1,5 +1,5 @@
-"""The conformance data set: ties in created_at, NULL and empty names, mixed case, all six
-statuses, two projects, soft-deleted rows, split over three regions."""
+"""The conformance data set, backups and snapshots: ties in created_at, NULL and empty names,
+mixed case, every status, two projects, soft-deleted rows, split over three regions."""
 import datetime
 
 P1 = "6f0e4c52a9d84cc6b1e2f3a4b5c6d7e8"
@@ -50,9 +50,57 @@ def rows():
     return out
 
 
-def split():
+SNAPSHOT_STATUSES = ["available", "error", "creating", "deleting", "error_deleting", "backing-up"]
+VOLUME_TYPE = "5e1f0c3a-7b7d-4c55-9d3e-0a1b2c3d4e5f"
+GROUP_SNAPSHOT = "7d0c6a52-1a2b-4c3d-8e4f-5a6b7c8d9e0f"
+
+
+def snapshot_id(i):
+    h = (i * 2246822519) % 2**32
+    return f"{h:08x}-{i:04x}-4def-9abc-{i * 104729 % 10**12:012d}"
+
+
+def snapshots():
+    """Snapshot rows, with the columns the snapshot view shows only from a microversion on
+    (group_snapshot_id 3.14, user_id 3.41, use_quota 3.65) varied, NULLs included."""
+    out = []
+    for i in range(45):
+        created = BASE + datetime.timedelta(minutes=(i // 3) * 13)  # ties of three
+        row = {
+            "id": snapshot_id(i),
+            "user_id": ["user1", "user2", "user3"][i % 3],
+            "project_id": P2 if i % 9 == 4 else P1,
+            "volume_id": VOLUMES[i % 4],
+            "volume_type_id": VOLUME_TYPE,
+            "status": SNAPSHOT_STATUSES[i % 6],
+            "progress": "100%" if i % 2 else None,
+            "volume_size": [1, 5, 10, 2][i % 4],
+            "display_name": NAMES[i % len(NAMES)],
+            "display_description": None if i % 3 else f"snapshot {i}",
+            "created_at": created.isoformat(),
+            "updated_at": (created + datetime.timedelta(minutes=3)).isoformat() if i % 4 else None,
+            "group_snapshot_id": GROUP_SNAPSHOT if i % 5 == 0 else None,
+            "use_quota": i % 7 != 0,
+            "metadata": {"tier": ["gold", "silver"][i % 2]} if i % 2 else {},
+        }
+        if i % 11 == 10:
+            row["deleted"] = True
+            row["deleted_at"] = (created + datetime.timedelta(hours=1)).isoformat()
+        out.append(row)
+    return out
+
+
+def split(rows):
     """{region name: rows}; every row in exactly one region."""
     regions = {name: [] for name in REGIONS}
-    for i, row in enumerate(rows()):
+    for i, row in enumerate(rows):
         regions[REGIONS[(i * 5 + i // 7) % 3]].append(row)
     return regions
+
+
+def tables():
+    """{region name: {"backups": rows, "snapshots": rows}}, and the union under "union"."""
+    backups, snaps = split(rows()), split(snapshots())
+    out = {name: {"backups": backups[name], "snapshots": snaps[name]} for name in REGIONS}
+    out["union"] = {"backups": rows(), "snapshots": snapshots()}
+    return out

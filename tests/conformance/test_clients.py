@@ -1,6 +1,6 @@
 """Real OpenStack clients pointed at the proxy get what they get from the union instance:
-python-cinderclient (Python API, and the `cinder backup-list` command) and openstacksdk,
-each following next links on its own."""
+python-cinderclient (Python API for backups and snapshots, and the `cinder backup-list`
+command) and openstacksdk, each following next links on its own."""
 import os
 import subprocess
 import sys
@@ -76,6 +76,36 @@ def test_openstacksdk_paginates_like_the_union(world, query):
         conn = openstack.connection.Connection(session=sess, block_storage_api_version="3",
                                                block_storage_endpoint_override=endpoint)
         return [(b.id, b.name, b.status) for b in conn.block_storage.backups(details=True, **query)]
+
+    proxy, union = (ids(b) for b in bases(world))
+    assert proxy == union
+    assert len(proxy) > 0
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"search_opts": {"status": "error"}},
+    {"sort": "name:asc"},
+    {"limit": 4, "sort": "status:asc"},
+], ids=str)
+@pytest.mark.parametrize("detailed", [True, False])
+def test_cinderclient_lists_snapshots_like_the_union(world, kwargs, detailed):
+    """cinderclient's snapshot listing through the proxy gives the union's snapshots, in its
+    order."""
+    proxy, union = (cinder(b).volume_snapshots.list(detailed=detailed, **kwargs) for b in bases(world))
+    assert [(s.id, s.name, s.status, s.size) for s in proxy] == [(s.id, s.name, s.status, s.size) for s in union]
+    assert len(union) > 0
+
+
+def test_openstacksdk_lists_snapshots_like_the_union(world):
+    import openstack
+
+    def ids(base):
+        endpoint = f"{base}/v3/{P1}"
+        sess = session.Session(auth=token_endpoint.Token(endpoint, f"admin:{P1}"))
+        conn = openstack.connection.Connection(session=sess, block_storage_api_version="3",
+                                               block_storage_endpoint_override=endpoint)
+        return [(s.id, s.name, s.size) for s in conn.block_storage.snapshots(details=True, limit=4)]
 
     proxy, union = (ids(b) for b in bases(world))
     assert proxy == union

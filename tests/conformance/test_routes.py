@@ -5,7 +5,8 @@ import pytest
 
 import data
 from conftest import ADMIN, USER
-from test_differential import DETAIL, assert_same, get, ids, normalised
+from differential import assert_same, exact_walk, get, ids, normalised, walk
+from test_differential import DETAIL
 
 P1 = data.P1
 
@@ -13,8 +14,8 @@ P1 = data.P1
 @pytest.fixture(scope="module")
 def some_ids(world):
     union = world.urls["union"]
-    own = ids(get(union, DETAIL, ADMIN, None, "limit=3"))
-    other = ids(get(union, f"/v3/{data.P2}/backups/detail", f"admin:{data.P2}", None, "limit=1"))[0]
+    own = ids(get(union, DETAIL, ADMIN, None, "limit=3"), "backups")
+    other = ids(get(union, f"/v3/{data.P2}/backups/detail", f"admin:{data.P2}", None, "limit=1"), "backups")[0]
     deleted = next(r["id"] for r in data.rows() if r.get("deleted"))
     return {"own": own, "other": other, "deleted": deleted}
 
@@ -27,7 +28,7 @@ def test_show_matches_union(world, some_ids, ctx, version, which):
     backup = {"own0": some_ids["own"][0], "own2": some_ids["own"][2], "other": some_ids["other"],
               "deleted": some_ids["deleted"], "missing": "does-not-exist"}[which]
     path = f"/v3/{P1}/backups/{backup}"
-    assert_same(get(world.proxy_url, path, token, version), get(world.urls["union"], path, token, version), path)
+    assert_same(get(world.proxy_url, path, token, version), get(world.urls["union"], path, token, version), path, "backups")
 
 
 @pytest.mark.parametrize("header", ["volume 3.99", "volume 3.72", "volume 2.0", "volume abc", "volume 3",
@@ -38,7 +39,7 @@ def test_version_header_matches_union(world, header):
     proxy = requests.get(world.proxy_url + DETAIL + "?limit=2", headers=headers)
     union = requests.get(world.urls["union"] + DETAIL + "?limit=2", headers=headers)
     assert proxy.status_code == union.status_code, f"{header!r}: {proxy.text} vs {union.text}"
-    assert normalised(proxy) == normalised(union), header
+    assert normalised(proxy, "backups") == normalised(union, "backups"), header
 
 
 @pytest.mark.parametrize("header", ["volume", "volume 3.0 extra"])
@@ -56,11 +57,11 @@ def test_version_documents(world):
     import requests
     proxy, union = requests.get(world.proxy_url + "/"), requests.get(world.urls["union"] + "/")
     assert proxy.status_code == union.status_code == 300
-    assert normalised(proxy) == normalised(union)
+    assert normalised(proxy, "backups") == normalised(union, "backups")
     proxy = get(world.proxy_url, "/v3/", ADMIN, None)
     union = get(world.urls["union"], "/v3/", ADMIN, None)
     assert proxy.status_code == union.status_code == 200
-    assert normalised(proxy) == normalised(union)
+    assert normalised(proxy, "backups") == normalised(union, "backups")
     assert proxy.json()["versions"][0]["links"][1]["href"] == world.proxy_url + "/v3/"
 
 
@@ -72,8 +73,8 @@ def test_native_alias(world):
     proxy = get(world.proxy_url, native, ADMIN, "3.45", "limit=3&with_count=true")
     union = get(world.urls["union"], DETAIL, ADMIN, "3.45", "limit=3&with_count=true")
     assert proxy.status_code == 200
-    assert proxy.json()["backups"] == normalised(union)["backups"] or \
-        normalised(proxy)["backups"] == normalised(union)["backups"]
+    assert proxy.json()["backups"] == normalised(union, "backups")["backups"] or \
+        normalised(proxy, "backups")["backups"] == normalised(union, "backups")["backups"]
     assert proxy.json()["count"] == union.json()["count"]
     assert proxy.json()["backups_links"][0]["href"].startswith(f"{world.proxy_url}{native}?limit=3&with_count=true&marker=")
 
@@ -86,20 +87,19 @@ def test_authentication_and_policy(world):
     member = f"user1:{P1}:member"
     proxy, union = get(world.proxy_url, DETAIL, member, None), get(world.urls["union"], DETAIL, member, None)
     assert union.status_code == 403
-    assert_same(proxy, union, "member only")
+    assert_same(proxy, union, "member only", "backups")
     # Another project's token on this project's URL: Cinder's "Malformed request url".
     foreign = f"user1:{data.P2}:member,reader"
-    assert_same(get(world.proxy_url, DETAIL, foreign, None), get(world.urls["union"], DETAIL, foreign, None), "foreign")
+    assert_same(get(world.proxy_url, DETAIL, foreign, None), get(world.urls["union"], DETAIL, foreign, None), "foreign", "backups")
 
 
 def test_nullable_sort_walk_is_exact_where_cinder_is_not(world):
     """NOTES.md, last section: walking name asc over NULL and empty names, Cinder loses the
     empty one; the proxy returns every row once, in order."""
-    from test_differential import exact_walk, walk
     query = "sort=name:asc&limit=4"
-    union = walk(get(world.urls["union"], DETAIL, ADMIN, "3.37", query), ADMIN, "3.37")
-    proxy = walk(get(world.proxy_url, DETAIL, ADMIN, "3.37", query), ADMIN, "3.37")
-    exact = exact_walk(world, ADMIN, "3.37", query)
+    union = walk(get(world.urls["union"], DETAIL, ADMIN, "3.37", query), ADMIN, "3.37", "backups")
+    proxy = walk(get(world.proxy_url, DETAIL, ADMIN, "3.37", query), ADMIN, "3.37", "backups")
+    exact = exact_walk(world, DETAIL, ADMIN, "3.37", query, "backups")
     assert proxy == exact
     assert len(set(proxy)) == len(proxy)
     assert union != exact, "Cinder's walk is expected to be broken here; the data set no longer shows it"
