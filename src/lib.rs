@@ -6,18 +6,33 @@
 //! its protection, and the regions as the merge's source). The simulated Cinder region of the
 //! demo and the tests is the crate `crates/cinder-sim`.
 
-pub mod app;
-pub mod cache;
+/// Modules that are not the library's API: crate-private, and public only with the
+/// `internals` feature, which the integration tests, benches and fuzz targets turn on (they
+/// drive the parsers, the merge and the caches directly).
+macro_rules! internal {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        pub(crate) mod $name;
+    )*};
+}
+
+internal!(
+    app,
+    cache,
+    error,
+    http,
+    listing,
+    metrics,
+    microversion,
+    regions
+);
+
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub mod error;
-pub mod http;
-pub mod listing;
-pub mod metrics;
-pub mod microversion;
-pub mod regions;
 pub mod telemetry;
 
-pub use app::{router, serve, AppState};
+pub use app::{router, serve, shutdown_signal, AppState};
 pub use config::Config;

@@ -70,8 +70,7 @@ fn main() -> ExitCode {
                     .unwrap_or_default();
                 tracing::info!(listen = %listen, regions = config.regions.len(), "serving");
                 let state = vbs_proxy::AppState::new(config);
-                let served =
-                    vbs_proxy::serve(state, listener, vbs_proxy::app::shutdown_signal()).await;
+                let served = vbs_proxy::serve(state, listener, vbs_proxy::shutdown_signal()).await;
                 telemetry.shutdown();
                 match served {
                     Ok(()) => ExitCode::SUCCESS,

@@ -8,8 +8,7 @@
 
 pub struct Rewriter<'a> {
     region_bases: &'a [String],
-    public_base: &'a str,
-    /// `public_base` as it goes inside a JSON string: escaped by the JSON encoder, never
+    /// The public base as it goes inside a JSON string: escaped by the JSON encoder, never
     /// pasted in as it came (it may come from a header).
     public_base_json: String,
 }
@@ -19,7 +18,6 @@ impl<'a> Rewriter<'a> {
         let quoted = serde_json::to_string(public_base).expect("a string serialises");
         Rewriter {
             region_bases,
-            public_base,
             public_base_json: quoted[1..quoted.len() - 1].to_string(),
         }
     }
@@ -32,9 +30,14 @@ impl<'a> Rewriter<'a> {
         })
     }
 
-    pub fn rewrite(&self, href: &str) -> Option<String> {
-        let len = self.region_prefix(href.as_bytes())?;
-        Some(format!("{}{}", self.public_base, &href[len..]))
+    /// One href, rewritten through [`Rewriter::write_json`] (tests).
+    #[cfg(test)]
+    fn rewrite(&self, href: &str) -> Option<String> {
+        self.region_prefix(href.as_bytes())?;
+        let mut out = Vec::new();
+        self.write_json(serde_json::json!({ "href": href }).to_string().as_bytes(), &mut out);
+        let rewritten: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        Some(rewritten["href"].as_str().expect("a string").to_string())
     }
 
     /// Append `raw` (JSON) to `out`, with every `"href": "<region base>...` rewritten.

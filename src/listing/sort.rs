@@ -156,6 +156,7 @@ pub struct Comparator {
 
 impl Comparator {
     /// The detail-view fields to decode from each item, in key order.
+    #[cfg(any(test, feature = "internals"))]
     pub fn fields(&self) -> Vec<&'static str> {
         self.keys.iter().map(|(c, _)| c.field).collect()
     }

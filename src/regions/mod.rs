@@ -10,7 +10,7 @@ pub mod versions;
 use crate::config::{Config, FailurePolicy};
 
 pub use client::{
-    encode_segment, is_path_segment, CallContext, ListPage, Region, RegionError, Upstream,
+    encode_segment, is_path_segment, CallContext, ListPage, RegionError, Upstream,
 };
 
 /// The regions as the rest of the proxy sees them: their clients (behind their protection),
