@@ -44,7 +44,7 @@ impl Resource {
     }
 }
 
-/// Cinder's backups (`cinder/db/sqlalchemy/models.py` `Backup`, `api/views/backups.py`).
+/// Cinder's backups (`cinder/db/models.py` `Backup`, `api/views/backups.py`).
 pub static BACKUPS: Resource = Resource {
     collection: "backups",
     member: "backup",
@@ -57,7 +57,7 @@ pub static BACKUPS: Resource = Resource {
     native_alias: true,
 };
 
-/// Cinder's snapshots (`cinder/db/sqlalchemy/models.py` `Snapshot`, `api/views/snapshots.py`,
+/// Cinder's snapshots (`cinder/db/models.py` `Snapshot`, `api/views/snapshots.py`,
 /// `api/v3/views/snapshots.py`).
 pub static SNAPSHOTS: Resource = Resource {
     collection: "snapshots",
