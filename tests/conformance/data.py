@@ -43,10 +43,7 @@ def rows():
             "num_dependent_backups": 1 if i % 5 == 3 else 0,
             "metadata": {"tier": ["gold", "silver"][i % 2]} if i % 2 else {},
         }
-        if i % 11 == 10:
-            row["deleted"] = True
-            row["deleted_at"] = (created + datetime.timedelta(hours=1)).isoformat()
-        out.append(row)
+        out.append(soft_deleted(row, created) if i % 11 == 10 else row)
     return out
 
 
@@ -83,11 +80,13 @@ def snapshots():
             "use_quota": i % 7 != 0,
             "metadata": {"tier": ["gold", "silver"][i % 2]} if i % 2 else {},
         }
-        if i % 11 == 10:
-            row["deleted"] = True
-            row["deleted_at"] = (created + datetime.timedelta(hours=1)).isoformat()
-        out.append(row)
+        out.append(soft_deleted(row, created) if i % 11 == 10 else row)
     return out
+
+
+def soft_deleted(row, created):
+    """The row as Cinder leaves it after a delete: kept, flagged, an hour later."""
+    return dict(row, deleted=True, deleted_at=(created + datetime.timedelta(hours=1)).isoformat())
 
 
 def split(rows):
