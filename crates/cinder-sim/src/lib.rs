@@ -94,6 +94,8 @@ pub struct SimRegion {
     pub fault: RwLock<Option<Fault>>,
     /// Calls to the listed resources' routes.
     pub calls: AtomicUsize,
+    /// Rows sent: every item of a listing, and a shown item.
+    pub rows_sent: AtomicUsize,
     /// Every request line (path and query) received, for assertions.
     pub requests: Mutex<Vec<String>>,
     /// Refusals by token (a region that does not accept this caller).
@@ -307,6 +309,7 @@ async fn show<R: Row>(State(sim): Sim, request: Request) -> Response {
         .find(|b| b.id() == id && !b.deleted() && (ctx.admin || b.project_id() == ctx.project));
     match found {
         Some(b) => {
+            sim.rows_sent.fetch_add(1, AtomicOrdering::SeqCst);
             let item = b.detail(ctx.version, &base_of(&request), &ctx.in_url, ctx.admin);
             let mut body = Map::new();
             body.insert(R::KIND.member.into(), Value::Object(item));
@@ -358,6 +361,8 @@ async fn listing<R: Row>(State(sim): Sim, request: Request, detail: bool) -> Res
     let rows = R::table(&sim).read().expect("lock");
     match list(&rows, &config, &ctx, request.uri().query()) {
         Ok(page) => {
+            sim.rows_sent
+                .fetch_add(page.rows.len(), AtomicOrdering::SeqCst);
             let base = base_of(&request);
             let items: Vec<Value> = page
                 .rows
