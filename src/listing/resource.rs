@@ -95,6 +95,10 @@ pub struct Column {
     /// The microversion from which the detail view shows the field; below it the column is
     /// hidden (a sort on it cannot be merged).
     pub since: Option<Version>,
+    /// Set when the row is created and never changed (ids, creation times, sizes): a walk's
+    /// position in a sort on such columns cannot move, so it may be remembered
+    /// (`listing/positions.rs`).
+    pub stable: bool,
 }
 
 const fn column(name: &'static str, field: &'static str, kind: ColumnType) -> Column {
@@ -103,24 +107,32 @@ const fn column(name: &'static str, field: &'static str, kind: ColumnType) -> Co
         field,
         kind,
         since: None,
+        stable: false,
+    }
+}
+
+const fn stable(name: &'static str, field: &'static str, kind: ColumnType) -> Column {
+    Column {
+        stable: true,
+        ..column(name, field, kind)
     }
 }
 
 const BACKUP_COLUMNS: &[Column] = &[
-    column("id", "id", ColumnType::Text),
-    column("created_at", "created_at", ColumnType::Time),
+    stable("id", "id", ColumnType::Text),
+    stable("created_at", "created_at", ColumnType::Time),
     column("updated_at", "updated_at", ColumnType::Time),
-    column("data_timestamp", "data_timestamp", ColumnType::Time),
+    stable("data_timestamp", "data_timestamp", ColumnType::Time),
     column("status", "status", ColumnType::Text),
-    column("size", "size", ColumnType::Int),
+    stable("size", "size", ColumnType::Int),
     column("object_count", "object_count", ColumnType::Int),
-    column("availability_zone", "availability_zone", ColumnType::Text),
+    stable("availability_zone", "availability_zone", ColumnType::Text),
     column("container", "container", ColumnType::Text),
     column("display_name", "name", ColumnType::Text),
     column("display_description", "description", ColumnType::Text),
     column("fail_reason", "fail_reason", ColumnType::Text),
-    column("volume_id", "volume_id", ColumnType::Text),
-    column("snapshot_id", "snapshot_id", ColumnType::Text),
+    stable("volume_id", "volume_id", ColumnType::Text),
+    stable("snapshot_id", "snapshot_id", ColumnType::Text),
 ];
 
 /// Real Backup columns (`cinder/db/models.py`) that the detail view does not show, so the
@@ -144,21 +156,21 @@ const BACKUP_HIDDEN_COLUMNS: &[&str] = &[
 /// The snapshot detail view's columns: `api/views/snapshots.py summary` for all versions, then
 /// the fields `api/v3/views/snapshots.py detail` adds from a microversion on.
 const SNAPSHOT_COLUMNS: &[Column] = &[
-    column("id", "id", ColumnType::Text),
-    column("created_at", "created_at", ColumnType::Time),
+    stable("id", "id", ColumnType::Text),
+    stable("created_at", "created_at", ColumnType::Time),
     column("updated_at", "updated_at", ColumnType::Time),
     column("display_name", "name", ColumnType::Text),
     column("display_description", "description", ColumnType::Text),
-    column("volume_id", "volume_id", ColumnType::Text),
+    stable("volume_id", "volume_id", ColumnType::Text),
     column("status", "status", ColumnType::Text),
-    column("volume_size", "size", ColumnType::Int),
+    stable("volume_size", "size", ColumnType::Int),
     Column {
         since: Some(Version::new(3, 14)), // GROUP_SNAPSHOTS
-        ..column("group_snapshot_id", "group_snapshot_id", ColumnType::Text)
+        ..stable("group_snapshot_id", "group_snapshot_id", ColumnType::Text)
     },
     Column {
         since: Some(Version::new(3, 41)), // SNAPSHOT_LIST_USER_ID
-        ..column("user_id", "user_id", ColumnType::Text)
+        ..stable("user_id", "user_id", ColumnType::Text)
     },
     Column {
         since: Some(Version::new(3, 65)), // USE_QUOTA; a boolean, compared as 0/1 like SQL
