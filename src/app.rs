@@ -11,6 +11,7 @@ use axum::extract::FromRef;
 use crate::cache::Caches;
 use crate::config::Config;
 use crate::listing::cursor::CursorKey;
+use crate::listing::positions::RememberedPositions;
 use crate::listing::service::{Lister, Settings};
 use crate::metrics::Metrics;
 use crate::regions::Regions;
@@ -40,19 +41,20 @@ impl AppState {
         // clients went away or that refresh in the background.
         let max_flights = config.server.max_in_flight * (config.regions.len() + 1) * 2;
         let caches = Caches::new(&config.cache, max_flights);
-        let metrics = Metrics::new(&caches, &regions.client);
         let (regions, caches, cursor_key) =
             (Arc::new(regions), Arc::new(caches), Arc::new(cursor_key));
         let lister = Lister {
             regions: regions.clone(),
             caches: caches.clone(),
             cursor_key: cursor_key.clone(),
+            positions: RememberedPositions::new(Caches::positions_budget(&config.cache)),
             settings: Settings {
                 max_limit: config.server.max_limit,
                 collation: config.merge.collation,
                 partial_grace: config.upstream.partial_grace,
             },
         };
+        let metrics = Metrics::new(&caches, &regions.client, &lister.positions);
         AppState {
             regions,
             caches,

@@ -10,6 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cache::Caches;
+use crate::listing::positions::RememberedPositions;
 
 pub struct Metrics {
     pub http: HttpMetrics,
@@ -20,8 +21,22 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(caches: &Caches, upstream: &crate::regions::Upstream) -> Metrics {
+    pub fn new(
+        caches: &Caches,
+        upstream: &crate::regions::Upstream,
+        positions: &RememberedPositions,
+    ) -> Metrics {
         let mut registry = Registry::with_prefix("vbs");
+        registry.register(
+            "plain_markers_remembered",
+            "Plain-id markers resumed from remembered positions",
+            positions.remembered.clone(),
+        );
+        registry.register(
+            "plain_markers_cold",
+            "Plain-id markers that took the cold path (not remembered, or a region's row gone)",
+            positions.cold.clone(),
+        );
         let http = HttpMetrics::default();
         registry.register(
             "http_requests",

@@ -88,7 +88,8 @@ pub struct Caches {
 }
 
 impl Caches {
-    /// `cache.max_bytes` is shared out: 7/16 to each layer, 1/8 to the id → region map, so
+    /// `cache.max_bytes` is shared out: 3/8 to each layer, 1/8 to the id → region map, and
+    /// the last 1/8 to the listing's remembered positions ([`Caches::positions_budget`]), so
     /// everything they hold, keys included, stays within it. `max_flights` bounds each layer's
     /// coalescing table.
     pub fn new(config: &CacheConfig, max_flights: usize) -> Caches {
@@ -99,7 +100,7 @@ impl Caches {
             min_refresh_interval: config.min_refresh_interval,
         };
         let max = config.max_bytes.as_u64();
-        let layer = max / 16 * 7;
+        let layer = max / 8 * 3;
         let holders = moka::sync::Cache::builder()
             .max_capacity(max / 8)
             .weigher(holder_weight)
@@ -127,6 +128,11 @@ impl Caches {
             holders,
             identity_key,
         }
+    }
+
+    /// The share of `cache.max_bytes` left to the listing's remembered positions.
+    pub fn positions_budget(config: &CacheConfig) -> u64 {
+        config.max_bytes.as_u64() / 8
     }
 
     /// The caller's part of every key: HMAC-SHA-256 of the token, hex. The token itself is

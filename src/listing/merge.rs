@@ -32,6 +32,11 @@ pub struct Start {
     /// Rows that sort at or before this item are passed over (a client's plain marker from
     /// another region, or one that is unsafe as an upstream marker).
     pub after: Option<Item>,
+    /// The position was remembered just after `after` was shown, less this many rows (none
+    /// or one) read again: the first call asks for the page plus these rather than a whole
+    /// chunk, and a re-read row must still sort at or before `after`. If it does not, rows
+    /// were deleted since and the page is marked [`Page::stale_start`].
+    pub reread: Option<u64>,
 }
 
 pub struct PageRequest<'a> {
@@ -54,6 +59,10 @@ pub struct Page {
     pub items: Vec<(usize, Item)>,
     /// Where each region stands after the page's last item.
     pub positions: Vec<Position>,
+    /// Where each region stood just after each item (parallel to `items`).
+    pub after_each: Vec<Box<[Position]>>,
+    /// A remembered start no longer held (see [`Start::reread`]): the page is not exact.
+    pub stale_start: bool,
     /// Sum of the answering regions' counts, when asked for.
     pub count: Option<u64>,
     /// Regions that failed, with why; they contributed nothing after failing.
@@ -67,6 +76,9 @@ struct Reader {
     fetched: Position,
     buffer: VecDeque<Item>,
     after: Option<Item>,
+    reread: Option<u64>,
+    /// A re-read row sorted after the bound.
+    stale: bool,
     exhausted: bool,
     failed: bool,
     count: Option<u64>,
@@ -98,6 +110,8 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
             fetched: s.position,
             buffer: VecDeque::new(),
             after: s.after,
+            reread: s.reread,
+            stale: false,
             exhausted: false,
             failed: false,
             count: None,
@@ -107,6 +121,7 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
     let mut failed = Vec::new();
     let mut passed_total: u64 = 0;
     let mut emitted: Vec<(usize, Item)> = Vec::with_capacity(req.limit.min(1024));
+    let mut after_each: Vec<Box<[Position]>> = Vec::with_capacity(req.limit.min(1024));
     let mut last_id: Option<String> = None;
 
     let remaining = |passed: u64| need - passed.min(need);
@@ -142,6 +157,7 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
         passed_total += 1;
         if passed_total > req.offset {
             emitted.push((i, item));
+            after_each.push(readers.iter().map(|r| r.passed.clone()).collect());
         }
     }
     // A duplicate of the last item still waiting at another region's head belongs to this
@@ -165,7 +181,9 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
         items: emitted,
         count,
         calls: readers.iter().map(|r| r.calls).collect(),
+        stale_start: readers.iter().any(|r| r.stale),
         positions: readers.into_iter().map(|r| r.passed).collect(),
+        after_each,
         failed,
     }
 }
@@ -197,10 +215,12 @@ async fn fill<S: Source>(
         let calls = needy.iter().map(|&i| {
             let r = &readers[i];
             // Scanning past a bound: rows passed over do not count toward the page.
-            let want = if r.after.is_some() {
-                chunk
-            } else {
-                remaining.min(chunk as u64) as usize
+            let want = match (&r.after, r.reread) {
+                (Some(_), Some(reread)) if r.calls == 0 => {
+                    remaining.saturating_add(reread).min(chunk as u64) as usize
+                }
+                (Some(_), _) => chunk,
+                (None, _) => remaining.min(chunk as u64) as usize,
             };
             let params = chunk_params(req, want, &r.fetched, req.with_count && r.calls == 0);
             async move { (i, want, source.list(i, params).await) }
@@ -220,6 +240,13 @@ async fn fill<S: Source>(
                 Ok(page) => {
                     if r.calls == 1 {
                         r.count = page.count;
+                        if r.reread.is_some_and(|n| n > 0) {
+                            let bound = r.after.as_ref().expect("a remembered start has a bound");
+                            r.stale = page
+                                .items
+                                .first()
+                                .is_none_or(|first| cmp.compare(first, bound).is_gt());
+                        }
                     }
                     // Empty, or short without a next link: nothing more here. A short page with
                     // a link is the region's own osapi_max_limit; keep reading.

@@ -8,6 +8,7 @@ pub mod item;
 pub mod links;
 pub mod merge;
 pub mod plan;
+pub mod positions;
 pub mod render;
 pub mod request;
 pub mod resource;

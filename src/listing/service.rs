@@ -13,6 +13,7 @@ use super::cursor::{self, Cursor, CursorKey};
 use super::links::Rewriter;
 use super::merge::{self, PageRequest};
 use super::plan::{self, Marker};
+use super::positions::RememberedPositions;
 use super::render::{self, View};
 use super::request::ListQuery;
 use super::resource::Resource;
@@ -27,11 +28,13 @@ use crate::regions::source::{self, Asking, RegionSource};
 use crate::regions::{CallContext, Regions};
 
 /// What the listing needs to produce answers: the regions, the caches (region pages and the
-/// id → region map), the cursor key and its settings.
+/// id → region map), the cursor key, the remembered positions and its settings.
 pub struct Lister {
     pub regions: Arc<Regions>,
     pub caches: Arc<Caches>,
     pub cursor_key: Arc<CursorKey>,
+    /// Where each region stood after each row served: plain-id markers resume there.
+    pub positions: RememberedPositions,
     pub settings: Settings,
 }
 
@@ -133,6 +136,10 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         .iter()
         .map(|(c, _)| c.field)
         .collect();
+    // Positions in a sort on columns that never change stay true; others are not remembered.
+    let rememberable = columns
+        .as_deref()
+        .is_ok_and(|keys| keys.iter().all(|(c, _)| c.stable));
 
     let marker = match &query.marker {
         None => Marker::None,
@@ -141,6 +148,8 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
                 .map_err(|e| RequestError::bad_request(format!("Invalid marker: {e}.")))?,
         ),
         Some(id) => {
+            // Looked up even when its positions are remembered: a row deleted since gets
+            // Cinder's 404, as on the cold path.
             let (region, item) = source::find_item(
                 resource,
                 &lister.regions,
@@ -151,14 +160,19 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
                 ctx,
             )
             .await?;
-            Marker::Backup(region, item)
+            let key = RememberedPositions::key(&request.identity, &binding, id);
+            match lister.positions.get(&key) {
+                Some(positions) if rememberable && positions.len() == regions => {
+                    Marker::Remembered(item, positions)
+                }
+                _ => Marker::Id(region, item),
+            }
         }
     };
     let comparator = Comparator {
         keys: columns?,
         collation: lister.settings.collation,
     };
-    let starts = plan::starts(marker, regions, &comparator);
 
     let asking = Asking {
         resource,
@@ -169,9 +183,9 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         refresh: request.refresh,
     };
     let source = RegionSource::new(&lister.regions, &lister.caches, asking);
-    let page_request = PageRequest {
+    let page_request = || PageRequest {
         filters: &query.filters,
-        sort_param,
+        sort_param: sort_param.clone(),
         comparator: &comparator,
         limit: query.limit,
         offset: query.offset,
@@ -179,10 +193,57 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         chunk: lister.settings.max_limit,
         partial_grace: lister.settings.partial_grace,
     };
-    let page = merge::paginate(&source, page_request, starts).await;
+    let page = match marker {
+        Marker::Remembered(item, positions) => {
+            let starts = plan::starts(
+                Marker::Remembered(item.clone(), positions),
+                regions,
+                &comparator,
+            );
+            let page = merge::paginate(&source, page_request(), starts).await;
+            let gone = page
+                .failed
+                .iter()
+                .any(|(_, e)| e.status() == Some(http::StatusCode::NOT_FOUND));
+            if gone || page.stale_start {
+                // A region's remembered row is gone (Cinder: marker not found), or rows before
+                // its position were: the cold path does not depend on them.
+                lister.positions.cold.inc();
+                let (holder, item) = source::find_item(
+                    resource,
+                    &lister.regions,
+                    &lister.caches,
+                    scope,
+                    item.id(),
+                    &fields,
+                    ctx,
+                )
+                .await?;
+                let starts = plan::starts(Marker::Id(holder, item), regions, &comparator);
+                merge::paginate(&source, page_request(), starts).await
+            } else {
+                lister.positions.remembered.inc();
+                page
+            }
+        }
+        marker => {
+            if matches!(marker, Marker::Id(..)) {
+                lister.positions.cold.inc();
+            }
+            let starts = plan::starts(marker, regions, &comparator);
+            merge::paginate(&source, page_request(), starts).await
+        }
+    };
     let missing = source::judge_failures(&lister.regions, &page.failed)?;
     for (region, item) in &page.items {
         lister.caches.holders.insert(item.id().into(), *region);
+    }
+    // Only a whole page's positions are exact for every region.
+    if rememberable && page.failed.is_empty() {
+        for ((_, item), after) in page.items.iter().zip(&page.after_each) {
+            let key = RememberedPositions::key(&request.identity, &binding, item.id());
+            lister.positions.insert(key, Arc::from(&after[..]));
+        }
     }
 
     let rewriter = Rewriter::new(&lister.regions.bases, public_base);

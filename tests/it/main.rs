@@ -7,6 +7,7 @@ mod cli;
 mod faults;
 mod hardening;
 mod merge_props;
+mod paging;
 mod reference;
 mod snapshots;
 mod support;

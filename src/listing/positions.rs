@@ -1,0 +1,123 @@
+//! Remembered positions (README, "Plain ids as markers"): for every row of a page the proxy
+//! served, where each region stood just after that row — the positions a cursor ending at
+//! that row would carry. Dashboards page with the id of the last row they showed as `marker`
+//! rather than following next links; with the positions remembered, such a marker resumes
+//! every region where it stood, so a page costs about `regions × (offset + limit)` upstream
+//! rows at any depth instead of a scan of the regions that do not hold the marker.
+//!
+//! Keyed by the caller's identity, the query's cursor binding (resource, scope, version,
+//! filters, sort, regions) and the row's id, hashed: the key is 32 bytes whatever the query,
+//! and no caller's positions serve another caller. Bounded in bytes like the caches.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use sha2::{Digest, Sha256};
+
+use super::cursor::Position;
+use crate::cache::coalescing::ENTRY_OVERHEAD;
+
+type Key = [u8; 32];
+
+/// How long positions are kept: long enough for a person paging through a dashboard, short
+/// enough that a region whose rows are restored or moved does not keep old positions for long.
+const REMEMBER_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+pub struct RememberedPositions {
+    map: moka::sync::Cache<Key, Arc<[Position]>>,
+    /// Plain-id markers resumed from remembered positions.
+    pub remembered: Counter,
+    /// Plain-id markers that took the cold path (never seen, evicted, or a region's
+    /// remembered row gone).
+    pub cold: Counter,
+}
+
+impl RememberedPositions {
+    pub fn new(max_bytes: u64) -> RememberedPositions {
+        RememberedPositions {
+            map: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(weight)
+                .time_to_live(REMEMBER_FOR)
+                .build(),
+            remembered: Counter::default(),
+            cold: Counter::default(),
+        }
+    }
+
+    pub fn key(identity: &str, binding: &[u8], id: &str) -> Key {
+        let mut h = Sha256::new();
+        for part in [identity.as_bytes(), binding, id.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Arc<[Position]>> {
+        self.map.get(key)
+    }
+
+    pub fn insert(&self, key: Key, positions: Arc<[Position]>) {
+        self.map.insert(key, positions);
+    }
+
+    /// Forget everything (tests, and the cold path's measurement).
+    pub fn clear(&self) {
+        self.map.invalidate_all();
+    }
+
+    /// Bytes held, as weighed (after pending maintenance).
+    pub fn weighted_size(&self) -> u64 {
+        self.map.run_pending_tasks();
+        self.map.weighted_size()
+    }
+}
+
+fn weight(_: &Key, positions: &Arc<[Position]>) -> u32 {
+    let held: usize = positions
+        .iter()
+        .map(|p| std::mem::size_of::<Position>() + p.marker.as_ref().map_or(0, String::len))
+        .sum();
+    (size_of::<Key>() + held + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_callers_queries_and_rows() {
+        let k = RememberedPositions::key("me", b"q", "row");
+        assert_eq!(k, RememberedPositions::key("me", b"q", "row"));
+        assert_ne!(k, RememberedPositions::key("you", b"q", "row"));
+        assert_ne!(k, RememberedPositions::key("me", b"q2", "row"));
+        assert_ne!(k, RememberedPositions::key("me", b"q", "row2"));
+        // Lengths are part of the key: no two splits of the same bytes collide.
+        assert_ne!(
+            RememberedPositions::key("ab", b"c", "d"),
+            RememberedPositions::key("a", b"bc", "d")
+        );
+    }
+
+    #[test]
+    fn memory_is_bounded_by_what_is_weighed() {
+        let map = RememberedPositions::new(64 * 1024);
+        let positions: Arc<[Position]> = (0..3)
+            .map(|i| Position {
+                marker: Some(format!("{i:036}")),
+                skip: 0,
+            })
+            .collect();
+        for row in 0..10_000 {
+            map.insert(
+                RememberedPositions::key("me", b"q", &row.to_string()),
+                positions.clone(),
+            );
+        }
+        let held = map.weighted_size();
+        assert!(held > 0 && held <= 64 * 1024, "{held}");
+        let one = weight(&[0; 32], &positions) as u64;
+        assert!(map.map.entry_count() * one <= 64 * 1024);
+    }
+}
