@@ -142,6 +142,7 @@ fn bench(c: &mut Criterion) {
                                 with_count: false,
                                 chunk: 1000,
                                 partial_grace: None,
+                                record_positions: false,
                             };
                             let page = futures::executor::block_on(merge::paginate(
                                 source,

@@ -51,6 +51,8 @@ pub struct PageRequest<'a> {
     /// `upstream.partial_grace`: once every other region has answered, how long the page
     /// waits for the last one before going on without it.
     pub partial_grace: Option<std::time::Duration>,
+    /// Keep where every region stood after each item ([`Page::after_each`]).
+    pub record_positions: bool,
 }
 
 #[derive(Debug, Default)]
@@ -59,7 +61,7 @@ pub struct Page {
     pub items: Vec<(usize, Item)>,
     /// Where each region stands after the page's last item.
     pub positions: Vec<Position>,
-    /// Where each region stood just after each item (parallel to `items`).
+    /// Where each region stood just after each item (parallel to `items`), when asked for.
     pub after_each: Vec<Box<[Position]>>,
     /// A remembered start no longer held (see [`Start::reread`]): the page is not exact.
     pub stale_start: bool,
@@ -121,7 +123,7 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
     let mut failed = Vec::new();
     let mut passed_total: u64 = 0;
     let mut emitted: Vec<(usize, Item)> = Vec::with_capacity(req.limit.min(1024));
-    let mut after_each: Vec<Box<[Position]>> = Vec::with_capacity(req.limit.min(1024));
+    let mut after_each: Vec<Box<[Position]>> = Vec::new();
     let mut last_id: Option<String> = None;
 
     let remaining = |passed: u64| need - passed.min(need);
@@ -157,7 +159,9 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
         passed_total += 1;
         if passed_total > req.offset {
             emitted.push((i, item));
-            after_each.push(readers.iter().map(|r| r.passed.clone()).collect());
+            if req.record_positions {
+                after_each.push(readers.iter().map(|r| r.passed.clone()).collect());
+            }
         }
     }
     // A duplicate of the last item still waiting at another region's head belongs to this

@@ -192,6 +192,7 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         with_count: query.with_count,
         chunk: lister.settings.max_limit,
         partial_grace: lister.settings.partial_grace,
+        record_positions: rememberable,
     };
     let page = match marker {
         Marker::Remembered(item, positions) => {
