@@ -115,9 +115,10 @@ def proxy_config(regions, ttl, port, cache=""):
     return path
 
 
-def start_proxy(regions, ttl, cache=""):
+def start_proxy(regions, ttl, cache="", binary=None):
     port = free_port()
-    p = start([RELEASE / "vbs-proxy", "serve", "--config", proxy_config(regions, ttl, port, cache)])
+    binary = binary or RELEASE / "vbs-proxy"
+    p = start([binary, "serve", "--config", proxy_config(regions, ttl, port, cache)])
     base = f"http://127.0.0.1:{port}"
     wait_up(base + "/healthz")
     return p, base
@@ -192,10 +193,30 @@ def large_keys(requests=12_000, key_bytes=12_000, max_mib=16):
     return grown / max_mib
 
 
+def misses(binaries):
+    """`run.py miss [BINARY...]`: server CPU per 50-item miss over three regions, for this
+    tree's binary or for each binary given (an A/B of the miss path), interleaved."""
+    three = [start_region(seed) for seed in (1, 2, 3)]
+    page = "/v3/p/backups/detail?limit=50"
+    proxies = {str(b): start_proxy([u for _, u in three], "0s", binary=b) for b in binaries}
+    results = {name: [] for name in proxies}
+    for _ in range(ROUNDS):
+        for name, (proxy, url) in proxies.items():
+            results[name].append(measure(url + page, [proxy.pid], 4))
+    print("| binary | req/s | p50 ms | p99 ms | server CPU µs/req |")
+    print("|---|---|---|---|---|")
+    for name, runs in results.items():
+        print(f"| {name} | {median(runs, 'rps'):,.0f} | {median(runs, 'p50'):.3f} | "
+              f"{median(runs, 'p99'):.3f} | {median(runs, 'cpu_us'):.1f} |")
+
+
 def main():
     subprocess.run(["cargo", "build", "--release", "--bin", "vbs-proxy", "--examples"], cwd=ROOT, check=True)
     if sys.argv[1:] == ["keys"]:
         large_keys()
+        return
+    if sys.argv[1:2] == ["miss"]:
+        misses(sys.argv[2:] or [RELEASE / "vbs-proxy"])
         return
     for tool in ("wrk", "nginx", "taskset"):
         if not shutil.which(tool):
