@@ -275,20 +275,8 @@ impl Case {
 }
 
 async fn get(url: &str, version: &str) -> (u16, serde_json::Value) {
-    let w = world();
-    let resp = w
-        .client
-        .get(url)
-        .header("X-Auth-Token", TOKEN)
-        .header("OpenStack-API-Version", format!("volume {version}"))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (
-        status,
-        serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap(),
-    )
+    let (status, text) = get_text(url, version).await;
+    (status, serde_json::from_str(&text).unwrap())
 }
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
@@ -407,9 +395,10 @@ fn plain_id_walk(case: &Case, proxy: &str, state: &AppState) -> Result<(), TestC
             if let Some(m) = marker {
                 url.push_str(&format!("&marker={}", m.id));
             }
-            let remembered = get_text(&url, case.version).await;
+            let (status, remembered) = get_text(&url, case.version).await;
+            prop_assert_eq!(status, 200, "{}: {}", url, remembered);
             state.lister.positions.clear();
-            let cold = get_text(&url, case.version).await;
+            let (_, cold) = get_text(&url, case.version).await;
             if walk_from_listed {
                 prop_assert_eq!(&remembered, &cold, "remembered and cold differ: {}", url);
             } else {
@@ -459,18 +448,16 @@ fn without_cursor(body: &str) -> String {
     }
 }
 
-async fn get_text(url: &str, version: &str) -> String {
-    world()
+async fn get_text(url: &str, version: &str) -> (u16, String) {
+    let resp = world()
         .client
         .get(url)
         .header("X-Auth-Token", TOKEN)
         .header("OpenStack-API-Version", format!("volume {version}"))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
 proptest! {

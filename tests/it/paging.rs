@@ -201,12 +201,7 @@ async fn a_remembered_row_deleted_since_gets_the_cold_answer() {
     let (first, _) = page(&h, sort, 50, None).await;
     // The marker itself deleted: Cinder's 404, remembered or not.
     let gone = first[49].clone();
-    let region = gone[1..2].parse::<usize>().unwrap();
-    h.regions[region]
-        .backups
-        .write()
-        .unwrap()
-        .retain(|b| b.id != gone);
+    delete(&h, &gone);
     let reply = h
         .get(
             &format!("/v3/{PROJECT}/backups/detail?sort={sort}&limit=51&marker={gone}"),
@@ -228,16 +223,21 @@ async fn a_remembered_row_deleted_since_gets_the_cold_answer() {
         .find(|id| !id.starts_with(holder))
         .unwrap()
         .clone();
-    let region = other[1..2].parse::<usize>().unwrap();
-    h.regions[region]
-        .backups
-        .write()
-        .unwrap()
-        .retain(|b| b.id != other);
+    delete(&h, &other);
     let cold_before = h.state.lister.positions.cold.get();
     let (ids, _) = page(&h, sort, 50, Some(&marker)).await;
     let order = union_order(&h, sort);
     let at = order.iter().position(|id| *id == marker).unwrap();
     assert_eq!(ids, &order[at + 1..at + 52]);
     assert_eq!(h.state.lister.positions.cold.get(), cold_before + 1);
+}
+
+/// Delete row `id` (`r{region}-...`) from its region.
+fn delete(h: &Harness, id: &str) {
+    let region: usize = id[1..2].parse().unwrap();
+    h.regions[region]
+        .backups
+        .write()
+        .unwrap()
+        .retain(|b| b.id != id);
 }
