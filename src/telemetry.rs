@@ -3,6 +3,7 @@
 //! so spans cost what plain `tracing` spans cost.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 
 use async_trait::async_trait;
 use opentelemetry::propagation::TextMapPropagator;
@@ -39,7 +40,10 @@ pub fn init(config: &Config) -> Telemetry {
         tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| "info".into());
     let fmt = match config.log.format {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
     };
     let provider = config
         .telemetry

@@ -144,3 +144,68 @@ async fn sigterm_lets_requests_in_flight_finish() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// Text logs written to a pipe (or a file) carry no colour codes; and an idle instance stops
+/// on SIGTERM without waiting for its shutdown grace, idle keep-alive connections or not.
+/// (Two worker threads: the simulated region answers while this test blocks on sockets.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_text_logs_are_plain_and_idle_shutdown_is_immediate() {
+    use std::io::{BufRead, Read, Write};
+    let region = SimRegion::new(SimConfig::default(), rows("a", 1));
+    let url = region.spawn().await.unwrap();
+    let config = temp_config(
+        "text.toml",
+        &format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"1h\"\n[log]\nformat = \"text\"\n[[regions]]\nname = \"a\"\nurl = \"{url}\"\n"),
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    log.read_line(&mut line).unwrap();
+    assert!(line.contains("serving"), "{line}");
+    assert!(
+        !line.contains('\u{1b}'),
+        "colour codes in a piped log: {line:?}"
+    );
+    let addr = line
+        .split("listen=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the address in the log line")
+        .to_string();
+    // A keep-alive connection left idle after a request, and one that never sent anything.
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let _silent = std::net::TcpStream::connect(&addr).unwrap();
+    assert!(Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    // Bounded far below the one-hour grace: the proxy must not wait for it.
+    let exited = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .expect("an idle proxy exits on SIGTERM without waiting for its grace")
+    .unwrap()
+    .unwrap();
+    assert!(exited.success(), "{exited:?}");
+    let mut rest = String::new();
+    log.read_to_string(&mut rest).unwrap();
+    assert!(
+        !rest.contains('\u{1b}'),
+        "colour codes in a piped log: {rest:?}"
+    );
+}
