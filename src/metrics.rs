@@ -1,7 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): the cache layers' counters and sizes for now.
 
-use std::borrow::Cow;
-
+use prometheus_client::encoding::prometheus_text;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -9,6 +8,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+
+use crate::cache::metrics::LayerMetrics;
 use crate::cache::Caches;
 use crate::listing::positions::RememberedPositions;
 
@@ -76,36 +80,12 @@ impl Metrics {
             breaker.clone(),
         );
         let bytes = [Gauge::default(), Gauge::default()];
-        let layers = [
-            ("responses", caches.responses.metrics_arc()),
-            ("region_pages", caches.pages.metrics_arc()),
-        ];
-        for ((name, m), gauge) in layers.into_iter().zip(bytes.iter()) {
-            let sub =
-                registry.sub_registry_with_label((Cow::Borrowed("layer"), Cow::Borrowed(name)));
-            sub.register("cache_hits", "Fresh cache hits", m.hits.clone());
-            sub.register(
-                "cache_misses",
-                "Lookups that went upstream",
-                m.misses.clone(),
-            );
-            sub.register(
-                "cache_stale_served",
-                "Stale entries served (revalidating, or on error)",
-                m.stale.clone(),
-            );
-            sub.register(
-                "cache_coalesced_waiters",
-                "Requests that joined a fetch in flight",
-                m.coalesced.clone(),
-            );
-            sub.register(
-                "cache_evictions",
-                "Entries evicted by the byte bound or age",
-                m.evictions.clone(),
-            );
-            sub.register("cache_bytes", "Bytes held, as weighed", gauge.clone());
-        }
+        registry.register_collector(Box::new(CacheCollector {
+            layers: [
+                ("responses", caches.responses.metrics_arc(), bytes[0].clone()),
+                ("region_pages", caches.pages.metrics_arc(), bytes[1].clone()),
+            ],
+        }));
         Metrics {
             http,
             registry,
@@ -115,7 +95,13 @@ impl Metrics {
     }
 
     /// The text exposition, with the cache sizes read now.
-    pub fn render(&self, caches: &Caches, upstream: &crate::regions::Upstream) -> String {
+    /// The exposition in OpenMetrics text when `openmetrics`, else in Prometheus text 0.0.4.
+    pub fn render(
+        &self,
+        caches: &Caches,
+        upstream: &crate::regions::Upstream,
+        openmetrics: bool,
+    ) -> String {
         use crate::regions::protection::BreakerState;
         for (region, guard) in upstream.regions.iter().zip(&upstream.guards) {
             let state = match guard.breaker() {
@@ -132,8 +118,62 @@ impl Metrics {
         self.bytes[0].set(caches.responses.weighted_size() as i64);
         self.bytes[1].set(caches.pages.weighted_size() as i64);
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        let written = if openmetrics {
+            encode(&mut out, &self.registry)
+        } else {
+            prometheus_text::encode(&mut out, &self.registry)
+        };
+        written.expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The cache layers' metrics: one family per name, the layer a label (a family written once
+/// per layer would repeat its HELP and TYPE lines, which the exposition format forbids).
+#[derive(Debug)]
+struct CacheCollector {
+    layers: [(&'static str, std::sync::Arc<LayerMetrics>, Gauge); 2],
+}
+
+type CounterOf = fn(&LayerMetrics) -> &Counter;
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let counters: [(&str, &str, CounterOf); 5] = [
+            ("cache_hits", "Fresh cache hits", |m| &m.hits),
+            ("cache_misses", "Lookups that went upstream", |m| &m.misses),
+            (
+                "cache_stale_served",
+                "Stale entries served (revalidating, or on error)",
+                |m| &m.stale,
+            ),
+            (
+                "cache_coalesced_waiters",
+                "Requests that joined a fetch in flight",
+                |m| &m.coalesced,
+            ),
+            (
+                "cache_evictions",
+                "Entries evicted by the byte bound or age",
+                |m| &m.evictions,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (layer, metrics, _) in &self.layers {
+                counter(metrics).encode(family.encode_family(&[("layer", *layer)])?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "cache_bytes",
+            "Bytes held, as weighed",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (layer, _, bytes) in &self.layers {
+            bytes.encode(family.encode_family(&[("layer", *layer)])?)?;
+        }
+        Ok(())
     }
 }
 

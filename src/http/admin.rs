@@ -107,12 +107,24 @@ pub async fn purge(State(state): State<AppState>, request: Request) -> Response 
         .into_response()
 }
 
+/// `GET /metrics`: OpenMetrics for a scraper that asks for it (Prometheus does), else the
+/// Prometheus text format every scraper and `promtool check metrics` read.
 pub async fn metrics(
     State(metrics): State<Arc<Metrics>>,
     State(caches): State<Arc<Caches>>,
     State(regions): State<Arc<Regions>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    let body = metrics.render(&caches, &regions.client);
-    let ct = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
-    ([(header::CONTENT_TYPE, ct)], body).into_response()
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let body = metrics.render(&caches, &regions.client, openmetrics);
+    let ct = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+    };
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(ct))], body).into_response()
 }

@@ -187,3 +187,81 @@ async fn metrics_count_known_traffic() {
     assert_eq!(value("vbs_upstream_breaker_state{region=\"r0\"} "), 0.0);
     assert!(!text.contains(TOKEN));
 }
+
+/// A real scrape after traffic passes `promtool check metrics` (Debian's `prometheus`
+/// package; `.ci/run` installs it) without a lint, and the OpenMetrics form a scraper may ask
+/// for writes each family once.
+#[tokio::test]
+async fn metrics_pass_promtool_and_write_each_family_once() {
+    use std::io::Write;
+    let h = Harness::start(
+        vec![
+            (SimConfig::default(), rows("a", 3)),
+            (SimConfig::default(), rows("b", 3)),
+        ],
+        "[cache]\nttl = \"60s\"\n",
+    )
+    .await;
+    for path in [
+        "/v3/abc123/backups/detail?limit=2",
+        "/v3/abc123/backups/detail?limit=2",
+        "/v3/abc123/backups/detail?limit=2&marker=a-002",
+        "/v3/abc123/backups/detail?limit=-1",
+    ] {
+        h.get(path, None).await;
+    }
+    let text = h.get_with("/metrics", &[]).await.text;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`; .ci/run installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "{said}\n{text}"
+    );
+    assert!(
+        text.contains("vbs_cache_hits_total{layer=\"responses\"} 1"),
+        "{text}"
+    );
+
+    let open = h
+        .get_with(
+            "/metrics",
+            &[(
+                "Accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+            )],
+        )
+        .await;
+    assert!(open
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let helps: Vec<&str> = open
+        .text
+        .lines()
+        .filter(|l| l.starts_with("# HELP "))
+        .collect();
+    let distinct: std::collections::HashSet<&str> = helps
+        .iter()
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(helps.len(), distinct.len(), "{}", open.text);
+    assert!(distinct.contains("vbs_cache_hits"));
+    assert!(open.text.trim_end().ends_with("# EOF"));
+}
