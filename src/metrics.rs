@@ -1,4 +1,5 @@
-//! Prometheus metrics (`GET /metrics`): the cache layers' counters and sizes for now.
+//! Prometheus metrics (`GET /metrics`): HTTP, upstream calls and breakers, the cache layers,
+//! plain-id markers.
 
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::encoding::text::encode;
