@@ -332,6 +332,7 @@ impl Config {
         for (i, region) in config.regions.iter_mut().enumerate() {
             let at = format!("regions[{i}]");
             region.protection = Some(upstream.with_overrides(&region.overrides, &at)?);
+            region.url = endpoint_base(&region.url);
         }
         config.validate()?;
         Ok(config)
@@ -403,6 +404,27 @@ impl Config {
     }
 }
 
+/// The Cinder endpoint a region URL names, as the proxy builds paths on it
+/// (`{base}/v3/{project}/...`): the URL as given, or what `openstack endpoint list` shows —
+/// `.../v3/%(project_id)s` (also `$(project_id)s`, `%(tenant_id)s`, `$(tenant_id)s`) or
+/// `.../v3` — with that tail and trailing slashes taken off.
+pub fn endpoint_base(url: &str) -> String {
+    const PROJECT_TEMPLATES: &[&str] = &[
+        "%(project_id)s",
+        "$(project_id)s",
+        "%(tenant_id)s",
+        "$(tenant_id)s",
+    ];
+    let mut base = url.trim_end_matches('/');
+    for template in PROJECT_TEMPLATES {
+        if let Some(rest) = base.strip_suffix(template) {
+            base = rest.trim_end_matches('/');
+            break;
+        }
+    }
+    base.strip_suffix("/v3").unwrap_or(base).to_string()
+}
+
 /// An `http(s)://host[:port][/path]` URL without query or fragment; returned without a
 /// trailing slash by the caller's trimming.
 fn check_http_url(url: &str) -> Result<(), String> {
@@ -446,6 +468,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("collation"), "{err}");
+        // What `openstack endpoint list` shows names the same endpoint as its base.
+        for url in [
+            "https://cinder.example:8776",
+            "https://cinder.example:8776/",
+            "https://cinder.example:8776/v3",
+            "https://cinder.example:8776/v3/",
+            "https://cinder.example:8776/v3/%(project_id)s",
+            "https://cinder.example:8776/v3/$(project_id)s",
+            "https://cinder.example:8776/v3/%(tenant_id)s/",
+        ] {
+            let toml = format!("[[regions]]\nname = \"a\"\nurl = \"{url}\"\n");
+            let config = Config::from_toml(&toml).unwrap();
+            assert_eq!(
+                config.regions[0].url, "https://cinder.example:8776",
+                "{url}"
+            );
+        }
+        // devstack serves Cinder under a path prefix: it stays.
+        assert_eq!(
+            endpoint_base("http://10.0.0.1/volume/v3/$(project_id)s"),
+            "http://10.0.0.1/volume"
+        );
+
         let bad_url = "[[regions]]\nname = \"a\"\nurl = \"ftp://x\"\n";
         let err = Config::from_toml(bad_url).unwrap_err().to_string();
         assert!(err.contains("regions[0].url"), "{err}");

@@ -540,3 +540,37 @@ async fn other_paths_go_to_the_primary_region_or_404() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["itemNotFound"]["code"], 404);
 }
+
+/// Regions configured as `openstack endpoint list` shows them (`.../v3/%(project_id)s`, or
+/// `.../v3`) are the same endpoints as their bases: both answer, links point at the proxy.
+#[tokio::test]
+async fn catalog_style_region_urls_name_the_same_endpoints() {
+    let h = Harness::start(
+        vec![
+            (SimConfig::default(), rows("a", 2)),
+            (SimConfig::default(), rows("b", 2)),
+        ],
+        "",
+    )
+    .await;
+    let toml = format!(
+        "[cache]\nttl = \"0s\"\n[[regions]]\nname = \"a\"\nurl = \"{}/v3/%(project_id)s\"\n\
+         [[regions]]\nname = \"b\"\nurl = \"{}/v3/\"\n",
+        h.region_urls[0], h.region_urls[1]
+    );
+    let proxy = h.restart_proxy(&toml).await;
+    let r = proxy.get(DETAIL, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut ids = r.ids();
+    ids.sort();
+    assert_eq!(ids, ["a-000", "a-001", "b-000", "b-001"]);
+    for href in r.json()["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["links"].as_array().unwrap())
+        .map(|l| l["href"].as_str().unwrap())
+    {
+        assert!(href.starts_with(&proxy.base), "{href}");
+    }
+}
