@@ -14,11 +14,22 @@ use crate::app::AppState;
 use crate::microversion::Version;
 use crate::regions::Regions;
 
-fn document(state: &AppState, base: &str) -> String {
-    json!({"versions": [{
+/// The version document, or a 503 while no region's version document has been read: the
+/// proxy does not know which microversions it can offer, and says so rather than guess 3.0.
+fn document(state: &AppState, base: &str, status: StatusCode) -> Response {
+    let Some(max) = state.regions.versions.known_max() else {
+        return ApiError::Regions {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "The supported microversions are not known yet: no region's version \
+                      document has been read."
+                .into(),
+        }
+        .into_response();
+    };
+    let body = json!({"versions": [{
         "id": "v3.0",
         "status": "CURRENT",
-        "version": state.regions.versions.max().to_string(),
+        "version": max.to_string(),
         "min_version": Version::MIN.to_string(),
         "updated": state.regions.versions.updated(),
         "links": [
@@ -27,7 +38,8 @@ fn document(state: &AppState, base: &str) -> String {
         ],
         "media-types": [{"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}]
     }]})
-    .to_string()
+    .to_string();
+    json_response(status, body)
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -46,7 +58,7 @@ pub async fn root(State(state): State<AppState>, request: Request) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    json_response(StatusCode::MULTIPLE_CHOICES, document(&state, &base))
+    document(&state, &base, StatusCode::MULTIPLE_CHOICES)
 }
 
 /// `GET /v3/`: behind authentication in Cinder, 200.
@@ -64,7 +76,7 @@ pub async fn v3(State(state): State<AppState>, request: Request) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    json_response(StatusCode::OK, document(&state, &base))
+    document(&state, &base, StatusCode::OK)
 }
 
 /// 200 when at least one region answered its last version probe.

@@ -32,14 +32,16 @@ impl VersionBook {
         }
     }
 
-    /// The lowest maximum over regions that reported one; 3.0 until any has.
+    /// The lowest maximum over regions that reported one; 3.0 until any has (requests are
+    /// then negotiated conservatively; the version documents say it is unknown).
     pub fn max(&self) -> Version {
+        self.known_max().unwrap_or(Version::MIN)
+    }
+
+    /// The lowest maximum over regions that reported one; `None` until any has.
+    pub fn known_max(&self) -> Option<Version> {
         let regions = self.regions.read().expect("not poisoned");
-        regions
-            .iter()
-            .filter_map(|r| r.max)
-            .min()
-            .unwrap_or(Version::MIN)
+        regions.iter().filter_map(|r| r.max).min()
     }
 
     pub fn any_reachable(&self) -> bool {

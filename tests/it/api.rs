@@ -574,3 +574,26 @@ async fn catalog_style_region_urls_name_the_same_endpoints() {
         assert!(href.starts_with(&proxy.base), "{href}");
     }
 }
+
+/// While no region's version document has been read, the proxy does not advertise a
+/// microversion it cannot know: `GET /` and `GET /v3/` answer 503.
+#[tokio::test]
+async fn version_documents_are_unknown_until_a_region_answers() {
+    let h = Harness::start(vec![(SimConfig::default(), rows("a", 1))], "").await;
+    let down = h
+        .restart_proxy("[[regions]]\nname = \"down\"\nurl = \"http://127.0.0.1:1\"\n")
+        .await;
+    for path in ["/", "/v3/"] {
+        let r = down.get(path, None).await;
+        assert_eq!(r.status, 503, "{path}: {}", r.text);
+        let message = r.json()["serviceUnavailable"]["message"].clone();
+        assert!(
+            message.as_str().unwrap().contains("not known yet"),
+            "{message}"
+        );
+    }
+    // With a region that answered, the document says what it said.
+    let r = h.get("/", None).await;
+    assert_eq!(r.status, 300);
+    assert_eq!(r.json()["versions"][0]["version"], "3.71");
+}
