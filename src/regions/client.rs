@@ -2,6 +2,7 @@
 //! retry budget, rate and concurrency limits, `Retry-After`), typed answers, failures named
 //! by kind in logs and metrics.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::protection::{self, Health, Protection, Refusal};
@@ -52,6 +53,8 @@ struct Judged {
     outcome: &'static str,
     health: Health,
     retry_after: Option<Duration>,
+    /// What went wrong, for the breaker to tell when it refuses.
+    failure: Option<String>,
 }
 
 impl Judged {
@@ -61,6 +64,7 @@ impl Judged {
             outcome: "ok",
             health: Health::Healthy,
             retry_after: None,
+            failure: None,
         }
     }
 
@@ -73,6 +77,7 @@ impl Judged {
                 RegionError::Status { retry_after, .. } => *retry_after,
                 _ => None,
             },
+            failure: Some(e.to_string()),
         }
     }
 
@@ -131,6 +136,9 @@ pub enum RegionError {
     /// Not sent: the proxy's own protection of the region said no.
     #[error("not asked: {}", refusal_text(*.0))]
     Refused(Refusal),
+    /// Not sent: the region's breaker is open, since the failure it names.
+    #[error("not asked: circuit breaker open after \"{cause}\"; next try in {retry_in_secs} s")]
+    CircuitOpen { cause: Arc<str>, retry_in_secs: u64 },
 }
 
 fn refusal_text(r: Refusal) -> &'static str {
@@ -154,7 +162,9 @@ impl RegionError {
             RegionError::Body(_) => "body",
             RegionError::Lost => "lost",
             RegionError::Straggler => "straggler",
-            RegionError::Refused(Refusal::CircuitOpen) => "circuit_open",
+            RegionError::Refused(Refusal::CircuitOpen) | RegionError::CircuitOpen { .. } => {
+                "circuit_open"
+            }
             RegionError::Refused(Refusal::BackingOff) => "backing_off",
             RegionError::Refused(Refusal::RateLimited) => "rate_limited",
             RegionError::Refused(Refusal::Overloaded) => "overloaded",
@@ -180,7 +190,8 @@ impl RegionError {
             | RegionError::Body(_)
             | RegionError::Lost
             | RegionError::Straggler
-            | RegionError::Refused(_) => Health::Unknown,
+            | RegionError::Refused(_)
+            | RegionError::CircuitOpen { .. } => Health::Unknown,
         }
     }
 
@@ -191,6 +202,7 @@ impl RegionError {
             RegionError::Timeout | RegionError::Connect(_) | RegionError::Transport(_) => true,
             RegionError::Body(_)
             | RegionError::Refused(_)
+            | RegionError::CircuitOpen { .. }
             | RegionError::Lost
             | RegionError::Straggler => false,
         }
@@ -336,6 +348,13 @@ impl Upstream {
                 .try_clone()
                 .expect("GET requests have no streaming body");
             let result = match self.admitted(region, attempt == 0, deadline).await {
+                Err(Refusal::CircuitOpen) => Err(guard.open_since(Instant::now()).map_or(
+                    RegionError::Refused(Refusal::CircuitOpen),
+                    |(cause, retry_in)| RegionError::CircuitOpen {
+                        cause,
+                        retry_in_secs: retry_in.as_secs_f64().ceil() as u64,
+                    },
+                )),
                 Err(refusal) => Err(RegionError::Refused(refusal)),
                 Ok(_permit) => {
                     let started = Instant::now();
@@ -439,7 +458,7 @@ impl Upstream {
         span.record("outcome", judged.outcome);
         self.metrics.observe_latency(name, started.elapsed());
         self.metrics.count(name, judged.outcome);
-        guard.record(judged.health, Instant::now());
+        guard.record(judged.health, Instant::now(), judged.failure.as_deref());
         if judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
             // Nothing goes to the region before the time it named (1 s if none).
             let wait = judged.retry_after.unwrap_or(Duration::from_secs(1));
@@ -516,7 +535,7 @@ impl Upstream {
                 Health::Unknown => Health::Healthy,
                 other => other,
             };
-            guard.record(health, Instant::now());
+            guard.record(health, Instant::now(), judged.failure.as_deref());
             if let Some(wait) = judged.retry_after {
                 guard.back_off_until(protection::later(Instant::now(), wait));
             }

@@ -2,7 +2,7 @@
 //! limit and the region's own `Retry-After`. Pure state behind one mutex, judged with the tokio
 //! clock so the tests drive it with paused time; the concurrency limit is a semaphore beside it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use tokio::time::{Duration, Instant};
@@ -53,6 +53,8 @@ struct State {
     /// Most recent outcomes, true = failure.
     recent: std::collections::VecDeque<bool>,
     retry_after: Option<Instant>,
+    /// The last failure recorded, as the error said it.
+    last_failure: Option<Arc<str>>,
     budget: f64,
     /// Token bucket: tokens and when they were counted.
     tokens: f64,
@@ -76,6 +78,7 @@ impl Protection {
                 consecutive_failures: 0,
                 recent: std::collections::VecDeque::with_capacity(RATIO_WINDOW),
                 retry_after: None,
+                last_failure: None,
                 budget: BUDGET_RESERVE,
                 tokens: burst,
                 counted_at: Instant::now(),
@@ -140,14 +143,17 @@ impl Protection {
         }
     }
 
-    /// Record what a sent request came to.
-    pub fn record(&self, health: Health, now: Instant) {
+    /// Record what a sent request came to (`cause`: what went wrong, if it did).
+    pub fn record(&self, health: Health, now: Instant, cause: Option<&str>) {
         let failure = match health {
             Health::Healthy => false,
             Health::Faulty => true,
             Health::Unknown => return,
         };
         let mut s = self.state();
+        if failure {
+            s.last_failure = Some(Arc::from(cause.unwrap_or("failed")));
+        }
         if s.recent.len() == RATIO_WINDOW {
             s.recent.pop_front();
         }
@@ -170,6 +176,18 @@ impl Protection {
             };
             s.recent.clear();
         }
+    }
+
+    /// While the breaker is open or half-open: the failure that opened it and how long until
+    /// the next probe may go (zero when it is due or in flight).
+    pub fn open_since(&self, now: Instant) -> Option<(Arc<str>, Duration)> {
+        let s = self.state();
+        let retry_in = match s.breaker {
+            BreakerState::Closed => return None,
+            BreakerState::Open { until } => until.saturating_duration_since(now),
+            BreakerState::HalfOpen => Duration::ZERO,
+        };
+        Some((s.last_failure.clone()?, retry_in))
     }
 
     /// The region answered 429: nothing goes to it before `until`.
@@ -253,7 +271,7 @@ mod tests {
         let g = Protection::new(config());
         for _ in 0..3 {
             assert_eq!(g.admit(Instant::now(), true), Ok(()));
-            g.record(Health::Faulty, Instant::now());
+            g.record(Health::Faulty, Instant::now(), Some("connection refused"));
         }
         assert!(matches!(g.breaker(), BreakerState::Open { .. }));
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
@@ -267,11 +285,11 @@ mod tests {
         assert_eq!(g.breaker(), BreakerState::HalfOpen);
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
         // The probe fails: open again for a full cool-down.
-        g.record(Health::Faulty, Instant::now());
+        g.record(Health::Faulty, Instant::now(), Some("connection refused"));
         assert_eq!(g.admit(Instant::now(), true), Err(Refusal::CircuitOpen));
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(g.take_probe(Instant::now()));
-        g.record(Health::Healthy, Instant::now());
+        g.record(Health::Healthy, Instant::now(), None);
         assert_eq!(g.breaker(), BreakerState::Closed);
         assert_eq!(g.admit(Instant::now(), true), Ok(()));
     }
@@ -291,6 +309,7 @@ mod tests {
                     Health::Healthy
                 },
                 Instant::now(),
+                Some("answered HTTP 503"),
             ); // half fail, never two in a row
         }
         assert!(matches!(g.breaker(), BreakerState::Open { .. }));

@@ -343,3 +343,25 @@ async fn readyz_follows_the_regions() {
         .await;
     assert_eq!(down.get_with("/readyz", &[]).await.status, 503);
 }
+
+/// A region refused by its open breaker is reported with the failure that opened it and when
+/// it will be tried again, from the very first request (the start-up version probe opened it).
+#[tokio::test]
+async fn an_open_breaker_says_why_and_when() {
+    let h = Harness::start(vec![(SimConfig::default(), rows("a", 2))], "").await;
+    let toml = format!(
+        "[upstream]\nbreaker_failures = 1\nbreaker_cooldown = \"60s\"\non_region_failure = \"fail\"\n\
+         [[regions]]\nname = \"up\"\nurl = \"{}\"\n[[regions]]\nname = \"down\"\nurl = \"http://127.0.0.1:1\"\n",
+        h.region_urls[0]
+    );
+    let proxy = h.restart_proxy(&toml).await;
+    let r = proxy.get("/v3/abc123/backups/detail", None).await;
+    assert!(r.status >= 500, "{}", r.text);
+    let message = r.text;
+    assert!(
+        message.contains("down (not asked: circuit breaker open after"),
+        "{message}"
+    );
+    assert!(message.contains("connection failed"), "{message}");
+    assert!(message.contains("next try in"), "{message}");
+}
