@@ -21,7 +21,8 @@ import urllib.error
 import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-RELEASE = ROOT / "target" / "release"
+# The release code with line tables (Cargo.toml, [profile.profiling]).
+RELEASE = ROOT / "target" / "profiling"
 EXAMPLES = RELEASE / "examples"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
@@ -211,7 +212,8 @@ def misses(binaries):
 
 
 def main():
-    subprocess.run(["cargo", "build", "--release", "--bin", "vbs-proxy", "--examples"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--profile", "profiling", "--bin", "vbs-proxy", "--examples"], cwd=ROOT,
+                   check=True)
     if sys.argv[1:] == ["keys"]:
         large_keys()
         return
