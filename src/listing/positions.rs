@@ -1,9 +1,10 @@
-//! Remembered positions (README, "Plain ids as markers"): for every row of a page the proxy
-//! served, where each region stood just after that row — the positions a cursor ending at
-//! that row would carry. Dashboards page with the id of the last row they showed as `marker`
-//! rather than following next links; with the positions remembered, such a marker resumes
-//! every region where it stood, so a page costs about `regions × (offset + limit)` upstream
-//! rows at any depth instead of a scan of the regions that do not hold the marker.
+//! Remembered positions (README, "How it maps to Cinder": plain ids as markers). For every
+//! row of a page the proxy served, where each region stood just after that row: the
+//! positions a cursor ending at that row would carry. Dashboards page with the id of the last
+//! row they showed as `marker` rather than following next links; with the positions
+//! remembered, such a marker resumes every region where it stood, so a page costs about
+//! `regions × (offset + limit)` upstream rows at any depth instead of a scan of the regions
+//! that do not hold the marker.
 //!
 //! Keyed by the caller's identity, the query's cursor binding (resource, scope, version,
 //! filters, sort, regions) and the row's id, hashed: the key is 32 bytes whatever the query,

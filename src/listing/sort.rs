@@ -179,8 +179,9 @@ impl Comparator {
     /// Whether Cinder's marker filter handles `item` correctly as a marker. `paginate_query`
     /// replaces NULL with the column default (`''`, 0, 1900-01-01) on both sides of its
     /// comparisons while ORDER BY keeps NULLs apart, so a marker whose value is NULL or that
-    /// default loses or repeats rows (NOTES.md, last section). Such items are never sent as a
-    /// marker; the proxy counts past them with `offset` instead.
+    /// default loses or repeats rows (docs/cinder-behaviour.md, "Walks over nullable sort
+    /// keys"). Such items are never sent as a marker; the proxy counts past them with `offset`
+    /// instead.
     pub fn safe_marker(&self, item: &Item) -> bool {
         self.keys
             .iter()

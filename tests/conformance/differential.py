@@ -102,8 +102,9 @@ def below(version, minor):
 
 def check_against_union(world, path, token, version, query, collection):
     """The proxy's answer to `path?query` equals the union's; and walking both to the end gives
-    the same ids, or, where Cinder's own walk is broken by NULL sort values (NOTES.md, last
-    section), the proxy gives what an exact walk over the union's order gives."""
+    the same ids, or, where Cinder's own walk is broken by NULL sort values
+    (docs/cinder-behaviour.md, "Walks over nullable sort keys"), the proxy gives what an exact
+    walk over the union's order gives."""
     proxy = get(world.proxy_url, path, token, version, query)
     union = get(world.urls["union"], path, token, version, query)
     assert_same(proxy, union, query, collection)

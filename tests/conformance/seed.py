@@ -25,7 +25,7 @@ def main(conf_path, rows_path):
     for row in tables["backups"]:
         values = times(row, ("created_at", "updated_at", "data_timestamp", "deleted_at"))
         # The model turns a None fail_reason into "" while the API writes NULL: only set it
-        # when there is one (NOTES.md, "Seeding backups").
+        # when there is one (docs/cinder-behaviour.md, "Seeding rows").
         if values.get("fail_reason") is None:
             values.pop("fail_reason", None)
         db.backup_create(ctxt, values)

@@ -58,7 +58,7 @@ QUERIES = [
     "all_tenants=1&limit=6",
     "all_tenants=abc",
     "foo=bar",
-    # Bad input (NOTES.md, "Bad pagination input").
+    # Bad input (docs/cinder-behaviour.md, "Bad pagination input").
     "limit=-1",
     "limit=abc",
     "limit=",

@@ -94,8 +94,8 @@ def test_authentication_and_policy(world):
 
 
 def test_nullable_sort_walk_is_exact_where_cinder_is_not(world):
-    """NOTES.md, last section: walking name asc over NULL and empty names, Cinder loses the
-    empty one; the proxy returns every row once, in order."""
+    """docs/cinder-behaviour.md, "Walks over nullable sort keys": walking name asc over NULL
+    and empty names, Cinder loses the empty one; the proxy returns every row once, in order."""
     query = "sort=name:asc&limit=4"
     union = walk(get(world.urls["union"], DETAIL, ADMIN, "3.37", query), ADMIN, "3.37", "backups")
     proxy = walk(get(world.proxy_url, DETAIL, ADMIN, "3.37", query), ADMIN, "3.37", "backups")

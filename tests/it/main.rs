@@ -4,6 +4,7 @@
 mod api;
 mod cache;
 mod cli;
+mod docs;
 mod faults;
 mod hardening;
 mod merge_props;

@@ -668,7 +668,8 @@ mod tests {
     }
 
     /// The simulated region reproduces Cinder's bug: walking `name asc` with a NULL and an
-    /// empty name loses the empty one (NOTES.md, last section).
+    /// empty name loses the empty one (docs/cinder-behaviour.md, "Walks over nullable sort
+    /// keys").
     #[test]
     fn marker_walk_over_null_names_loses_a_row_like_cinder() {
         let rows = vec![
