@@ -16,25 +16,29 @@ pub enum Marker {
     Cursor(Cursor),
     /// A client's plain id, found in this region.
     Id(usize, Item),
-    /// A client's plain id, with where each region stood just after it when the proxy last
-    /// showed it (see `positions.rs`).
-    Remembered(Item, Arc<[Position]>),
+    /// A client's plain id, found in region `holder`, with where each region stood just after
+    /// it when the proxy last showed it (see `positions.rs`).
+    Remembered {
+        holder: usize,
+        item: Item,
+        positions: Arc<[Position]>,
+    },
 }
 
-pub fn starts(marker: Marker, regions: usize, comparator: &Comparator) -> Vec<Start> {
+pub fn starts(marker: &Marker, regions: usize, comparator: &Comparator) -> Vec<Start> {
     match marker {
         Marker::None => vec![Start::default(); regions],
         Marker::Cursor(c) => c
             .positions
-            .into_iter()
+            .iter()
             .map(|position| Start {
-                position,
+                position: position.clone(),
                 ..Start::default()
             })
             .collect(),
         Marker::Id(holder, item) => (0..regions)
             .map(|i| {
-                if i == holder && comparator.safe_marker(&item) {
+                if i == *holder && comparator.safe_marker(item) {
                     let position = Position {
                         marker: Some(item.id().to_string()),
                         skip: 0,
@@ -57,7 +61,9 @@ pub fn starts(marker: Marker, regions: usize, comparator: &Comparator) -> Vec<St
         // or before the marker, or rows were deleted since and the offset would skip a row
         // (the merge then marks the page stale and the caller takes the cold path). Rows
         // added since sort at or before the marker, or after it; the bound passes the first.
-        Marker::Remembered(item, positions) => positions
+        Marker::Remembered {
+            item, positions, ..
+        } => positions
             .iter()
             .map(|p| {
                 let reread = u64::from(p.skip > 0);

@@ -163,7 +163,11 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
             let key = RememberedPositions::key(&request.identity, &binding, id);
             match lister.positions.get(&key) {
                 Some(positions) if rememberable && positions.len() == regions => {
-                    Marker::Remembered(item, positions)
+                    Marker::Remembered {
+                        holder: region,
+                        item,
+                        positions,
+                    }
                 }
                 _ => Marker::Id(region, item),
             }
@@ -194,14 +198,10 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         partial_grace: lister.settings.partial_grace,
         record_positions: rememberable,
     };
-    let page = match marker {
-        Marker::Remembered(item, positions) => {
-            let starts = plan::starts(
-                Marker::Remembered(item.clone(), positions),
-                regions,
-                &comparator,
-            );
-            let page = merge::paginate(&source, page_request(), starts).await;
+    let starts = plan::starts(&marker, regions, &comparator);
+    let mut page = merge::paginate(&source, page_request(), starts).await;
+    match &marker {
+        Marker::Remembered { holder, item, .. } => {
             let gone = page
                 .failed
                 .iter()
@@ -210,31 +210,18 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
                 // A region's remembered row is gone (Cinder: marker not found), or rows before
                 // its position were: the cold path does not depend on them.
                 lister.positions.cold.inc();
-                let (holder, item) = source::find_item(
-                    resource,
-                    &lister.regions,
-                    &lister.caches,
-                    scope,
-                    item.id(),
-                    &fields,
-                    ctx,
-                )
-                .await?;
-                let starts = plan::starts(Marker::Id(holder, item), regions, &comparator);
-                merge::paginate(&source, page_request(), starts).await
+                let cold = Marker::Id(*holder, item.clone());
+                let starts = plan::starts(&cold, regions, &comparator);
+                page = merge::paginate(&source, page_request(), starts).await;
             } else {
                 lister.positions.remembered.inc();
-                page
             }
         }
-        marker => {
-            if matches!(marker, Marker::Id(..)) {
-                lister.positions.cold.inc();
-            }
-            let starts = plan::starts(marker, regions, &comparator);
-            merge::paginate(&source, page_request(), starts).await
+        Marker::Id(..) => {
+            lister.positions.cold.inc();
         }
-    };
+        Marker::None | Marker::Cursor(_) => {}
+    }
     let missing = source::judge_failures(&lister.regions, &page.failed)?;
     for (region, item) in &page.items {
         lister.caches.holders.insert(item.id().into(), *region);
