@@ -89,12 +89,7 @@ async fn serve_answers_and_exits_cleanly_on_sigterm() {
         .unwrap()
         .contains("marker="));
 
-    let kill = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    crate::support::sigterm(&child);
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
@@ -123,12 +118,7 @@ async fn sigterm_lets_requests_in_flight_finish() {
             .status()
     });
     crate::support::until("the request at the region", || region.calls() >= 1).await;
-    assert!(Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
+    crate::support::sigterm(&child);
     // The proxy logs that it is shutting down, then the region answers.
     loop {
         let line = lines.next().expect("the proxy logs its shutdown").unwrap();
@@ -186,12 +176,7 @@ async fn piped_text_logs_are_plain_and_idle_shutdown_is_immediate() {
     idle.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
     let _silent = std::net::TcpStream::connect(&addr).unwrap();
-    assert!(Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
+    crate::support::sigterm(&child);
     // Bounded far below the one-hour grace: the proxy must not wait for it.
     let exited = tokio::time::timeout(
         std::time::Duration::from_secs(30),

@@ -188,6 +188,16 @@ pub fn spawn_serve(
     (child, lines, addr)
 }
 
+/// Send SIGTERM to a spawned proxy.
+pub fn sigterm(child: &std::process::Child) {
+    let sent = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+}
+
 /// A plain backup row in `PROJECT`.
 pub fn backup(id: &str, created_at: &str) -> Backup {
     Backup {

@@ -2,7 +2,6 @@
 //! client's trace continued through the proxy to the regions; and `/metrics` after known
 //! traffic.
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use axum::routing::post;
@@ -73,12 +72,7 @@ async fn traces_follow_the_client_through_the_proxy_to_every_region() {
         .unwrap();
     assert_eq!(response.status(), 200);
     // Shutdown flushes the batch exporter.
-    assert!(Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
+    crate::support::sigterm(&child);
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
