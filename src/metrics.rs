@@ -15,6 +15,7 @@ use prometheus_client::metrics::MetricType;
 
 use crate::cache::metrics::LayerMetrics;
 use crate::cache::Caches;
+use crate::regions::Regions;
 use crate::listing::positions::RememberedPositions;
 
 pub struct Metrics {
@@ -23,6 +24,7 @@ pub struct Metrics {
     bytes: [Gauge; 2],
     /// 0 closed, 1 half-open, 2 open; by region.
     breaker: Family<RegionLabel, Gauge>,
+    misconfigured: Family<RegionLabel, Gauge>,
 }
 
 impl Metrics {
@@ -74,6 +76,12 @@ impl Metrics {
             "Upstream call latency by region",
             u.latency.clone(),
         );
+        let misconfigured = Family::<RegionLabel, Gauge>::default();
+        registry.register(
+            "upstream_misconfigured",
+            "1 when the region answers 404 to project listings (its url is probably wrong)",
+            misconfigured.clone(),
+        );
         let breaker = Family::<RegionLabel, Gauge>::default();
         registry.register(
             "upstream_breaker_state",
@@ -92,29 +100,28 @@ impl Metrics {
             registry,
             bytes,
             breaker,
+            misconfigured,
         }
     }
 
     /// The text exposition, with the cache sizes read now.
     /// The exposition in OpenMetrics text when `openmetrics`, else in Prometheus text 0.0.4.
-    pub fn render(
-        &self,
-        caches: &Caches,
-        upstream: &crate::regions::Upstream,
-        openmetrics: bool,
-    ) -> String {
+    pub fn render(&self, caches: &Caches, regions: &Regions, openmetrics: bool) -> String {
         use crate::regions::protection::BreakerState;
-        for (region, guard) in upstream.regions.iter().zip(&upstream.guards) {
+        let upstream = &regions.client;
+        for (i, (region, guard)) in upstream.regions.iter().zip(&upstream.guards).enumerate() {
             let state = match guard.breaker() {
                 BreakerState::Closed => 0,
                 BreakerState::HalfOpen => 1,
                 BreakerState::Open { .. } => 2,
             };
-            self.breaker
-                .get_or_create(&RegionLabel {
-                    region: region.name.clone(),
-                })
-                .set(state);
+            let label = RegionLabel {
+                region: region.name.clone(),
+            };
+            self.breaker.get_or_create(&label).set(state);
+            self.misconfigured
+                .get_or_create(&label)
+                .set(i64::from(regions.misconfigured(i)));
         }
         self.bytes[0].set(caches.responses.weighted_size() as i64);
         self.bytes[1].set(caches.pages.weighted_size() as i64);

@@ -120,7 +120,7 @@ pub async fn metrics(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
-    let body = metrics.render(&caches, &regions.client, openmetrics);
+    let body = metrics.render(&caches, &regions, openmetrics);
     let ct = if openmetrics {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {

@@ -79,11 +79,20 @@ pub async fn v3(State(state): State<AppState>, request: Request) -> Response {
     document(&state, &base, StatusCode::OK)
 }
 
-/// 200 when at least one region answered its last version probe.
+/// 200 when at least one region answered its last version probe; a line per region that
+/// looks misconfigured (it answers 404 to project listings) either way.
 pub async fn readyz(State(regions): State<Arc<Regions>>) -> Response {
-    if regions.versions.any_reachable() {
-        (StatusCode::OK, "ready").into_response()
+    let (status, mut body) = if regions.versions.any_reachable() {
+        (StatusCode::OK, "ready".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no region reachable").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "no region reachable".to_string())
+    };
+    // Names only: the regions' URLs stay out of what any caller can read (the log has them).
+    for i in (0..regions.len()).filter(|&i| regions.misconfigured(i)) {
+        body.push_str(&format!(
+            "\nregion {}: answers 404 to project listings; check its url",
+            regions.name(i)
+        ));
     }
+    (status, body).into_response()
 }

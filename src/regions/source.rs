@@ -86,6 +86,16 @@ impl Source for RegionSource<'_> {
             if let Err(e) = &result {
                 log_failure(upstream, region, "list", e);
             }
+            // A wrong endpoint URL shows as 404s to listings that cannot be 404 otherwise.
+            let answered = match &result {
+                Ok(_) => Some(http::StatusCode::OK),
+                Err(e) => e.status(),
+            };
+            if scope != "/v3" && !params.iter().any(|(k, _)| k == "marker") {
+                if let Some(status) = answered {
+                    regions.listed(region, status);
+                }
+            }
             let failed = result
                 .as_ref()
                 .err()

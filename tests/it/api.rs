@@ -597,3 +597,54 @@ async fn version_documents_are_unknown_until_a_region_answers() {
     assert_eq!(r.status, 300);
     assert_eq!(r.json()["versions"][0]["version"], "3.71");
 }
+
+/// A region whose URL is not its Cinder endpoint answers 404 to every listing: after a few
+/// project listings it is called misconfigured in `/readyz` and `vbs_upstream_misconfigured`,
+/// while the answers go on without it. 404s that depend on the request do not count.
+#[tokio::test]
+async fn a_region_answering_404_to_listings_is_called_misconfigured() {
+    let h = Harness::start(vec![(SimConfig::default(), rows("a", 2))], "").await;
+    let toml = format!(
+        "[cache]\nttl = \"0s\"\n[[regions]]\nname = \"good\"\nurl = \"{0}\"\n\
+         [[regions]]\nname = \"wrong\"\nurl = \"{0}/cinder\"\n",
+        h.region_urls[0]
+    );
+    let proxy = h.restart_proxy(&toml).await;
+    let gauge = |text: &str, region: &str| {
+        let series = format!("vbs_upstream_misconfigured{{region=\"{region}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .to_string()
+    };
+    // Markers that do not exist and project-less listings are 404s of the request's making.
+    for _ in 0..5 {
+        assert_eq!(
+            proxy
+                .get(&format!("{DETAIL}?marker=nope"), None)
+                .await
+                .status,
+            404
+        );
+    }
+    let metrics = proxy.get_with("/metrics", &[]).await.text;
+    assert_eq!(gauge(&metrics, "wrong"), "0");
+    for _ in 0..3 {
+        let r = proxy.get(DETAIL, None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.header("x-aggregate-missing-regions"), Some("wrong"));
+    }
+    let ready = proxy.get_with("/readyz", &[]).await;
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready
+            .text
+            .contains("region wrong: answers 404 to project listings"),
+        "{}",
+        ready.text
+    );
+    assert!(!ready.text.contains("good:") && !ready.text.contains("/cinder"));
+    let metrics = proxy.get_with("/metrics", &[]).await.text;
+    assert_eq!(gauge(&metrics, "wrong"), "1");
+    assert_eq!(gauge(&metrics, "good"), "0");
+}
