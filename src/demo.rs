@@ -143,6 +143,7 @@ pub async fn run(port: u16) -> ExitCode {
     let p = PROJECTS[0];
     let b = format!("http://{addr}/v3/{p}");
     let t = format!("-H 'X-Auth-Token: demo:{p}'");
+    let shutdown = crate::app::shutdown_signal();
     println!("\nvbs-proxy is serving three regions on http://{addr}. Try:\n");
     println!("  curl -s {t} '{b}/backups/detail?limit=3' | python3 -m json.tool");
     println!("  curl -s {t} -H 'OpenStack-API-Version: volume 3.45' '{b}/backups/detail?with_count=true&limit=2&sort=size:asc'");
@@ -152,7 +153,7 @@ pub async fn run(port: u16) -> ExitCode {
     println!("  curl -s http://{addr}/");
     println!("\nFollow a backups_links next href to walk every page. Ctrl-C stops.");
     let state = crate::AppState::new(config);
-    let served = crate::serve(state, listener, crate::app::shutdown_signal()).await;
+    let served = crate::serve(state, listener, shutdown).await;
     telemetry.shutdown();
     match served {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,6 +57,8 @@ fn main() -> ExitCode {
             };
             runtime.block_on(async move {
                 let telemetry = vbs_proxy::telemetry::init(&config);
+                // Before "serving" is logged: from then on SIGTERM is a graceful shutdown.
+                let shutdown = vbs_proxy::shutdown_signal();
                 let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
                     .unwrap_or_default();
                 tracing::info!(listen = %listen, regions = config.regions.len(), "serving");
                 let state = vbs_proxy::AppState::new(config);
-                let served = vbs_proxy::serve(state, listener, vbs_proxy::shutdown_signal()).await;
+                let served = vbs_proxy::serve(state, listener, shutdown).await;
                 telemetry.shutdown();
                 match served {
                     Ok(()) => ExitCode::SUCCESS,

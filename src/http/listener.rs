@@ -219,11 +219,15 @@ pub async fn run(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // Shutdown first, every time: a queue of ready connections must not starve it.
         let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            biased;
             _ = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
         let (stream, peer) = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -233,7 +237,6 @@ pub async fn run(
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
