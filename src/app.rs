@@ -122,8 +122,21 @@ pub async fn serve(
         idle_timeout: server.idle_timeout,
         grace: server.shutdown_grace,
     };
-    crate::http::listener::run(listener, router(state.clone()), limits, shutdown).await;
+    let tls = match (&server.tls_cert_file, &server.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let tls = crate::tls::ServerTls::load(cert, key).map_err(std::io::Error::other)?;
+            Some(Arc::new(tls))
+        }
+        _ => None,
+    };
+    let reloader = tls
+        .clone()
+        .map(|tls| crate::tls::spawn_reloader(tls, server.tls_reload_check));
+    crate::http::listener::run(listener, router(state.clone()), limits, tls, shutdown).await;
     refresher.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     Ok(())
 }
 

@@ -33,6 +33,7 @@ pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::{router, serve, shutdown_signal, AppState};
 pub use config::Config;

@@ -197,7 +197,7 @@ pub struct RegionLabel {
 }
 
 /// Upstream calls by region and outcome (`ok`, `status_4xx`, `status_5xx`, `timeout`,
-/// `connect`, `transport`, `body`, `circuit_open`, `backing_off`, `rate_limited`,
+/// `connect`, `tls`, `transport`, `body`, `circuit_open`, `backing_off`, `rate_limited`,
 /// `overloaded`), retries, and latency.
 #[derive(Debug, Clone)]
 pub struct UpstreamMetrics {

@@ -3,15 +3,15 @@
 //! command line turns it into exit code 64 (EX_USAGE), as linkerd2-proxy does.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
-pub mod protection;
-pub use protection::RegionProtection;
+pub mod region;
+pub use region::RegionSettings;
 
 /// The defaults, shipped in the binary so `demo` and tests need no file.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -66,6 +66,14 @@ pub struct ServerConfig {
     /// A connection with nothing in flight is closed after this long without a byte.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// The listener's own TLS: a PEM certificate chain and its private key (both or neither).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// How often the two files are checked for a change (SIGHUP reloads them at once).
+    #[serde(with = "humantime_serde")]
+    pub tls_reload_check: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -129,7 +137,7 @@ pub enum FailurePolicy {
     Fail,
 }
 
-/// `[upstream]`. Its unknown keys are refused by `RegionProtection`, which reads the rest.
+/// `[upstream]`. Its unknown keys are refused by `RegionSettings`, which reads the rest.
 #[derive(Debug, Clone, Deserialize)]
 pub struct UpstreamConfig {
     pub on_region_failure: FailurePolicy,
@@ -140,11 +148,11 @@ pub struct UpstreamConfig {
     /// answering without it (partial, not stored). Unset: its own `timeout`.
     #[serde(default, with = "humantime_serde")]
     pub partial_grace: Option<Duration>,
-    /// The protection keys of `[upstream]`: every region's, unless its `[[regions]]` entry
-    /// sets a key for itself. Read into `RegionProtection` at load (a flattened struct would
-    /// lose the key's name from figment's errors).
+    /// The per-region keys of `[upstream]` (protection and TLS): every region's, unless its
+    /// `[[regions]]` entry sets a key for itself. Read into `RegionSettings` at load (a
+    /// flattened struct would lose the key's name from figment's errors).
     #[serde(flatten)]
-    protection: figment::value::Dict,
+    per_region: figment::value::Dict,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -170,25 +178,38 @@ pub struct TelemetryConfig {
     pub service_name: String,
 }
 
-/// One `[[regions]]` entry: its name, its endpoint, and the protection keys it sets for itself.
+/// One `[[regions]]` entry: its name, its endpoint, and the per-region keys it sets for itself.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RegionConfig {
     pub name: String,
     pub url: String,
-    /// Its own protection keys, merged over `[upstream]` into `protection` at load.
+    /// Its own per-region keys, merged over `[upstream]`'s into `settings` at load.
     #[serde(flatten)]
     overrides: figment::value::Dict,
-    /// The effective protection (resolved at load).
+    /// The effective settings (resolved at load).
     #[serde(skip)]
-    pub protection: Option<RegionProtection>,
+    settings: Option<RegionSettings>,
+    /// Its TLS files, read and checked at load.
+    #[serde(skip)]
+    pub tls: crate::tls::RegionTls,
 }
 
 impl RegionConfig {
-    /// Its protection: `[upstream]` with its own keys.
-    pub fn protection(&self) -> &RegionProtection {
-        self.protection
+    /// Its settings: `[upstream]`'s with its own keys.
+    pub fn settings(&self) -> &RegionSettings {
+        self.settings
             .as_ref()
             .expect("resolved when the configuration is loaded")
+    }
+
+    /// Where a per-region key's value came from, as the operator wrote it: the region's own
+    /// key, or `[upstream]`'s.
+    fn key_of(&self, i: usize, key: &str) -> String {
+        if self.overrides.contains_key(key) {
+            format!("regions[{i}].{key}")
+        } else {
+            format!("upstream.{key}")
+        }
     }
 }
 
@@ -222,7 +243,20 @@ impl ServerConfig {
         if self.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
-        Ok(())
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => Err(invalid(
+                "server.tls_cert_file",
+                "needs server.tls_key_file as well",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "server.tls_key_file",
+                "needs server.tls_cert_file as well",
+            )),
+            _ if self.tls_reload_check.is_zero() => {
+                Err(invalid("server.tls_reload_check", "must be greater than 0"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -328,13 +362,28 @@ impl Config {
             msgs.dedup();
             ConfigError::Parse(msgs.join("; "))
         })?;
-        let upstream = RegionProtection::from_keys(&config.upstream.protection, "upstream")?;
+        let upstream = RegionSettings::from_keys(&config.upstream.per_region, "upstream")?;
         for (i, region) in config.regions.iter_mut().enumerate() {
             let at = format!("regions[{i}]");
-            region.protection = Some(upstream.with_overrides(&region.overrides, &at)?);
+            region.settings = Some(upstream.with_overrides(&region.overrides, &at)?);
             region.url = endpoint_base(&region.url);
         }
         config.validate()?;
+        // The files are read now, so that check-config and start-up name a bad one.
+        for (i, region) in config.regions.iter_mut().enumerate() {
+            let s = region.settings();
+            region.tls = crate::tls::RegionTls::load(
+                s.ca_file.as_deref(),
+                s.cert_file.as_deref(),
+                s.key_file.as_deref(),
+            )
+            .map_err(|(key, message)| invalid(region.key_of(i, key), message))?;
+        }
+        if let (Some(cert), Some(key)) = (&config.server.tls_cert_file, &config.server.tls_key_file)
+        {
+            crate::tls::ServerTls::load(cert, key)
+                .map_err(|message| invalid("server.tls_cert_file", message))?;
+        }
         Ok(config)
     }
 
@@ -385,13 +434,7 @@ impl Config {
     fn validate_region_protection(&self, i: usize) -> Result<(), ConfigError> {
         let region = &self.regions[i];
         // Name the key where the value came from: the region's own, or [upstream].
-        region.protection().validate(|k| {
-            if region.overrides.contains_key(k) {
-                format!("regions[{i}].{k}")
-            } else {
-                format!("upstream.{k}")
-            }
-        })
+        region.settings().validate(|k| region.key_of(i, k))
     }
 
     /// Index of the primary region (pass-through target).
@@ -520,7 +563,7 @@ mod tests {
     fn regions_override_upstream_protection() {
         let toml = "[upstream]\nretries = 1\nmax_concurrency = 8\n[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nmax_concurrency = 2\ntimeout = \"3s\"\n";
         let c = Config::from_toml(toml).unwrap();
-        let p = c.regions[0].protection();
+        let p = c.regions[0].settings();
         assert_eq!(
             (p.retries, p.max_concurrency, p.timeout),
             (1, 2, Duration::from_secs(3))

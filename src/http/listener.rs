@@ -8,6 +8,8 @@
 //! - A connection with nothing in flight is closed after `server.idle_timeout` without a
 //!   byte from its client (from when it opened, or when its last answer was sent).
 //!
+//! - With `server.tls_cert_file`, connections are TLS (see `crate::tls::ServerTls`).
+//!
 //! hyper has one timer for both phases (ready → head complete); they are judged apart here,
 //! per connection, from what its reads and its requests show (see [`Activity`]).
 
@@ -207,12 +209,18 @@ impl Body for Tracked {
     }
 }
 
+/// Marks a request that came over the listener's TLS: its links say `https`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedOverTls;
+
 /// Serve `app` on `listener` within `limits` until `shutdown` resolves; then stop accepting,
-/// close idle connections at once, and give the others `limits.grace` to finish.
+/// close idle connections at once, and give the others `limits.grace` to finish. With `tls`,
+/// every connection is TLS; its handshake must be done within `limits.header_read_timeout`.
 pub async fn run(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -240,16 +248,76 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched {
+        let watched = Watched {
             stream,
             activity: activity.clone(),
+        };
+        let connection = Connection {
+            app: app.clone(),
+            activity,
+            peer,
+            limits,
+            watcher: graceful.watcher(),
+        };
+        let acceptor = tls.as_ref().map(|tls| tls.acceptor());
+        tokio::spawn(async move {
+            let _slot = slot;
+            match acceptor {
+                None => connection.serve(watched, false).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        limits.header_read_timeout,
+                        acceptor.accept(watched),
+                    );
+                    match handshake.await {
+                        Ok(Ok(stream)) => connection.serve(stream, true).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
         });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.grace) => {
+            tracing::warn!(grace = ?limits.grace, "shutdown grace expired with requests still in flight");
+        }
+    }
+}
+
+/// One accepted connection, before its requests are served.
+struct Connection {
+    app: Router,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    limits: Limits,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    /// HTTP/1.1 on `io` until the client closes, the connection idles or stalls past its
+    /// limits, or shutdown closes it.
+    async fn serve<IO>(self, io: IO, over_tls: bool)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            app,
+            activity,
+            peer,
+            limits,
+            watcher,
+        } = self;
         let service = {
-            let (app, activity) = (app.clone(), activity.clone());
+            let activity = activity.clone();
             hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(peer));
+                let extensions = request.extensions_mut();
+                extensions.insert(ConnectInfo::<SocketAddr>(peer));
+                if over_tls {
+                    extensions.insert(ServedOverTls);
+                }
                 let in_flight = activity.begin();
                 let answer = app.clone().oneshot(request.map(axum::body::Body::new));
                 async move {
@@ -263,23 +331,12 @@ pub async fn run(
         };
         let connection = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
-            .serve_connection(io, service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _slot = slot;
-            tokio::select! {
-                _ = connection => {}
-                _ = activity.expired(&limits) => {
-                    tracing::debug!(%peer, "closed a connection that was idle or slow to send its request");
-                }
+            .serve_connection(TokioIo::new(io), service);
+        tokio::select! {
+            _ = watcher.watch(connection) => {}
+            _ = activity.expired(&limits) => {
+                tracing::debug!(%peer, "closed a connection that was idle or slow to send its request");
             }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(limits.grace) => {
-            tracing::warn!(grace = ?limits.grace, "shutdown grace expired with requests still in flight");
         }
     }
 }

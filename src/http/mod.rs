@@ -191,7 +191,10 @@ pub fn public_base(state: &AppState, parts: &Parts) -> Result<String, ApiError> 
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|ci| state.config.server.trusted_proxies.contains(&ci.0.ip()));
-    let mut scheme = "http";
+    let mut scheme = match parts.extensions.get::<listener::ServedOverTls>() {
+        Some(_) => "https",
+        None => "http",
+    };
     let mut host = match parts.headers.get("host") {
         None => "localhost",
         Some(h) => h.to_str().map_err(|_| bad_host())?,

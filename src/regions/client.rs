@@ -122,6 +122,10 @@ pub enum RegionError {
     Timeout,
     #[error("connection failed: {0}")]
     Connect(String),
+    /// The TLS handshake failed: a certificate not trusted or not accepted, a peer that does
+    /// not speak TLS. Not retried: the next attempt would fail the same way.
+    #[error("TLS failed: {0}")]
+    Tls(String),
     #[error("transport error: {0}")]
     Transport(String),
     #[error("invalid answer: {0}")]
@@ -158,6 +162,7 @@ impl RegionError {
             RegionError::Status { .. } => "status_5xx",
             RegionError::Timeout => "timeout",
             RegionError::Connect(_) => "connect",
+            RegionError::Tls(_) => "tls",
             RegionError::Transport(_) => "transport",
             RegionError::Body(_) => "body",
             RegionError::Lost => "lost",
@@ -183,9 +188,10 @@ impl RegionError {
             {
                 Health::Faulty
             }
-            RegionError::Timeout | RegionError::Connect(_) | RegionError::Transport(_) => {
-                Health::Faulty
-            }
+            RegionError::Timeout
+            | RegionError::Connect(_)
+            | RegionError::Tls(_)
+            | RegionError::Transport(_) => Health::Faulty,
             RegionError::Status { .. }
             | RegionError::Body(_)
             | RegionError::Lost
@@ -201,6 +207,7 @@ impl RegionError {
             RegionError::Status { status, .. } => status.is_server_error(),
             RegionError::Timeout | RegionError::Connect(_) | RegionError::Transport(_) => true,
             RegionError::Body(_)
+            | RegionError::Tls(_)
             | RegionError::Refused(_)
             | RegionError::CircuitOpen { .. }
             | RegionError::Lost
@@ -246,7 +253,9 @@ impl RegionError {
             text.push_str(&cause.to_string());
             source = cause.source();
         }
-        if e.is_timeout() {
+        if let Some(tls) = crate::tls::tls_failure(&e) {
+            RegionError::Tls(tls.to_string())
+        } else if e.is_timeout() {
             RegionError::Timeout
         } else if e.is_connect() {
             RegionError::Connect(text)
@@ -277,8 +286,10 @@ impl Upstream {
             metrics: crate::metrics::UpstreamMetrics::default(),
         };
         for r in &config.regions {
-            let p = r.protection();
-            let client = reqwest::Client::builder()
+            let p = r.settings();
+            let client = r
+                .tls
+                .apply(reqwest::Client::builder())
                 .timeout(p.timeout)
                 .connect_timeout(p.connect_timeout)
                 // Idle connections: never more than may be in flight, and closed well before
@@ -289,7 +300,7 @@ impl Upstream {
                 // Cinder builds links from the Host we send: keep the configured one.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .expect("reqwest client builds with static settings");
+                .expect("the TLS files were checked when the configuration was loaded");
             up.regions.push(Region {
                 name: r.name.clone(),
                 base: r.url.trim_end_matches('/').to_string(),

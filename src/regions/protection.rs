@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rand::Rng;
 use tokio::time::{Duration, Instant};
 
-use crate::config::RegionProtection;
+use crate::config::RegionSettings;
 
 /// Retries always allowed before the ratio has anything to go on.
 const BUDGET_RESERVE: f64 = 10.0;
@@ -63,13 +63,13 @@ struct State {
 
 #[derive(Debug)]
 pub struct Protection {
-    pub settings: RegionProtection,
+    pub settings: RegionSettings,
     state: Mutex<State>,
     pub permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Protection {
-    pub fn new(settings: RegionProtection) -> Protection {
+    pub fn new(settings: RegionSettings) -> Protection {
         let burst = settings.rate_limit.max(1.0);
         Protection {
             permits: std::sync::Arc::new(tokio::sync::Semaphore::new(settings.max_concurrency)),
@@ -248,12 +248,15 @@ pub fn parse_retry_after(value: &str, now_system: std::time::SystemTime) -> Opti
 mod tests {
     use super::*;
 
-    fn config() -> RegionProtection {
-        RegionProtection {
+    fn config() -> RegionSettings {
+        RegionSettings {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
             max_body_bytes: bytesize::ByteSize::mib(1),
             pool_idle_timeout: Duration::from_secs(2),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             retries: 2,
             retry_backoff: Duration::from_millis(50),
             retry_budget: 0.2,
@@ -296,7 +299,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_on_a_failure_ratio_too() {
-        let g = Protection::new(RegionProtection {
+        let g = Protection::new(RegionSettings {
             breaker_failures: 100,
             ..config()
         });
@@ -347,7 +350,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rate_limit_spaces_requests() {
-        let g = Protection::new(RegionProtection {
+        let g = Protection::new(RegionSettings {
             rate_limit: 2.0,
             ..config()
         });

@@ -13,3 +13,4 @@ mod reference;
 mod snapshots;
 mod support;
 mod telemetry;
+mod tls;

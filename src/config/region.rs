@@ -1,7 +1,9 @@
-//! Per-region protection, declared once: `[upstream]` sets it for every region, and a
-//! `[[regions]]` entry may set any of its keys for itself. The entry's keys are merged over
+//! Per-region settings (protection, and the TLS files of the calls), declared once:
+//! `[upstream]` sets them for every region, and a `[[regions]]` entry may set any of its keys
+//! for itself. The entry's keys are merged over
 //! `[upstream]`'s by figment, so there is no second, all-optional copy of this struct.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::providers::Serialized;
@@ -13,7 +15,7 @@ use super::{invalid, ConfigError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RegionProtection {
+pub struct RegionSettings {
     /// The whole budget of one call to the region, retries and waits included.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -46,9 +48,18 @@ pub struct RegionProtection {
     /// Idle pooled connections to the region are closed after this long.
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+    /// PEM certificates trusted for the region's HTTPS besides webpki's roots and the system
+    /// trust store (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The proxy's client certificate chain and key (PEM) for regions that require mTLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
-impl RegionProtection {
+impl RegionSettings {
     /// From a table's keys (`[upstream]`); `at` names the table in errors.
     pub fn from_keys(keys: &Dict, at: &str) -> Result<Self, ConfigError> {
         Figment::from(Serialized::defaults(keys))
