@@ -1,6 +1,7 @@
 //! The repository stands alone: every relative link in its Markdown files points at a file in
 //! it, and every citation of a document's section in code and docs (`README, "Cache"`,
-//! `docs/cinder-behaviour.md, "Seeding rows"`) names a heading that exists.
+//! `docs/cinder-behaviour.md, "Seeding rows"`) names a heading that exists; and the
+//! configuration reference (docs/configuration.md) lists the keys of `config/default.toml`.
 
 use std::path::{Path, PathBuf};
 
@@ -95,5 +96,68 @@ fn every_cited_section_exists() {
     assert!(
         checked > 10,
         "only {checked} citations found: the scan is broken"
+    );
+}
+
+/// `section.key` for every key of `config/default.toml`, commented-out ones (`# key = ...`,
+/// the keys without a default) included; the `[[regions]]` example at its end is not a key.
+fn default_toml_keys() -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("config/default.toml")).unwrap();
+    let mut section = None;
+    let mut keys = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.to_string());
+            continue;
+        }
+        if line.trim_start_matches("# ").starts_with("[[") {
+            section = None;
+            continue;
+        }
+        let assignment = line.strip_prefix("# ").unwrap_or(line);
+        let Some((key, _)) = assignment.split_once(" = ") else {
+            continue;
+        };
+        if let Some(section) = &section {
+            if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                keys.insert(format!("{section}.{key}"));
+            }
+        }
+    }
+    keys
+}
+
+/// `section.key` names in the first column of docs/configuration.md's table.
+fn documented_keys() -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("docs/configuration.md")).unwrap();
+    let mut keys = std::collections::BTreeSet::new();
+    for row in text.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap_or_default();
+        for name in first.split('`').skip(1).step_by(2) {
+            if name.contains('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.')
+            {
+                keys.insert(name.to_string());
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn the_configuration_reference_and_default_toml_name_the_same_keys() {
+    let (defaults, documented) = (default_toml_keys(), documented_keys());
+    assert!(
+        defaults.len() > 40,
+        "the scan of default.toml is broken: {defaults:?}"
+    );
+    let undocumented: Vec<_> = defaults.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&defaults).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "in config/default.toml, not in docs/configuration.md: {undocumented:?}; \
+         in docs/configuration.md, not in config/default.toml: {unknown:?}"
     );
 }
