@@ -60,6 +60,11 @@ impl Metrics {
             "Requests being handled",
             http.in_flight.clone(),
         );
+        registry.register(
+            "http_shed",
+            "Requests shed at server.max_in_flight (answered 503 with Retry-After)",
+            http.shed.clone(),
+        );
         let u = &upstream.metrics;
         registry.register(
             "upstream_calls",
@@ -263,6 +268,8 @@ pub struct HttpMetrics {
     pub requests: Family<RouteStatus, Counter>,
     pub latency: Family<RouteLabel, Histogram>,
     pub in_flight: Gauge,
+    /// Requests shed past `server.max_in_flight` (503 with Retry-After, no work done).
+    pub shed: Counter,
 }
 
 impl Default for HttpMetrics {
@@ -276,6 +283,7 @@ impl Default for HttpMetrics {
                 ])
             }),
             in_flight: Gauge::default(),
+            shed: Counter::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub async fn inbound(State(state): State<AppState>, request: Request, next: Next
         .into_response();
     }
     let Ok(_slot) = state.in_flight.try_acquire() else {
+        state.metrics.http.shed.inc();
         return ApiError::Busy("The proxy is at capacity; retry shortly.".into()).into_response();
     };
     match tokio::time::timeout(server.request_timeout, next.run(request)).await {

@@ -1,10 +1,15 @@
 """The Helm chart, rendered and linted by the real Helm engine (helm-python-sdk embeds Helm v4's
-Go SDK), every manifest validated against the Kubernetes schemas (kubernetes-validate), and the
-rendered proxy configuration accepted by `vbs-proxy check-config`."""
+Go SDK), every manifest validated against the Kubernetes schemas (kubernetes-validate), the
+rendered proxy configuration accepted by `vbs-proxy check-config`, and the optional alert rules
+and Grafana dashboard checked by promtool and against a real scrape."""
+import json
 import os
 import pathlib
+import re
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 
 import helm_python
 import kubernetes_validate
@@ -31,8 +36,9 @@ def by_kind(docs, kind):
     return [d for _, d in docs if d["kind"] == kind]
 
 
-@pytest.mark.parametrize("values", [ONE, THREE], ids=["one-region", "three-regions-hpa-servicemonitor"])
+@pytest.mark.parametrize("values", ["ONE", "THREE", "MONITORING"])
 def test_lint_is_clean(values):
+    values = globals()[values]
     result = helm_python.lint(str(CHART), values, strict=True)
     assert result["errors"] == [], result
     assert all(m["severity"] < 2 for m in result["messages"]), result
@@ -105,3 +111,103 @@ def test_existing_secret_is_used_instead_of_creating_one():
 def test_schema_rejects_bad_values(bad):
     with pytest.raises(helm_python.HelmError):
         render(bad)
+
+
+MONITORING = dict(THREE, prometheusRule={"enabled": True, "labels": {"release": "kube-prometheus"}},
+                  grafanaDashboard={"enabled": True})
+
+
+def rendered_rules():
+    rules = by_kind(render(MONITORING), "PrometheusRule")
+    assert len(rules) == 1 and rules[0]["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rules[0]["metadata"]["labels"]["release"] == "kube-prometheus"
+    return {"groups": rules[0]["spec"]["groups"]}
+
+
+def rendered_dashboard():
+    maps = [d for d in by_kind(render(MONITORING), "ConfigMap") if "vbs-proxy.json" in d.get("data", {})]
+    assert len(maps) == 1
+    assert maps[0]["metadata"]["labels"]["grafana_dashboard"] == "1", "Grafana's sidecar label"
+    return json.loads(maps[0]["data"]["vbs-proxy.json"])
+
+
+def test_monitoring_is_off_unless_asked():
+    docs = render(THREE)
+    assert not by_kind(docs, "PrometheusRule")
+    assert not [d for d in by_kind(docs, "ConfigMap") if "vbs-proxy.json" in d.get("data", {})]
+
+
+def test_alert_rules_pass_promtool_check_and_their_unit_tests(tmp_path):
+    """`promtool check rules` on the rules as the PrometheusRule carries them (Helm must not
+    have touched their {{ $labels }} templates), and `promtool test rules`: each alert fires on
+    the series that should raise it, and none fires on a healthy proxy."""
+    rules = rendered_rules()
+    text = yaml.safe_dump(rules)
+    assert "{{ $labels.region }}" in text, "Prometheus's templates reach the rule unrendered"
+    (tmp_path / "rules.yaml").write_text(text)
+    (tmp_path / "test.yaml").write_text((pathlib.Path(__file__).parent / "rules_test.yaml").read_text())
+    for args in (["check", "rules", "rules.yaml"], ["test", "rules", "test.yaml"]):
+        done = subprocess.run(["promtool", *args], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts == {"VbsProxyRegionDown", "VbsProxyRegionRefusing", "VbsProxyRegionMisconfigured",
+                      "VbsProxyBreakerOpen", "VbsProxyShedding", "VbsProxyCacheHitRatioCollapse",
+                      "VbsProxyFleetStoreDown"}
+    tested = (pathlib.Path(__file__).parent / "rules_test.yaml").read_text()
+    assert all(f'alertname="{a}"' in tested for a in alerts), "every alert has a firing case"
+
+
+def exported_metric_names():
+    """Sample names a real `vbs-proxy serve` can write, from its scrape's TYPE lines."""
+    with tempfile.TemporaryDirectory() as d:
+        config = pathlib.Path(d) / "proxy.toml"
+        config.write_text('[server]\nlisten = "127.0.0.1:0"\n[[regions]]\nname = "a"\nurl = "http://127.0.0.1:9"\n')
+        proc = subprocess.Popen([os.environ["VBS_PROXY_BIN"], "serve", "--config", str(config)],
+                                env=dict(os.environ, VBS_PROXY__LOG__FORMAT="json"),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            for line in proc.stdout:
+                event = json.loads(line)
+                if event["fields"].get("message") == "serving":
+                    listen = event["fields"]["listen"]
+                    break
+            else:
+                raise AssertionError("the proxy exited before serving")
+            # A listing first: labelled families are written once they have a series.
+            listing = urllib.request.Request(f"http://{listen}/v3/p/backups/detail", headers={"X-Auth-Token": "t"})
+            try:
+                urllib.request.urlopen(listing, timeout=30)
+            except urllib.error.HTTPError as e:
+                assert e.code == 503, e  # the one region is not there
+            with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as r:
+                scrape = r.read().decode()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    names = set()
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    for line in scrape.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            base = name[:-len("_total")] if name.endswith("_total") else name
+            names |= {base + s for s in suffixes[kind]}
+    assert "vbs_http_requests_total" in names, scrape
+    return names
+
+
+# Fleet mode (issue 14's Redis store) is not built yet: its alert waits for its metric.
+NOT_YET_EXPORTED = {"vbs_fleet_up"}
+
+
+def test_rules_and_dashboard_name_only_metrics_the_proxy_exports():
+    exported = exported_metric_names()
+    dashboard = rendered_dashboard()
+    assert dashboard["uid"] == "vbs-proxy" and dashboard["panels"]
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [r["expr"] for g in rendered_rules()["groups"] for r in g["rules"]]
+    used = {m for e in exprs for m in re.findall(r"\bvbs_[a-z_]+", e)}
+    assert used - exported - NOT_YET_EXPORTED == set(), f"not exported: {used - exported}"
+    # The dashboard covers what an operator looks at first.
+    for metric in ["vbs_http_requests_total", "vbs_cache_hits_total", "vbs_upstream_calls_total",
+                   "vbs_upstream_breaker_state", "vbs_http_shed_total"]:
+        assert any(metric in e for e in exprs), metric

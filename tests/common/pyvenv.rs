@@ -24,7 +24,10 @@ pub fn venv() -> PathBuf {
             .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
         assert!(status.success(), "{cmd:?} failed: {status}");
     };
-    eprintln!("creating {} (pip install from PyPI)", venv.display());
+    tell(&format!(
+        "creating the test venv {} (pip install from PyPI: about a minute)",
+        venv.display()
+    ));
     run(Command::new("python3")
         .args(["-m", "venv", "--clear"])
         .arg(&venv));
@@ -34,6 +37,14 @@ pub fn venv() -> PathBuf {
         .arg(requirements));
     std::fs::write(&stamp, REQUIREMENTS).expect("write the venv stamp");
     venv
+}
+
+/// A line on the terminal even when the test passes: libtest captures what `print!` and
+/// `eprintln!` write, not what is written to the stderr handle itself. `cargo test` then shows
+/// what the Python suites ran ("713 passed"), not only that one Rust test passed.
+fn tell(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -68,7 +79,7 @@ pub fn pytest(dir: &str) {
         .rev()
         .find(|l| l.contains(" passed") || l.contains(" failed"))
         .unwrap_or("");
-    eprintln!("{dir} (pytest): {summary}");
+    tell(&format!("{dir} (pytest): {summary}"));
     assert!(
         output.status.success(),
         "{dir} failed:\n{stdout}\n{}",

@@ -302,8 +302,10 @@ async fn inbound_limits_shed_time_out_and_refuse_in_cinders_format() {
     assert_eq!(shed.status, 503);
     assert_eq!(shed.header("retry-after"), Some("1"));
     assert_eq!(shed.json()["serviceUnavailable"]["code"], 503);
-    // Probes still answer.
+    // Probes still answer, and the scrape counts the one shed.
     assert_eq!(h.get_with("/healthz", &[]).await.status, 200);
+    let metrics = h.get_with("/metrics", &[]).await.text;
+    assert!(metrics.contains("\nvbs_http_shed_total 1\n"), "{metrics}");
     // The held ones run into the request timeout: 504.
     for r in held {
         let r = r.await.unwrap();
