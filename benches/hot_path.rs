@@ -102,6 +102,7 @@ fn bench(c: &mut Criterion) {
                     value: p,
                     store: Some((1000, "/v3/p".into())),
                     failed: false,
+                    age: std::time::Duration::ZERO,
                 }
             })
             .await;

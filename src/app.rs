@@ -32,7 +32,15 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config) -> AppState {
-        let regions = Regions::new(&config);
+        // The configuration was checked when it was loaded (the CA file read); should the
+        // store still not build, the replica runs on its own and says so.
+        let fleet = crate::fleet::Fleet::new(&config.fleet)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "fleet mode is off: the store could not be set up");
+                None
+            })
+            .map(Arc::new);
+        let regions = Regions::new(&config, fleet.clone());
         let cursor_key = match &config.server.cursor_secret {
             Some(secret) => CursorKey::new(secret.as_bytes()),
             None => CursorKey::random(),
@@ -40,21 +48,33 @@ impl AppState {
         // A flight per request in flight and region, and as many more for the ones whose
         // clients went away or that refresh in the background.
         let max_flights = config.server.max_in_flight * (config.regions.len() + 1) * 2;
-        let caches = Caches::new(&config.cache, max_flights);
+        let mut caches = Caches::new(&config.cache, max_flights);
+        caches.shared = fleet.clone().map(|fleet| crate::cache::shared::SharedResponses {
+            fleet,
+            policy: caches.responses.policy(),
+        });
         let (regions, caches, cursor_key) =
             (Arc::new(regions), Arc::new(caches), Arc::new(cursor_key));
         let lister = Lister {
             regions: regions.clone(),
             caches: caches.clone(),
             cursor_key: cursor_key.clone(),
-            positions: RememberedPositions::new(Caches::positions_budget(&config.cache)),
+            positions: RememberedPositions::new(
+                Caches::positions_budget(&config.cache),
+                fleet.clone(),
+            ),
             settings: Settings {
                 max_limit: config.server.max_limit,
                 collation: config.merge.collation,
                 partial_grace: config.upstream.partial_grace,
             },
         };
-        let metrics = Metrics::new(&caches, &regions.client, &lister.positions);
+        let metrics = Metrics::new(
+            &caches,
+            &regions.client,
+            &lister.positions,
+            fleet.as_deref(),
+        );
         AppState {
             regions,
             caches,

@@ -22,6 +22,7 @@ internal!(
     app,
     cache,
     error,
+    fleet,
     http,
     listing,
     metrics,

@@ -32,8 +32,22 @@ impl Metrics {
         caches: &Caches,
         upstream: &crate::regions::Upstream,
         positions: &RememberedPositions,
+        fleet: Option<&crate::fleet::Fleet>,
     ) -> Metrics {
         let mut registry = Registry::with_prefix("vbs");
+        // Fleet mode only: a replica without Redis has no fleet store to be down.
+        if let Some(fleet) = fleet {
+            registry.register(
+                "fleet_up",
+                "1 while the fleet store (Redis) answers, 0 while this replica runs on its own",
+                fleet.metrics.up.clone(),
+            );
+            registry.register(
+                "fleet_operations",
+                "Fleet store operations by kind and outcome (ok, error, timeout, skipped)",
+                fleet.metrics.ops.clone(),
+            );
+        }
         registry.register(
             "plain_markers_remembered",
             "Plain-id markers resumed from remembered positions",

@@ -108,6 +108,9 @@ pub struct FetchOutcome<V> {
     pub store: Option<(u32, Arc<str>)>,
     /// The upstream failed (timeout, 429, 5xx, a region missing): stale may be served instead.
     pub failed: bool,
+    /// How old the value already is (a page another replica produced): its freshness counts
+    /// from when it was made, not from when it was stored here.
+    pub age: Duration,
 }
 
 /// How a lookup was answered.
@@ -200,6 +203,10 @@ where
             policy,
             metrics,
         }))
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.0.policy
     }
 
     pub fn metrics(&self) -> &LayerMetrics {
@@ -314,9 +321,10 @@ where
                     .saturating_add(scope.len())
                     .saturating_add(ENTRY_OVERHEAD)
                     .min(u32::MAX as usize) as u32;
+                let now = Instant::now();
                 let stored = Stored {
                     value: fetched.value.clone(),
-                    stored_at: Instant::now(),
+                    stored_at: now.checked_sub(fetched.age).unwrap_or(now),
                     weight,
                     scope: scope.clone(),
                     forced,
@@ -387,6 +395,7 @@ mod tests {
             value: v,
             store: Some((8, "/v3/p".into())),
             failed: false,
+            age: Duration::ZERO,
         }
     }
 
@@ -395,6 +404,7 @@ mod tests {
             value: v,
             store: None,
             failed: true,
+            age: Duration::ZERO,
         }
     }
 
@@ -609,6 +619,7 @@ mod tests {
                     value: k,
                     store: Some((1000, scope)),
                     failed: false,
+                    age: Duration::ZERO,
                 }
             })
             .await;

@@ -5,6 +5,7 @@
 
 pub mod coalescing;
 pub mod metrics;
+pub mod shared;
 
 use std::sync::Arc;
 
@@ -58,7 +59,7 @@ impl RenderedPage {
 }
 
 /// Lower-case hex, without a formatting call per byte (this runs on every request).
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -84,6 +85,8 @@ pub struct Caches {
     /// Backup id → the region that holds it, learnt from listings and look-ups (for show and
     /// plain-id markers). Counted in bytes like the layers.
     pub holders: moka::sync::Cache<Box<str>, usize>,
+    /// Fleet mode: the responses the replicas share (L2, behind `responses`).
+    pub shared: Option<shared::SharedResponses>,
     identity_key: Vec<u8>,
 }
 
@@ -126,6 +129,7 @@ impl Caches {
                 Arc::new(LayerMetrics::default()),
             ),
             holders,
+            shared: None,
             identity_key,
         }
     }

@@ -27,6 +27,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    pub fleet: FleetConfig,
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
 }
@@ -176,6 +177,79 @@ pub struct TelemetryConfig {
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
     pub service_name: String,
+}
+
+/// `[fleet]`: replicas sharing one response cache, one flight per key and the regions'
+/// limits through Redis. Off (every process on its own) without `redis_url`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `redis://[user:password@]host:port/db` or `rediss://...` (TLS).
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prepended to every key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// The longest any Redis operation may take; past it the operation is given up.
+    #[serde(with = "humantime_serde")]
+    pub op_timeout: Duration,
+    /// How long a replica waits for another replica's fetch of the same page before it fetches
+    /// the page itself (also the lock's expiry: a replica that dies holding it frees it then).
+    #[serde(with = "humantime_serde")]
+    pub flight_wait: Duration,
+    /// PEM certificates trusted for `rediss://` besides the system trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The URL may hold a password: never printed.
+impl std::fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("op_timeout", &self.op_timeout)
+            .field("flight_wait", &self.flight_wait)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl FleetConfig {
+    fn validate(&self, config: &Config) -> Result<(), ConfigError> {
+        let Some(url) = &self.redis_url else {
+            return Ok(());
+        };
+        // The URL's text is never repeated: it may carry a password.
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid(
+                "fleet.redis_url",
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        if redis::Client::open(url.as_str()).is_err() {
+            return Err(invalid("fleet.redis_url", "is not a valid Redis URL"));
+        }
+        if self.op_timeout.is_zero() {
+            return Err(invalid("fleet.op_timeout", "must be greater than 0"));
+        }
+        if self.flight_wait.is_zero() {
+            return Err(invalid("fleet.flight_wait", "must be greater than 0"));
+        }
+        // Replicas share entries and cursors only if they key and sign them alike.
+        if config.cache.key_secret.is_none() {
+            return Err(invalid(
+                "cache.key_secret",
+                "must be set (the same on every replica) when fleet.redis_url is",
+            ));
+        }
+        if config.server.cursor_secret.is_none() {
+            return Err(invalid(
+                "server.cursor_secret",
+                "must be set (the same on every replica) when fleet.redis_url is",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One `[[regions]]` entry: its name, its endpoint, and the per-region keys it sets for itself.
@@ -396,6 +470,7 @@ impl Config {
         self.cache.validate()?;
         self.admin.validate()?;
         self.upstream.validate()?;
+        self.fleet.validate(self)?;
         self.log.validate()
     }
 

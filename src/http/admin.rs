@@ -90,12 +90,22 @@ pub async fn purge(State(state): State<AppState>, request: Request) -> Response 
         )
     });
     let purged = state.caches.purge(scope.as_deref());
+    // The other replicas' pages too; if Redis cannot be told, the answer says so.
+    let fleet_purged = match &state.caches.shared {
+        Some(shared) => Some(shared.purge(scope.as_deref()).await),
+        None => None,
+    };
     tracing::info!(
+        fleet_purged,
         project = purge.project_id.as_deref().unwrap_or("*"),
         purged,
         "cache purged"
     );
-    let body = serde_json::json!({ "purged": purged }).to_string();
+    let body = match fleet_purged {
+        None => serde_json::json!({ "purged": purged }),
+        Some(fleet) => serde_json::json!({ "purged": purged, "fleet_purged": fleet }),
+    }
+    .to_string();
     (
         StatusCode::OK,
         [(

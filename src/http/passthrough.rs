@@ -85,6 +85,9 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
             {
                 if let Ok(scope) = super::scope(parts.uri.path()) {
                     let purged = state.caches.purge(Some(&scope));
+                    if let Some(shared) = &state.caches.shared {
+                        shared.purge(Some(&scope)).await;
+                    }
                     tracing::debug!(scope, purged, "write passed through: listings dropped");
                 }
             }

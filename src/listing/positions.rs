@@ -26,6 +26,9 @@ const REMEMBER_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60
 
 pub struct RememberedPositions {
     map: moka::sync::Cache<Key, Arc<[Position]>>,
+    /// Fleet mode: positions any replica remembered (a dashboard's next page may land on
+    /// another replica).
+    pub shared: Option<Arc<crate::fleet::Fleet>>,
     /// Plain-id markers resumed from remembered positions.
     pub remembered: Counter,
     /// Plain-id markers that took the cold path (never seen, evicted, or a region's
@@ -34,13 +37,14 @@ pub struct RememberedPositions {
 }
 
 impl RememberedPositions {
-    pub fn new(max_bytes: u64) -> RememberedPositions {
+    pub fn new(max_bytes: u64, shared: Option<Arc<crate::fleet::Fleet>>) -> RememberedPositions {
         RememberedPositions {
             map: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(weight)
                 .time_to_live(REMEMBER_FOR)
                 .build(),
+            shared,
             remembered: Counter::default(),
             cold: Counter::default(),
         }
@@ -63,6 +67,34 @@ impl RememberedPositions {
         self.map.insert(key, positions);
     }
 
+    /// This replica's positions for `key`, else the fleet's (bounded by `fleet.op_timeout`).
+    pub async fn find(&self, key: &Key) -> Option<Arc<[Position]>> {
+        if let Some(found) = self.get(key) {
+            return Some(found);
+        }
+        let fleet = self.shared.as_ref()?;
+        let value = fleet.get(&fleet.key("positions", &crate::cache::hex(key))).await?;
+        let positions = decode(&value)?;
+        self.map.insert(*key, positions.clone());
+        Some(positions)
+    }
+
+    /// Remember a page's positions here, and for the fleet in the background (one round
+    /// trip; the answer does not wait for it).
+    pub fn remember(&self, entries: Vec<(Key, Arc<[Position]>)>) {
+        if let Some(fleet) = &self.shared {
+            let shared: Vec<(String, Vec<u8>)> = entries
+                .iter()
+                .map(|(key, positions)| (fleet.key("positions", &crate::cache::hex(key)), encode(positions)))
+                .collect();
+            let fleet = fleet.clone();
+            tokio::spawn(async move { fleet.put_many(&shared, REMEMBER_FOR).await });
+        }
+        for (key, positions) in entries {
+            self.map.insert(key, positions);
+        }
+    }
+
     /// Forget everything (tests, and the cold path's measurement).
     pub fn clear(&self) {
         self.map.invalidate_all();
@@ -73,6 +105,20 @@ impl RememberedPositions {
         self.map.run_pending_tasks();
         self.map.weighted_size()
     }
+}
+
+/// The layout's version: a value without it is not read.
+const MAGIC: &[u8] = b"vbp1\n";
+
+fn encode(positions: &[Position]) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    serde_json::to_writer(&mut out, positions).expect("positions serialise");
+    out
+}
+
+fn decode(value: &[u8]) -> Option<Arc<[Position]>> {
+    let positions: Vec<Position> = serde_json::from_slice(value.strip_prefix(MAGIC)?).ok()?;
+    Some(positions.into())
 }
 
 fn weight(_: &Key, positions: &Arc<[Position]>) -> u32 {
@@ -102,8 +148,33 @@ mod tests {
     }
 
     #[test]
+    fn positions_survive_the_round_trip_and_other_layouts_are_misses() {
+        let positions: Arc<[Position]> = vec![
+            Position {
+                marker: Some("a-row".into()),
+                skip: 3,
+            },
+            Position {
+                marker: None,
+                skip: 0,
+            },
+            Position {
+                marker: Some(String::new()),
+                skip: u64::MAX,
+            },
+        ]
+        .into();
+        let value = encode(&positions);
+        assert_eq!(decode(&value).as_deref(), Some(&positions[..]));
+        for cut in MAGIC.len() + 1..value.len() {
+            assert!(decode(&value[..cut]).is_none(), "truncated at {cut}");
+        }
+        assert!(decode(b"vbp2\n").is_none());
+    }
+
+    #[test]
     fn memory_is_bounded_by_what_is_weighed() {
-        let map = RememberedPositions::new(64 * 1024);
+        let map = RememberedPositions::new(64 * 1024, None);
         let positions: Arc<[Position]> = (0..3)
             .map(|i| Position {
                 marker: Some(format!("{i:036}")),

@@ -70,7 +70,32 @@ pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<A
     let key = response_key(&request);
     let refresh = request.refresh;
     let producer = lister.clone();
+    // Fleet mode: the page may come from another replica (L2); the key is cloned only then.
+    let shared_key = lister
+        .caches
+        .shared
+        .as_ref()
+        .filter(|_| lister.caches.enabled)
+        .map(|_| key.clone());
     let produce = move || async move {
+        match (&producer.caches.shared, shared_key) {
+            (Some(shared), Some(key)) => {
+                let scope = request.scope.clone();
+                shared
+                    .fetch(&key, &scope, refresh, || produce(producer.clone(), request))
+                    .await
+            }
+            _ => produce(producer.clone(), request).await,
+        }
+    };
+    lister.caches.responses.get(key, refresh, produce).await
+}
+
+/// The page for `request`, with whether to keep it: whole (every region answered from fresh
+/// data), or failed (a region missing, or covered by a stale page: the layer's own stale entry,
+/// if any, is the better answer).
+async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutcome<Arc<Answer>> {
+    {
         let answer = list(&producer, &request).await;
         // Whole: every region answered from fresh data. A region missing, or covered by a
         // stale page, is a failure: the layer's own stale entry, if any, is the better answer.
@@ -93,9 +118,9 @@ pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<A
             value: Arc::new(answer),
             store,
             failed,
+            age: Duration::ZERO,
         }
-    };
-    lister.caches.responses.get(key, refresh, produce).await
+    }
 }
 
 /// The response-layer key: which resource and view, who, which version, which canonical
@@ -161,8 +186,12 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
             )
             .await?;
             let key = RememberedPositions::key(&request.identity, &binding, id);
-            match lister.positions.get(&key) {
-                Some(positions) if rememberable && positions.len() == regions => {
+            let found = match rememberable {
+                true => lister.positions.find(&key).await,
+                false => None,
+            };
+            match found {
+                Some(positions) if positions.len() == regions => {
                     Marker::Remembered {
                         holder: region,
                         item,
@@ -228,10 +257,16 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
     }
     // Only a whole page's positions are exact for every region.
     if rememberable && page.failed.is_empty() {
-        for ((_, item), after) in page.items.iter().zip(&page.after_each) {
-            let key = RememberedPositions::key(&request.identity, &binding, item.id());
-            lister.positions.insert(key, Arc::from(&after[..]));
-        }
+        let entries = page
+            .items
+            .iter()
+            .zip(&page.after_each)
+            .map(|((_, item), after)| {
+                let key = RememberedPositions::key(&request.identity, &binding, item.id());
+                (key, Arc::from(&after[..]))
+            })
+            .collect();
+        lister.positions.remember(entries);
     }
 
     let rewriter = Rewriter::new(&lister.regions.bases, public_base);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::protection::{self, Health, Protection, Refusal};
+use crate::fleet::Admission;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -273,11 +274,14 @@ pub struct Upstream {
     /// `upstream.timeout` per region: the whole budget of one call, retries included.
     timeouts: Vec<Duration>,
     pub metrics: crate::metrics::UpstreamMetrics,
+    /// Fleet mode: the regions' rate limits, `Retry-After` and open breakers are shared.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Upstream {
-    pub fn new(config: &Config) -> Upstream {
+    pub fn new(config: &Config, fleet: Option<Arc<crate::fleet::Fleet>>) -> Upstream {
         let mut up = Upstream {
+            fleet,
             regions: Vec::new(),
             clients: Vec::new(),
             guards: Vec::new(),
@@ -359,14 +363,7 @@ impl Upstream {
                 .try_clone()
                 .expect("GET requests have no streaming body");
             let result = match self.admitted(region, attempt == 0, deadline).await {
-                Err(Refusal::CircuitOpen) => Err(guard.open_since(Instant::now()).map_or(
-                    RegionError::Refused(Refusal::CircuitOpen),
-                    |(cause, retry_in)| RegionError::CircuitOpen {
-                        cause,
-                        retry_in_secs: retry_in.as_secs_f64().ceil() as u64,
-                    },
-                )),
-                Err(refusal) => Err(RegionError::Refused(refusal)),
+                Err(refused) => Err(refused),
                 Ok(_permit) => {
                     let started = Instant::now();
                     let span = self.span(region, attempt);
@@ -411,10 +408,7 @@ impl Upstream {
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::Response, OwnedSemaphorePermit), RegionError> {
         let deadline = protection::later(Instant::now(), self.timeouts[region]);
-        let permit = self
-            .admitted(region, true, deadline)
-            .await
-            .map_err(RegionError::Refused)?;
+        let permit = self.admitted(region, true, deadline).await?;
         let started = Instant::now();
         let span = self.span(region, 0);
         let sent = within(
@@ -469,11 +463,60 @@ impl Upstream {
         span.record("outcome", judged.outcome);
         self.metrics.observe_latency(name, started.elapsed());
         self.metrics.count(name, judged.outcome);
-        guard.record(judged.health, Instant::now(), judged.failure.as_deref());
-        if judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
+        let opened = guard.record(judged.health, Instant::now(), judged.failure.as_deref());
+        let back_off = (judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16())
             // Nothing goes to the region before the time it named (1 s if none).
-            let wait = judged.retry_after.unwrap_or(Duration::from_secs(1));
+            .then(|| judged.retry_after.unwrap_or(Duration::from_secs(1)));
+        if let Some(wait) = back_off {
             guard.back_off_until(protection::later(Instant::now(), wait));
+        }
+        // Told to the fleet in the background: the answer does not wait for Redis.
+        if let (Some(fleet), true) = (&self.fleet, back_off.is_some() || opened) {
+            let (fleet, name) = (fleet.clone(), name.clone());
+            let cooldown = guard.settings.breaker_cooldown;
+            let cause = judged.failure.unwrap_or_default();
+            tokio::spawn(async move {
+                if let Some(wait) = back_off {
+                    fleet.publish_back_off(&name, wait).await;
+                }
+                if opened {
+                    fleet.publish_breaker_open(&name, &cause, cooldown).await;
+                }
+            });
+        }
+    }
+
+    /// The fleet's word on a call to `region` (after this replica's own guard said yes):
+    /// `Ok` to send; a wait for the fleet's rate limit is taken while it ends before
+    /// `queue_until`. Redis unavailable: this replica's own limits stand alone.
+    async fn fleet_admits(&self, region: usize, queue_until: Instant) -> Result<(), RegionError> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(());
+        };
+        let guard = &self.guards[region];
+        let name = &self.regions[region].name;
+        loop {
+            match fleet.admit(name, guard.settings.rate_limit).await {
+                None | Some(Admission::Go) => return Ok(()),
+                Some(Admission::Wait(wait)) => {
+                    let ready = protection::later(Instant::now(), wait);
+                    if ready > queue_until {
+                        return Err(RegionError::Refused(Refusal::RateLimited));
+                    }
+                    tokio::time::sleep_until(ready).await;
+                }
+                Some(Admission::BackingOff(wait)) => {
+                    // Another replica's 429: this one honours it too, from now on.
+                    guard.back_off_until(protection::later(Instant::now(), wait));
+                    return Err(RegionError::Refused(Refusal::BackingOff));
+                }
+                Some(Admission::BreakerOpen { cause, retry_in }) => {
+                    return Err(RegionError::CircuitOpen {
+                        cause: Arc::from(format!("{cause} (seen by another replica)")),
+                        retry_in_secs: retry_in.as_secs_f64().ceil() as u64,
+                    });
+                }
+            }
         }
     }
 
@@ -485,7 +528,7 @@ impl Upstream {
         region: usize,
         first: bool,
         deadline: Instant,
-    ) -> Result<OwnedSemaphorePermit, Refusal> {
+    ) -> Result<OwnedSemaphorePermit, RegionError> {
         let guard = &self.guards[region];
         let queue_until = deadline.min(protection::later(
             Instant::now(),
@@ -495,29 +538,45 @@ impl Upstream {
             self.spawn_probe(region);
         }
         let outcome = async {
-            guard.admit(Instant::now(), first)?;
+            guard
+                .admit(Instant::now(), first)
+                .map_err(|refusal| self.refused(region, refusal))?;
             if let Err(wait) = guard.take_token(Instant::now()) {
                 let ready = protection::later(Instant::now(), wait);
                 if ready > queue_until {
-                    return Err(Refusal::RateLimited);
+                    return Err(RegionError::Refused(Refusal::RateLimited));
                 }
                 tokio::time::sleep_until(ready).await;
                 guard
                     .take_token(Instant::now())
-                    .map_err(|_| Refusal::RateLimited)?;
+                    .map_err(|_| RegionError::Refused(Refusal::RateLimited))?;
             }
+            self.fleet_admits(region, queue_until).await?;
             let permit = guard.permits.clone().acquire_owned();
             match tokio::time::timeout_at(queue_until, permit).await {
                 Ok(Ok(permit)) => Ok(permit),
-                _ => Err(Refusal::Overloaded),
+                _ => Err(RegionError::Refused(Refusal::Overloaded)),
             }
         }
         .await;
-        if let Err(refusal) = outcome {
-            let kind = RegionError::Refused(refusal).kind();
-            self.metrics.count(&self.regions[region].name, kind);
+        if let Err(refused) = &outcome {
+            self.metrics.count(&self.regions[region].name, refused.kind());
         }
         outcome
+    }
+
+    /// A refusal of this replica's guard, with what opened the breaker when it is that.
+    fn refused(&self, region: usize, refusal: Refusal) -> RegionError {
+        match refusal {
+            Refusal::CircuitOpen => self.guards[region].open_since(Instant::now()).map_or(
+                RegionError::Refused(Refusal::CircuitOpen),
+                |(cause, retry_in)| RegionError::CircuitOpen {
+                    cause,
+                    retry_in_secs: retry_in.as_secs_f64().ceil() as u64,
+                },
+            ),
+            other => RegionError::Refused(other),
+        }
     }
 
     /// The half-open probe: the proxy's own request for the region's version document, in a

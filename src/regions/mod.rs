@@ -7,6 +7,7 @@ pub mod protection;
 pub mod source;
 pub mod versions;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config::{Config, FailurePolicy};
@@ -32,8 +33,10 @@ pub struct Regions {
 const MISCONFIGURED_AFTER: u32 = 3;
 
 impl Regions {
-    pub fn new(config: &Config) -> Regions {
-        let client = Upstream::new(config);
+    /// The regions of `config`; with a `fleet`, their limits, `Retry-After` and open breakers
+    /// are the fleet's.
+    pub fn new(config: &Config, fleet: Option<Arc<crate::fleet::Fleet>>) -> Regions {
+        let client = Upstream::new(config, fleet);
         Regions {
             versions: versions::VersionBook::new(client.regions.len()),
             bases: client.regions.iter().map(|r| r.base.clone()).collect(),

@@ -143,12 +143,13 @@ impl Protection {
         }
     }
 
-    /// Record what a sent request came to (`cause`: what went wrong, if it did).
-    pub fn record(&self, health: Health, now: Instant, cause: Option<&str>) {
+    /// Record what a sent request came to (`cause`: what went wrong, if it did); true when
+    /// this opened the breaker.
+    pub fn record(&self, health: Health, now: Instant, cause: Option<&str>) -> bool {
         let failure = match health {
             Health::Healthy => false,
             Health::Faulty => true,
-            Health::Unknown => return,
+            Health::Unknown => return false,
         };
         let mut s = self.state();
         if failure {
@@ -161,7 +162,7 @@ impl Protection {
         if !failure {
             s.consecutive_failures = 0;
             s.breaker = BreakerState::Closed;
-            return;
+            return false;
         }
         s.consecutive_failures += 1;
         let failures = s.recent.iter().filter(|f| **f).count();
@@ -175,7 +176,9 @@ impl Protection {
                 until: later(now, self.settings.breaker_cooldown),
             };
             s.recent.clear();
+            return true;
         }
+        false
     }
 
     /// While the breaker is open or half-open: the failure that opened it and how long until

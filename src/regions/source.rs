@@ -111,6 +111,7 @@ impl Source for RegionSource<'_> {
                 value: Arc::new(result),
                 store,
                 failed,
+                age: std::time::Duration::ZERO,
             }
         };
         let served = self.caches.pages.get(key, a.refresh, fetch).await;

@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod docs;
 mod faults;
+mod fleet;
 mod hardening;
 mod merge_props;
 mod paging;

@@ -1,0 +1,205 @@
+//! The fleet's response layer (L2): behind each replica's own response cache (L1), a page
+//! another replica produced is served from Redis instead of from the regions, and of the
+//! replicas missing the same page at once only the one holding its lock asks the regions; the
+//! others wait for its page (polling Redis, up to `fleet.flight_wait`, then they fetch it
+//! themselves: a holder that dies never blocks them).
+//!
+//! Keyed exactly like L1 (the key holds the caller's identity HMAC, never a token), hashed to a
+//! fixed length. A value is `vbs1\n` then the page: a format version first, so a rolling
+//! upgrade never reads a layout it does not know (a value of another layout is a miss). A
+//! value's age is what its Redis expiry says, and purges are Redis timestamps: no two replicas'
+//! clocks are ever compared.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use sha2::{Digest, Sha256};
+
+use super::coalescing::{FetchOutcome, Policy};
+use super::{hex, Answer, RenderedPage};
+use crate::fleet::{Fleet, Flight};
+
+/// How often a replica waiting for another's page looks for it.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+pub struct SharedResponses {
+    pub fleet: Arc<Fleet>,
+    pub policy: Policy,
+}
+
+type Outcome = FetchOutcome<Arc<Answer>>;
+
+impl SharedResponses {
+    /// The page for `key`: fresh from another replica, or produced here (by the lock holder,
+    /// or after waiting for it in vain) and shared. `refresh` (a client's `no-cache`) skips
+    /// the lookup, not the sharing.
+    pub async fn fetch<F, Fut>(&self, key: &str, scope: &str, refresh: bool, produce: F) -> Outcome
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Outcome>,
+    {
+        let digest = hex(&Sha256::digest(key.as_bytes()));
+        let value_key = self.fleet.key("response", &digest);
+        let lock_key = self.fleet.key("flight", &digest);
+        let token = hex(&rand::random::<[u8; 16]>());
+        let mut holder = false;
+        if !refresh {
+            let give_up = tokio::time::Instant::now() + self.fleet.flight_wait;
+            loop {
+                let windows = (self.policy.ttl, self.keep());
+                match self
+                    .fleet
+                    .get_or_lock(&value_key, scope, &lock_key, &token, windows)
+                    .await
+                {
+                    Some(Flight::Fresh(value, age)) => match decode(&value) {
+                        Some(page) => return shared(page, age, scope),
+                        // A layout of another version: fetch it (and overwrite it).
+                        None => break,
+                    },
+                    Some(Flight::Holder) => {
+                        holder = true;
+                        break;
+                    }
+                    Some(Flight::Wait) if tokio::time::Instant::now() < give_up => {
+                        tokio::time::sleep(POLL_EVERY).await;
+                    }
+                    // Waited long enough, or Redis is not there: this replica fetches.
+                    Some(Flight::Wait) | None => break,
+                }
+            }
+        }
+        let outcome = produce().await;
+        if let (Some(_), Ok(page)) = (&outcome.store, outcome.value.as_ref()) {
+            self.fleet.put(&value_key, &encode(page), self.keep()).await;
+        }
+        if holder {
+            self.fleet.unlock(&lock_key, &token).await;
+        }
+        outcome
+    }
+}
+
+impl SharedResponses {
+    /// How long Redis keeps a value: the longest L1 keeps one (TTL and the longer stale
+    /// window). Only fresh values are served from it (stale ones only from L1).
+    fn keep(&self) -> Duration {
+        self.policy.ttl
+            + self
+                .policy
+                .stale_while_revalidate
+                .max(self.policy.stale_if_error)
+    }
+
+    /// Drop the pages of `scope` (`/v3/{project}`) and the project-less ones, or all
+    /// (`None`), for every replica (as `Caches::purge` does for this one).
+    pub async fn purge(&self, scope: Option<&str>) -> bool {
+        let scopes = match scope {
+            None => vec!["*"],
+            Some("/v3") => vec!["/v3"],
+            Some(s) => vec![s, "/v3"],
+        };
+        self.fleet.purge(&scopes, self.keep()).await
+    }
+}
+
+/// A page from L2 as a fetch outcome: stored in L1 with its age, as whole as when it was made.
+fn shared(page: RenderedPage, age: Duration, scope: &str) -> Outcome {
+    let size = page.len() + std::mem::size_of::<RenderedPage>();
+    FetchOutcome {
+        value: Arc::new(Ok(page)),
+        store: Some((size.min(u32::MAX as usize) as u32, Arc::from(scope))),
+        failed: false,
+        age,
+    }
+}
+
+/// The layout's version: a value without it is not read.
+const MAGIC: &[u8] = b"vbs1\n";
+
+fn encode(page: &RenderedPage) -> Vec<u8> {
+    let etag = page.etag.as_ref().map_or(&b""[..], HeaderValue::as_bytes);
+    let cursor = page.cursor.as_deref().unwrap_or("");
+    let mut out = Vec::with_capacity(page.len() + etag.len() + 48);
+    out.extend_from_slice(MAGIC);
+    for part in [etag, &page.head[..], cursor.as_bytes(), &page.tail[..]] {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out.push(page.cursor.is_some() as u8);
+    out
+}
+
+/// The page, or `None` for anything not written by [`encode`] of this version.
+fn decode(value: &[u8]) -> Option<RenderedPage> {
+    let mut rest = value.strip_prefix(MAGIC)?;
+    let mut parts: [&[u8]; 4] = [&[]; 4];
+    for part in &mut parts {
+        let len = usize::try_from(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?)).ok()?;
+        *part = rest.get(8..8usize.checked_add(len)?)?;
+        rest = &rest[8 + len..];
+    }
+    let [etag, head, cursor, tail] = parts;
+    let cursor = match rest {
+        [1] => Some(String::from_utf8(cursor.to_vec()).ok()?),
+        [0] => None,
+        _ => return None,
+    };
+    Some(RenderedPage {
+        head: Bytes::copy_from_slice(head),
+        cursor,
+        tail: Bytes::copy_from_slice(tail),
+        etag: (!etag.is_empty())
+            .then(|| HeaderValue::from_bytes(etag).ok())
+            .flatten(),
+        missing_regions: None,
+        degraded: false,
+        calls: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(cursor: Option<&str>) -> RenderedPage {
+        RenderedPage {
+            head: Bytes::from_static(b"{\"backups\": [], \"backups_links\": [{\"href\": \""),
+            cursor: cursor.map(str::to_string),
+            tail: Bytes::from_static(b"\"}]}"),
+            etag: Some(HeaderValue::from_static("W/\"abc\"")),
+            missing_regions: None,
+            degraded: false,
+            calls: 3,
+        }
+    }
+
+    #[test]
+    fn a_page_survives_the_round_trip() {
+        for cursor in [None, Some("vbs1.payload.mac"), Some("")] {
+            let stored = page(cursor);
+            let back = decode(&encode(&stored)).expect("decodes");
+            assert_eq!(back.head, stored.head);
+            assert_eq!(back.tail, stored.tail);
+            assert_eq!(back.cursor, stored.cursor);
+            assert_eq!(back.etag, stored.etag);
+        }
+    }
+
+    #[test]
+    fn other_layouts_and_truncated_values_are_misses() {
+        let good = encode(&page(Some("c")));
+        assert!(decode(&good).is_some());
+        for cut in 0..good.len() {
+            assert!(decode(&good[..cut]).is_none(), "truncated at {cut}");
+        }
+        let mut other = good.clone();
+        other[3] = b'2';
+        assert!(decode(&other).is_none(), "vbs2 is not this layout");
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_none());
+    }
+}

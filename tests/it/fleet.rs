@@ -1,0 +1,538 @@
+//! Fleet mode against a real `redis-server` (Debian's package; .ci/run installs it) on a free
+//! loopback port, with two `vbs-proxy serve` processes in front of the same simulated regions:
+//! one flight per page for the fleet, next links and plain-id markers that work on either
+//! replica, one rate limit and one `Retry-After` for the fleet, and Redis frozen, killed and
+//! back without a client noticing.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cinder_sim::{Fault, SimConfig, SimRegion};
+use serde_json::Value;
+
+use crate::support::{rows, sigterm, PROJECT, TOKEN};
+
+/// A `redis-server` of the test's own; stopped when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Redis::on(port)
+    }
+
+    fn on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package `redis-server`; .ci/run installs it)");
+        let redis = Redis {
+            child: Some(child),
+            port,
+        };
+        // Ready when it answers PING (bounded: a server that never comes up fails the test).
+        for _ in 0..500 {
+            if redis.ping() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A frozen server must be woken to die promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// A `vbs-proxy serve` replica; stopped when dropped.
+struct Replica {
+    child: Child,
+    base: String,
+}
+
+impl Replica {
+    fn start(name: &str, regions: &[String], redis: &str, extra: &str) -> Replica {
+        let dir = std::env::temp_dir().join(format!("vbs-proxy-fleet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // As behind one Service: the same public URL (and so the same cache keys) on both.
+        let mut toml =
+            format!("[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"{PUBLIC}\"\n{extra}\n");
+        for (i, url) in regions.iter().enumerate() {
+            toml.push_str(&format!("[[regions]]\nname = \"r{i}\"\nurl = \"{url}\"\n"));
+        }
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml).expect("config");
+        // The fleet's settings from the environment, as a Secret would give them.
+        let env = [
+            ("VBS_PROXY__FLEET__REDIS_URL", redis),
+            (
+                "VBS_PROXY__SERVER__CURSOR_SECRET",
+                "the-fleet-cursor-secret",
+            ),
+            ("VBS_PROXY__CACHE__KEY_SECRET", "the-fleet-cache-key-secret"),
+        ];
+        let (child, log, addr) = crate::support::spawn_serve(&config, &env);
+        // Its log read to the end: a pipe nobody reads fills up, and a write to it blocks
+        // the replica (one event per request).
+        std::thread::spawn(move || log.for_each(drop));
+        Replica {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    async fn get(&self, client: &reqwest::Client, path_or_url: &str) -> (u16, Value) {
+        let url = match path_or_url.strip_prefix("http://") {
+            // A link another replica wrote: the same path and query, on this one.
+            Some(rest) => format!("{}{}", self.base, &rest[rest.find('/').unwrap_or(0)..]),
+            None => format!("{}{path_or_url}", self.base),
+        };
+        let response = client
+            .get(url)
+            .header("X-Auth-Token", TOKEN)
+            .send()
+            .await
+            .expect("the replica answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn metric(&self, client: &reqwest::Client, series: &str) -> f64 {
+        let text = client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        sigterm(&self.child);
+        let _ = self.child.wait();
+    }
+}
+
+async fn regions(n: usize, rows_each: usize) -> (Vec<Arc<SimRegion>>, Vec<String>) {
+    let mut sims = Vec::new();
+    let mut urls = Vec::new();
+    for i in 0..n {
+        let sim = SimRegion::new(SimConfig::default(), rows(&format!("f{i}"), rows_each));
+        urls.push(sim.spawn().await.expect("region"));
+        sims.push(sim);
+    }
+    (sims, urls)
+}
+
+fn calls(sims: &[Arc<SimRegion>]) -> Vec<usize> {
+    sims.iter().map(|s| s.calls()).collect()
+}
+
+const DETAIL: &str = "/v3/abc123/backups/detail";
+/// The replicas' `server.public_url`.
+const PUBLIC: &str = "http://vbs.fleet.test";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_cold_requests_over_two_replicas_cost_one_call_per_region() {
+    assert_eq!(PROJECT, "abc123");
+    let redis = Redis::start();
+    let (sims, urls) = regions(3, 5).await;
+    let a = Replica::start("coalesce-a", &urls, &redis.url(), "");
+    let b = Replica::start("coalesce-b", &urls, &redis.url(), "");
+    let client = reqwest::Client::new();
+    let before = calls(&sims);
+
+    // The regions hold their answers until every request is in: then nobody could have been
+    // served from a cache filled meanwhile.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    for sim in &sims {
+        *sim.gate.write().unwrap() = Some(gate.clone());
+    }
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let requests: Vec<_> = (0..200)
+        .map(|i| {
+            let (replica, client) = (
+                if i % 2 == 0 { a.clone() } else { b.clone() },
+                client.clone(),
+            );
+            tokio::spawn(async move { replica.get(&client, DETAIL).await })
+        })
+        .collect();
+    let in_flight = "vbs_http_requests_in_flight";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // Each scrape counts itself as one request in flight.
+        let held = a.metric(&client, in_flight).await + b.metric(&client, in_flight).await - 2.0;
+        if held >= 200.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {held} requests arrived"
+        );
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(10_000);
+    let mut bodies = Vec::new();
+    for r in requests {
+        let (status, body) = r.await.expect("request task");
+        assert_eq!(status, 200, "{body}");
+        bodies.push(body);
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "one answer for all"
+    );
+    assert_eq!(bodies[0]["backups"].as_array().map(Vec::len), Some(15));
+    let cold: Vec<usize> = calls(&sims)
+        .iter()
+        .zip(&before)
+        .map(|(n, b)| n - b)
+        .collect();
+    assert_eq!(
+        cold,
+        vec![1, 1, 1],
+        "one call per region for the whole fleet"
+    );
+
+    // 50 more, on either replica: served from L1 (or L2), no region call.
+    for i in 0..50 {
+        let replica = if i % 3 == 0 { &a } else { &b };
+        assert_eq!(replica.get(&client, DETAIL).await.0, 200);
+    }
+    assert_eq!(
+        calls(&sims)
+            .iter()
+            .zip(&before)
+            .map(|(n, b)| n - b)
+            .collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
+    assert!(b.metric(&client, "vbs_fleet_up").await == 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_link_or_a_plain_id_marker_from_one_replica_works_on_the_other() {
+    let redis = Redis::start();
+    let (_sims, urls) = regions(3, 20).await;
+    let a = Replica::start("links-a", &urls, &redis.url(), "");
+    let b = Replica::start("links-b", &urls, &redis.url(), "");
+    let client = reqwest::Client::new();
+
+    let query = format!("{DETAIL}?limit=7&sort=created_at:desc,id:desc");
+    let (status, first) = a.get(&client, &query).await;
+    assert_eq!(status, 200, "{first}");
+    let next = first["backups_links"][0]["href"]
+        .as_str()
+        .expect("a next link")
+        .to_string();
+    assert!(next.starts_with(PUBLIC), "{next}");
+    let (status, on_b) = b.get(&client, &next).await;
+    assert_eq!(status, 200, "B reads A's cursor: {on_b}");
+    let (_, on_a) = a.get(&client, &next).await;
+    assert_eq!(
+        on_b["backups"], on_a["backups"],
+        "the same page on either replica"
+    );
+
+    // Horizon-style: the last row A showed as marker, on B. B resumes from the positions A
+    // remembered (the fleet's), and the page equals A's.
+    let last = first["backups"][6]["id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let marker = format!("{query}&marker={last}");
+    let remembered = "vbs_plain_markers_remembered_total";
+    let before = b.metric(&client, remembered).await;
+    let (status, by_id) = b.get(&client, &marker).await;
+    assert_eq!(status, 200, "{by_id}");
+    assert_eq!(by_id["backups"], on_a["backups"]);
+    assert_eq!(
+        b.metric(&client, remembered).await,
+        before + 1.0,
+        "resumed from A's positions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_killed_and_back_never_stops_the_replicas() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let (sims, urls) = regions(2, 5).await;
+    let a = Replica::start(
+        "trouble-a",
+        &urls,
+        &redis.url(),
+        "[upstream]\ntimeout = \"5s\"\n",
+    );
+    let b = Replica::start(
+        "trouble-b",
+        &urls,
+        &redis.url(),
+        "[upstream]\ntimeout = \"5s\"\n",
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    assert_eq!(a.get(&client, &format!("{DETAIL}?limit=1")).await.0, 200);
+
+    // Frozen: it accepts connections and never answers. Every operation gives up after
+    // op_timeout; new pages (misses) are still answered, by each replica on its own.
+    redis.signal("-STOP");
+    for (i, replica) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let (status, body) = replica
+            .get(&client, &format!("{DETAIL}?limit={}", i + 2))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(a.metric(&client, "vbs_fleet_up").await, 0.0);
+    let gave_up = a
+        .metric(
+            &client,
+            "vbs_fleet_operations_total{op=\"get_or_lock\",outcome=\"timeout\"}",
+        )
+        .await
+        + a.metric(
+            &client,
+            "vbs_fleet_operations_total{op=\"get_or_lock\",outcome=\"error\"}",
+        )
+        .await;
+    assert!(gave_up >= 1.0, "an operation gave up");
+
+    // Killed: connections refused; still answering.
+    redis.kill();
+    for (i, replica) in [&a, &b].into_iter().enumerate() {
+        let (status, _) = replica
+            .get(&client, &format!("{DETAIL}?limit={}", i + 7))
+            .await;
+        assert_eq!(status, 200);
+    }
+
+    // Back on the same port: the replicas find it again and share.
+    let _redis = Redis::on(port);
+    let mut probe = 100;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.metric(&client, "vbs_fleet_up").await < 1.0
+        || b.metric(&client, "vbs_fleet_up").await < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replicas never reconnected"
+        );
+        // Misses are what touch Redis; each is a probe.
+        probe += 1;
+        a.get(&client, &format!("{DETAIL}?limit={probe}")).await;
+        b.get(&client, &format!("{DETAIL}?limit={probe}")).await;
+    }
+    let before = calls(&sims);
+    let shared = format!("{DETAIL}?limit=3&sort=id:asc");
+    assert_eq!(a.get(&client, &shared).await.0, 200);
+    assert_eq!(b.get(&client, &shared).await.0, 200);
+    let after: Vec<usize> = calls(&sims)
+        .iter()
+        .zip(&before)
+        .map(|(n, b)| n - b)
+        .collect();
+    assert_eq!(
+        after,
+        vec![1, 1],
+        "B was served A's page through Redis again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_for_the_fleet() {
+    let redis = Redis::start();
+    let (sims, urls) = regions(1, 3).await;
+    // No caching: every request is a region call, which only the limit holds back.
+    let limits = "[upstream]\nrate_limit = 4\nqueue_timeout = \"2s\"\n[cache]\nttl = \"0s\"\n";
+    let a = Arc::new(Replica::start("rate-a", &urls, &redis.url(), limits));
+    let b = Arc::new(Replica::start("rate-b", &urls, &redis.url(), limits));
+    let client = reqwest::Client::new();
+    let before = sims[0].calls();
+    let started = tokio::time::Instant::now();
+    let hammer = Duration::from_secs(6);
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (replica, client) = (
+                if w % 2 == 0 { a.clone() } else { b.clone() },
+                client.clone(),
+            );
+            tokio::spawn(async move {
+                // Bounded in count and time.
+                for i in 0..2_000 {
+                    if started.elapsed() >= hammer {
+                        break;
+                    }
+                    replica
+                        .get(
+                            &client,
+                            &format!("{DETAIL}?limit={}", 1 + (w * 2_000 + i) % 500),
+                        )
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let sent = sims[0].calls() - before;
+    // The burst (4) and one more second's worth for the time the last requests took.
+    let allowed = (4.0 * elapsed).ceil() as usize + 4;
+    assert!(
+        sent <= allowed,
+        "{sent} calls in {elapsed:.1} s: over the fleet's 4/s"
+    );
+    assert!(sent >= 12, "the hammer reached the region: {sent}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_seen_by_one_replica_is_honoured_by_the_other() {
+    let redis = Redis::start();
+    let (sims, urls) = regions(1, 3).await;
+    let no_cache = "[cache]\nttl = \"0s\"\n";
+    let a = Replica::start("retry-a", &urls, &redis.url(), no_cache);
+    let b = Replica::start("retry-b", &urls, &redis.url(), no_cache);
+    let client = reqwest::Client::new();
+    let mut fault = Fault::new(
+        429,
+        r#"{"overLimit": {"code": 429, "message": "slow down"}}"#,
+    )
+    .expect("fault");
+    fault.headers.push(("Retry-After", "30".into()));
+    *sims[0].fault.write().unwrap() = Some(fault);
+    let (status, _) = a.get(&client, DETAIL).await;
+    assert_ne!(status, 200);
+    let seen = sims[0].calls();
+    // A publishes the deadline in the background; B learns it from Redis before each call.
+    let mut redis_client = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("the test's own Redis connection");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("vbs-proxy:backoff:r0")
+            .query(&mut redis_client)
+            .expect("PTTL");
+        if ttl > 20_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never published the Retry-After"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    *sims[0].fault.write().unwrap() = None;
+    for i in 0..5 {
+        let (status, body) = b.get(&client, &format!("{DETAIL}?limit={}", i + 1)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.to_string().contains("Retry-After"), "{body}");
+    }
+    assert_eq!(
+        sims[0].calls(),
+        seen,
+        "B sent the region nothing during its Retry-After"
+    );
+}
+
+#[test]
+fn fleet_configuration_errors_name_the_key_and_never_the_password() {
+    let region = "[[regions]]\nname = \"r0\"\nurl = \"http://127.0.0.1:9\"\n";
+    let secrets = "[cache]\nkey_secret = \"0123456789abcdef\"\n[server]\ncursor_secret = \"0123456789abcdef\"\n";
+    let error = |toml: String| match vbs_proxy::Config::from_toml(&toml) {
+        Ok(_) => panic!("accepted: {toml}"),
+        Err(e) => e.to_string(),
+    };
+    let e = error(format!(
+        "[fleet]\nredis_url = \"redis://127.0.0.1:6379\"\n{region}"
+    ));
+    assert!(
+        e.contains("`cache.key_secret`") && e.contains("every replica"),
+        "{e}"
+    );
+    let e = error(format!(
+        "[fleet]\nredis_url = \"http://user:hunter2-secret@127.0.0.1:6379\"\n{secrets}{region}"
+    ));
+    assert!(
+        e.contains("`fleet.redis_url`") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let e = error(format!(
+        "[fleet]\nredis_url = \"redis://user:hunter2-secret@127.0.0.1:notaport\"\n{secrets}{region}"
+    ));
+    assert!(
+        e.contains("`fleet.redis_url`") && !e.contains("hunter2"),
+        "{e}"
+    );
+    let config = vbs_proxy::Config::from_toml(&format!(
+        "[fleet]\nredis_url = \"redis://user:hunter2-secret@127.0.0.1:6379/0\"\n{secrets}{region}"
+    ))
+    .expect("valid");
+    assert!(
+        !format!("{config:?}").contains("hunter2"),
+        "Debug hides the URL"
+    );
+}
