@@ -36,7 +36,7 @@ def by_kind(docs, kind):
     return [d for _, d in docs if d["kind"] == kind]
 
 
-@pytest.mark.parametrize("values", ["ONE", "THREE", "MONITORING"])
+@pytest.mark.parametrize("values", ["ONE", "THREE", "MONITORING", "FLEET"])
 def test_lint_is_clean(values):
     values = globals()[values]
     result = helm_python.lint(str(CHART), values, strict=True)
@@ -211,3 +211,50 @@ def test_rules_and_dashboard_name_only_metrics_the_proxy_exports():
     for metric in ["vbs_http_requests_total", "vbs_cache_hits_total", "vbs_upstream_calls_total",
                    "vbs_upstream_breaker_state", "vbs_http_shed_total"]:
         assert any(metric in e for e in exprs), metric
+
+
+FLEET = dict(THREE, fleet={"redisUrl": "redis://:s3cret-pass@redis-master.storage:6379/0"})
+
+
+def test_fleet_mode_passes_redis_url_and_a_shared_cache_key_from_secrets():
+    docs = render(FLEET)
+    env = {e["name"]: e for e in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    url_ref = env["VBS_PROXY__FLEET__REDIS_URL"]["valueFrom"]["secretKeyRef"]
+    key_ref = env["VBS_PROXY__CACHE__KEY_SECRET"]["valueFrom"]["secretKeyRef"]
+    secrets = {d["metadata"]["name"]: d["stringData"] for d in by_kind(docs, "Secret")}
+    assert secrets[url_ref["name"]][url_ref["key"]] == FLEET["fleet"]["redisUrl"]
+    assert len(secrets[key_ref["name"]][key_ref["key"]]) >= 16
+    config = by_kind(docs, "ConfigMap")[0]["data"]["vbs-proxy.toml"]
+    assert "s3cret-pass" not in config, "the URL stays in a Secret"
+    # The configuration the pod sees (the ConfigMap plus the Secrets' environment) is valid.
+    cursor_ref = env["VBS_PROXY__SERVER__CURSOR_SECRET"]["valueFrom"]["secretKeyRef"]
+    pod_env = dict(os.environ,
+                   VBS_PROXY__FLEET__REDIS_URL=secrets[url_ref["name"]][url_ref["key"]],
+                   VBS_PROXY__CACHE__KEY_SECRET=secrets[key_ref["name"]][key_ref["key"]],
+                   VBS_PROXY__SERVER__CURSOR_SECRET=secrets[cursor_ref["name"]][cursor_ref["key"]])
+    with tempfile.TemporaryDirectory() as d:
+        path = pathlib.Path(d) / "vbs-proxy.toml"
+        path.write_text(config)
+        done = subprocess.run([os.environ["VBS_PROXY_BIN"], "check-config", str(path)],
+                              capture_output=True, text=True, env=pod_env)
+        assert done.returncode == 0, done.stderr
+        # Without the cache key the replicas could not share: the proxy refuses to start.
+        del pod_env["VBS_PROXY__CACHE__KEY_SECRET"]
+        done = subprocess.run([os.environ["VBS_PROXY_BIN"], "check-config", str(path)],
+                              capture_output=True, text=True, env=pod_env)
+        assert done.returncode == 64 and "cache.key_secret" in done.stderr, done.stderr
+    for doc in [d for _, d in docs if d["kind"] not in ("ServiceMonitor",)]:
+        kubernetes_validate.validate(doc, K8S, strict=True)
+
+
+def test_fleet_mode_with_an_existing_secret_creates_no_redis_secret():
+    docs = render(dict(THREE, fleet={"existingSecret": "my-redis"}))
+    names = [d["metadata"]["name"] for d in by_kind(docs, "Secret")]
+    assert not [n for n in names if n.endswith("-redis")]
+    env = {e["name"]: e for e in by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["VBS_PROXY__FLEET__REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": "redis-url"}
+
+
+def test_no_fleet_settings_without_fleet_mode():
+    env = {e["name"] for e in by_kind(render(THREE), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "VBS_PROXY__FLEET__REDIS_URL" not in env and "VBS_PROXY__CACHE__KEY_SECRET" not in env
