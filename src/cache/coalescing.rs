@@ -217,12 +217,13 @@ where
         self.0.metrics.clone()
     }
 
-    /// Answer from the cache or through `fetch`, coalescing concurrent misses on `key`.
+    /// Answer from the cache or through `fetch` (given the key: a miss may need it, a hit
+    /// costs no copy of it), coalescing concurrent misses on `key`.
     /// `refresh`: the client asked for `no-cache`; a stored value is used only if the fetch
     /// fails.
     pub async fn get<F, Fut>(&self, key: K, refresh: bool, fetch: F) -> Lookup<V>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(&K) -> Fut,
         Fut: Future<Output = FetchOutcome<V>> + Send + 'static,
     {
         let inner = &self.0;
@@ -293,7 +294,7 @@ where
     /// `max_flights` are under way already.
     fn flight<F, Fut>(&self, key: K, fetch: F, forced: bool) -> Option<(Flight<V>, bool)>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(&K) -> Fut,
         Fut: Future<Output = FetchOutcome<V>> + Send + 'static,
     {
         let mut inflight = self.0.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -306,7 +307,7 @@ where
         let layer = self.clone();
         let task_key = key.clone();
         // The fetch belongs to the trace of the request that started it.
-        let work = fetch().in_current_span();
+        let work = fetch(&key).in_current_span();
         let forget = Forget {
             layer: self.clone(),
             key: key.clone(),
@@ -428,7 +429,7 @@ mod tests {
             let l = l.clone();
             async move {
                 let served = l
-                    .get("k", false, || async move {
+                    .get("k", false, |_| async move {
                         let _ = rx.await;
                         panic!("a producer bug");
                     })
@@ -439,7 +440,7 @@ mod tests {
         settle().await;
         let waiter = tokio::spawn({
             let l = l.clone();
-            async move { value(&l.get("k", false, || async { ok(2) }).await) }
+            async move { value(&l.get("k", false, |_| async { ok(2) }).await) }
         });
         settle().await;
         tx.send(()).unwrap();
@@ -447,7 +448,7 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), (0, "lost"));
         // The key is free: the next request produces again.
         assert_eq!(
-            value(&l.get("k", false, || async { ok(3) }).await),
+            value(&l.get("k", false, |_| async { ok(3) }).await),
             (3, "fetched")
         );
     }
@@ -463,39 +464,39 @@ mod tests {
     async fn ttl_then_stale_while_revalidate_then_stale_if_error_then_expired() {
         let l = layer(30, 10, 300);
         assert_eq!(
-            value(&l.get("k", false, || async { ok(1) }).await),
+            value(&l.get("k", false, |_| async { ok(1) }).await),
             (1, "fetched")
         );
         tokio::time::advance(Duration::from_secs(29)).await;
         assert_eq!(
-            value(&l.get("k", false, || async { ok(2) }).await),
+            value(&l.get("k", false, |_| async { ok(2) }).await),
             (1, "hit")
         );
         // 35 s: stale within SWR → the old value now, one refresh behind it.
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(
-            value(&l.get("k", false, || async { ok(3) }).await),
+            value(&l.get("k", false, |_| async { ok(3) }).await),
             (1, "swr")
         );
         settle().await;
         assert_eq!(
-            value(&l.get("k", false, || async { ok(4) }).await),
+            value(&l.get("k", false, |_| async { ok(4) }).await),
             (3, "hit")
         );
         // 100 s after the refresh: past SWR, within stale-if-error.
         tokio::time::advance(Duration::from_secs(100)).await;
         assert_eq!(
-            value(&l.get("k", false, || async { failed(5) }).await),
+            value(&l.get("k", false, |_| async { failed(5) }).await),
             (3, "sie")
         );
         assert_eq!(
-            value(&l.get("k", false, || async { ok(6) }).await),
+            value(&l.get("k", false, |_| async { ok(6) }).await),
             (6, "fetched")
         );
         // Past every window: a failure is the answer.
         tokio::time::advance(Duration::from_secs(400)).await;
         assert_eq!(
-            value(&l.get("k", false, || async { failed(7) }).await),
+            value(&l.get("k", false, |_| async { failed(7) }).await),
             (7, "fetched")
         );
         assert_eq!(l.metrics().hits.get(), 2);
@@ -504,13 +505,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refresh_bypasses_a_fresh_entry_but_falls_back_on_error() {
         let l = layer(30, 0, 300);
-        l.get("k", false, || async { ok(1) }).await;
+        l.get("k", false, |_| async { ok(1) }).await;
         assert_eq!(
-            value(&l.get("k", true, || async { ok(2) }).await),
+            value(&l.get("k", true, |_| async { ok(2) }).await),
             (2, "fetched")
         );
         assert_eq!(
-            value(&l.get("k", true, || async { failed(3) }).await),
+            value(&l.get("k", true, |_| async { failed(3) }).await),
             (2, "sie")
         );
     }
@@ -527,27 +528,27 @@ mod tests {
             Arc::new(LayerMetrics::default()),
         );
         // An entry stored by an ordinary miss does not hold a forced refresh back.
-        l.get("k", false, || async { ok(1) }).await;
+        l.get("k", false, |_| async { ok(1) }).await;
         assert_eq!(
-            value(&l.get("k", true, || async { ok(2) }).await),
+            value(&l.get("k", true, |_| async { ok(2) }).await),
             (2, "fetched")
         );
         assert_eq!(
-            value(&l.get("k", true, || async { ok(9) }).await),
+            value(&l.get("k", true, |_| async { ok(9) }).await),
             (2, "recent")
         );
         tokio::time::advance(Duration::from_millis(999)).await;
         assert_eq!(
-            value(&l.get("k", true, || async { ok(3) }).await),
+            value(&l.get("k", true, |_| async { ok(3) }).await),
             (2, "recent")
         );
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(
-            value(&l.get("k", true, || async { ok(4) }).await),
+            value(&l.get("k", true, |_| async { ok(4) }).await),
             (4, "fetched")
         );
         assert_eq!(
-            value(&l.get("k", true, || async { ok(5) }).await),
+            value(&l.get("k", true, |_| async { ok(5) }).await),
             (4, "recent")
         );
     }
@@ -559,7 +560,7 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let gate = rx.shared();
         let fetch = |calls: Arc<AtomicUsize>, gate: Shared<tokio::sync::oneshot::Receiver<()>>| {
-            move || async move {
+            move |_: &&str| async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 let _ = gate.await;
                 ok(9)
@@ -593,7 +594,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(l.metrics().coalesced.get(), 50);
         assert_eq!(
-            value(&l.get("k", false, || async { ok(10) }).await),
+            value(&l.get("k", false, |_| async { ok(10) }).await),
             (9, "hit")
         );
     }
@@ -614,7 +615,7 @@ mod tests {
             } else {
                 "/v3/b".into()
             };
-            l.get(k, false, move || async move {
+            l.get(k, false, move |_| async move {
                 FetchOutcome {
                     value: k,
                     store: Some((1000, scope)),

@@ -109,7 +109,9 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         Err(e) => {
             tracing::warn!(region = %name, call = "passthrough", kind = e.kind(), error = %e, "region failed");
             let status = match e {
-                RegionError::Refused(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                RegionError::Refused(_) | RegionError::CircuitOpen { .. } => {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
                 RegionError::Timeout => axum::http::StatusCode::GATEWAY_TIMEOUT,
                 _ => axum::http::StatusCode::BAD_GATEWAY,
             };

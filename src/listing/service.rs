@@ -70,22 +70,24 @@ pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<A
     let key = response_key(&request);
     let refresh = request.refresh;
     let producer = lister.clone();
-    // Fleet mode: the page may come from another replica (L2); the key is cloned only then.
-    let shared_key = lister
-        .caches
-        .shared
-        .as_ref()
-        .filter(|_| lister.caches.enabled)
-        .map(|_| key.clone());
-    let produce = move || async move {
-        match (&producer.caches.shared, shared_key) {
-            (Some(shared), Some(key)) => {
-                let scope = request.scope.clone();
-                shared
-                    .fetch(&key, &scope, refresh, || produce(producer.clone(), request))
-                    .await
+    let produce = move |key: &String| {
+        // Fleet mode: the page may come from another replica (L2), under the same key.
+        let shared_key = producer
+            .caches
+            .shared
+            .as_ref()
+            .filter(|_| producer.caches.enabled)
+            .map(|_| key.clone());
+        async move {
+            match (&producer.caches.shared, shared_key) {
+                (Some(shared), Some(key)) => {
+                    let scope = request.scope.clone();
+                    shared
+                        .fetch(&key, &scope, refresh, || produce(producer.clone(), request))
+                        .await
+                }
+                _ => produce(producer.clone(), request).await,
             }
-            _ => produce(producer.clone(), request).await,
         }
     };
     lister.caches.responses.get(key, refresh, produce).await

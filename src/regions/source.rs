@@ -78,7 +78,7 @@ impl Source for RegionSource<'_> {
         let fields = a.fields.to_vec();
         let regions = self.regions.clone();
         let enabled = self.caches.enabled;
-        let fetch = move || async move {
+        let fetch = move |_: &_| async move {
             let upstream = &regions.client;
             let result = upstream
                 .list(region, resource, &scope, &params, &fields, &ctx)
