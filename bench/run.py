@@ -106,8 +106,10 @@ def measure(url, pids, conns):
     return r
 
 
-def proxy_config(regions, ttl, port, cache=""):
-    text = f'[server]\nlisten = "127.0.0.1:{port}"\npublic_url = "http://127.0.0.1:{port}"\n'
+def proxy_config(regions, ttl, port, cache="", server=""):
+    if "public_url" not in server:
+        server += f'public_url = "http://127.0.0.1:{port}"\n'
+    text = f'[server]\nlisten = "127.0.0.1:{port}"\n{server}'
     text += f'[cache]\nttl = "{ttl}"\n{cache}[log]\nlevel = "warn"\n'
     for i, url in enumerate(regions):
         text += f'[[regions]]\nname = "r{i}"\nurl = "{url}"\n'
@@ -116,10 +118,10 @@ def proxy_config(regions, ttl, port, cache=""):
     return path
 
 
-def start_proxy(regions, ttl, cache="", binary=None):
+def start_proxy(regions, ttl, cache="", binary=None, server=""):
     port = free_port()
     binary = binary or RELEASE / "vbs-proxy"
-    p = start([binary, "serve", "--config", proxy_config(regions, ttl, port, cache)])
+    p = start([binary, "serve", "--config", proxy_config(regions, ttl, port, cache, server)])
     base = f"http://127.0.0.1:{port}"
     wait_up(base + "/healthz")
     return p, base
@@ -211,11 +213,75 @@ def misses(binaries):
               f"{median(runs, 'p99'):.3f} | {median(runs, 'cpu_us'):.1f} |")
 
 
+def sequential(url, requests):
+    """Each (path, token) once over one keep-alive connection: client-side latencies in ms."""
+    import http.client
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    took = []
+    for path, token in requests:
+        start = time.perf_counter()
+        conn.request("GET", path, headers={"X-Auth-Token": token})
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{path}: {r.status}")
+        took.append((time.perf_counter() - start) * 1000)
+    conn.close()
+    return took
+
+
+def fleet(n=1500):
+    """`run.py fleet`: the cost of a page by where it comes from, in fleet mode (a real
+    redis-server): a local hit (L1), a hit in Redis (L2: another replica produced the page),
+    and a miss over three regions; and a local hit without fleet mode, for comparison. Each of
+    `n` 50-item pages of distinct callers once, in sequence over one connection: server CPU per request
+    (from /proc) and the client's median and p99 latency."""
+    redis_port = free_port()
+    redis = subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(redis_port), "--bind",
+                              "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    PROCS.append(redis)
+    time.sleep(0.5)
+    three = [start_region(seed) for seed in (1, 2, 3)]
+    urls = [u for _, u in three]
+    shared = f'key_secret = "bench-cache-key-secret"\n[fleet]\nredis_url = "redis://127.0.0.1:{redis_port}/0"\n'
+    # The same public URL on both replicas, as behind one Service: the same keys.
+    server = 'public_url = "http://vbs.bench"\ncursor_secret = "bench-cursor-secret-0123"\n'
+    a, a_url = start_proxy(urls, "1h", shared, server=server)
+    b, b_url = start_proxy(urls, "1h", shared, server=server)
+    alone, alone_url = start_proxy(urls, "1h")
+    # Distinct callers (tokens), so distinct keys for the same work per page.
+    paths = [("/v3/p/backups/detail?limit=50", f"bench{i}:p") for i in range(n)]
+    rows = []
+
+    def row(name, url, pid, passes=1):
+        before = ticks([pid])
+        took = sorted(t for _ in range(passes) for t in sequential(url, paths))
+        cpu = (ticks([pid]) - before) / TICK / len(took) * 1e6
+        rows.append((name, cpu, took[len(took) // 2], took[int(len(took) * 0.99)]))
+
+    # n pages fit in the response cache (3/8 of 256 MiB): the second visits are hits.
+    row("miss (3 regions), fleet mode: lock, fetch, store in Redis", a_url, a.pid)
+    row("L2 hit: another replica's page from Redis", b_url, b.pid)
+    row("L1 hit, fleet mode", b_url, b.pid, passes=4)
+    row("miss (3 regions), single process", alone_url, alone.pid)
+    row("L1 hit, single process", alone_url, alone.pid, passes=4)
+    print(f"{n} 50-item pages (distinct callers) each, in sequence over one connection (server CPU from /proc, "
+          f"tick {1e6 / TICK:.0f} µs):")
+    print("| page from | server CPU µs/req | p50 ms | p99 ms |")
+    print("|---|---|---|---|")
+    for name, cpu, p50, p99 in rows:
+        print(f"| {name} | {cpu:.0f} | {p50:.3f} | {p99:.3f} |")
+
+
 def main():
     subprocess.run(["cargo", "build", "--profile", "profiling", "--bin", "vbs-proxy", "--examples"], cwd=ROOT,
                    check=True)
     if sys.argv[1:] == ["keys"]:
         large_keys()
+        return
+    if sys.argv[1:] == ["fleet"]:
+        fleet()
         return
     if sys.argv[1:2] == ["miss"]:
         misses(sys.argv[2:] or [RELEASE / "vbs-proxy"])
