@@ -346,6 +346,12 @@ async fn redis_frozen_killed_and_back_never_stops_the_replicas() {
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(a.metric(&client, "vbs_fleet_up").await, 0.0);
+    let ready = client
+        .get(format!("{}/readyz", b.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200, "Redis is not the replica's readiness");
     let gave_up = a
         .metric(
             &client,
@@ -534,5 +540,54 @@ fn fleet_configuration_errors_name_the_key_and_never_the_password() {
     assert!(
         !format!("{config:?}").contains("hunter2"),
         "Debug hides the URL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_one_replica_opens_is_honoured_by_the_other() {
+    let redis = Redis::start();
+    let (sims, urls) = regions(1, 3).await;
+    let settings = "[upstream]\nbreaker_failures = 2\nbreaker_cooldown = \"60s\"\nretries = 0\n[cache]\nttl = \"0s\"\n";
+    let a = Replica::start("breaker-a", &urls, &redis.url(), settings);
+    let b = Replica::start("breaker-b", &urls, &redis.url(), settings);
+    let client = reqwest::Client::new();
+    *sims[0].fault.write().unwrap() = Fault::new(500, "{}");
+    for i in 0..2 {
+        assert_ne!(
+            a.get(&client, &format!("{DETAIL}?limit={}", i + 1)).await.0,
+            200
+        );
+    }
+    let mut redis_client = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("the test's own Redis connection");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("vbs-proxy:breaker:r0")
+            .query(&mut redis_client)
+            .expect("PTTL");
+        if ttl > 30_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never published its open breaker"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    *sims[0].fault.write().unwrap() = None;
+    let seen = sims[0].calls();
+    let (status, body) = b.get(&client, DETAIL).await;
+    assert_eq!(status, 503, "{body}");
+    let message = body.to_string();
+    assert!(
+        message.contains("circuit breaker open") && message.contains("another replica"),
+        "{message}"
+    );
+    assert_eq!(
+        sims[0].calls(),
+        seen,
+        "B sent nothing while A's breaker is open"
     );
 }
