@@ -1,4 +1,4 @@
-//! Href rewriting (README, "How it maps to Cinder"): an href that starts with a configured region URL is moved onto
+//! Href rewriting (docs/api.md): an href that starts with a configured region URL is moved onto
 //! the proxy's public base, keeping the path after the region base. Others are left alone.
 //!
 //! Items are rewritten as bytes, while they are copied out: the region's JSON is not parsed

@@ -1,4 +1,4 @@
-//! Remembered positions (README, "How it maps to Cinder": plain ids as markers). For every
+//! Remembered positions (docs/api.md: plain ids as markers). For every
 //! row of a page the proxy served, where each region stood just after that row: the
 //! positions a cursor ending at that row would carry. Dashboards page with the id of the last
 //! row they showed as `marker` rather than following next links; with the positions

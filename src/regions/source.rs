@@ -1,6 +1,6 @@
 //! Calling the regions: the merge's [`Source`] over HTTP (through the region-page cache),
-//! finding which region holds a backup, and turning region failures into the answer (README,
-//! "How it maps to Cinder": failures).
+//! finding which region holds a backup, and turning region failures into the answer
+//! (docs/api.md: failures).
 
 use http::StatusCode;
 

@@ -59,6 +59,7 @@ const DOCUMENTS: &[(&str, &str)] = &[
     ("README, \"", "README.md"),
     ("ARCHITECTURE.md, \"", "ARCHITECTURE.md"),
     ("docs/cinder-behaviour.md, \"", "docs/cinder-behaviour.md"),
+    ("docs/api.md, \"", "docs/api.md"),
 ];
 
 #[test]

@@ -1,5 +1,5 @@
 //! A simulated Cinder region: the backups API as `cinder-api` 29.0.0 serves it (observed
-//! behaviour is summarised in the proxy's README, "How it maps to Cinder", and checked against
+//! behaviour is summarised in the proxy's docs/api.md and docs/cinder-behaviour.md, and checked against
 //! the real thing by `tests/conformance`), over an in-memory table. The demo runs three of
 //! them; the tests use them as fake regions that count calls and can be told to fail.
 //!
