@@ -28,6 +28,8 @@ pub struct AppState {
     pub lister: Arc<Lister>,
     /// Inbound requests in flight (server.max_in_flight).
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// With `[keystone_authtoken]`: client tokens are checked at the edge.
+    pub keystone: Option<Arc<crate::identity::Keystone>>,
 }
 
 impl AppState {
@@ -75,7 +77,11 @@ impl AppState {
             &lister.positions,
             fleet.as_deref(),
         );
+        let keystone = crate::identity::Keystone::new(&config.keystone_authtoken)
+            .expect("the Keystone settings were checked when the configuration was loaded")
+            .map(Arc::new);
         AppState {
+            keystone,
             regions,
             caches,
             metrics: Arc::new(metrics),
@@ -112,10 +118,16 @@ impl FromRef<AppState> for Arc<Metrics> {
 /// timeout); the operational routes (`/healthz`, `/readyz`, `/metrics`) skip it so probes and
 /// scrapes still answer under overload.
 pub fn router(state: AppState) -> Router {
-    let api = crate::http::routes(state.clone()).layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        crate::http::protect::inbound,
-    ));
+    // Layers run outside in: the inbound limits, then the token check.
+    let api = crate::http::routes(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::protect::inbound,
+        ));
     api.merge(crate::http::ops_routes(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state,

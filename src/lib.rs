@@ -23,6 +23,7 @@ internal!(
     cache,
     error,
     fleet,
+    identity,
     http,
     listing,
     metrics,

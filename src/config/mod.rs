@@ -28,6 +28,7 @@ pub struct Config {
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
     pub fleet: FleetConfig,
+    pub keystone_authtoken: KeystoneConfig,
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
 }
@@ -104,7 +105,8 @@ pub struct MergeConfig {
 pub enum CacheScope {
     /// Entries are keyed by a keyed hash of the caller's token: never shared across callers.
     Token,
-    /// Shared by callers of one project and role set; needs token validation (not built yet).
+    /// Shared by callers of one project and role set (who they are comes from Keystone:
+    /// needs `[keystone_authtoken]`).
     Project,
 }
 
@@ -177,6 +179,115 @@ pub struct TelemetryConfig {
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
     pub service_name: String,
+}
+
+/// How the proxy authenticates itself to Keystone (keystonemiddleware's `auth_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeystoneAuthType {
+    Password,
+    V3applicationcredential,
+}
+
+/// `[keystone_authtoken]`: the option names operators know from keystonemiddleware. With
+/// `auth_url` set, every client token is checked with Keystone before any region sees it.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoneConfig {
+    /// Keystone's identity endpoint, e.g. `http://keystone:5000/v3` (`/v3` is added when
+    /// missing).
+    #[serde(default)]
+    pub auth_url: Option<String>,
+    pub auth_type: KeystoneAuthType,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    pub user_domain_name: String,
+    #[serde(default)]
+    pub project_name: Option<String>,
+    pub project_domain_name: String,
+    #[serde(default)]
+    pub application_credential_id: Option<String>,
+    #[serde(default)]
+    pub application_credential_secret: Option<String>,
+    /// How long a token's validation is trusted (at most until the token expires).
+    #[serde(with = "humantime_serde")]
+    pub token_cache_time: Duration,
+    /// Sent in `WWW-Authenticate: Keystone uri="..."` on a 401; default: `auth_url` without
+    /// its `/v3`.
+    #[serde(default)]
+    pub www_authenticate_uri: Option<String>,
+    /// PEM certificates trusted for an HTTPS Keystone besides the system trust store.
+    #[serde(default)]
+    pub cafile: Option<PathBuf>,
+}
+
+/// Passwords and secrets are never printed.
+impl std::fmt::Debug for KeystoneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<set>");
+        f.debug_struct("KeystoneConfig")
+            .field("auth_url", &self.auth_url)
+            .field("auth_type", &self.auth_type)
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("project_name", &self.project_name)
+            .field("application_credential_id", &self.application_credential_id)
+            .field(
+                "application_credential_secret",
+                &hidden(&self.application_credential_secret),
+            )
+            .field("token_cache_time", &self.token_cache_time)
+            .finish()
+    }
+}
+
+impl KeystoneConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.auth_url else {
+            return Ok(());
+        };
+        check_http_url(url).map_err(|m| invalid("keystone_authtoken.auth_url", m))?;
+        if let Some(uri) = &self.www_authenticate_uri {
+            check_http_url(uri)
+                .map_err(|m| invalid("keystone_authtoken.www_authenticate_uri", m))?;
+        }
+        let required: &[(&str, &Option<String>)] = match self.auth_type {
+            KeystoneAuthType::Password => &[
+                ("username", &self.username),
+                ("password", &self.password),
+                ("project_name", &self.project_name),
+            ],
+            KeystoneAuthType::V3applicationcredential => &[
+                ("application_credential_id", &self.application_credential_id),
+                (
+                    "application_credential_secret",
+                    &self.application_credential_secret,
+                ),
+            ],
+        };
+        if let Some((key, _)) = required
+            .iter()
+            .find(|(_, v)| v.as_deref().is_none_or(str::is_empty))
+        {
+            return Err(invalid(
+                format!("keystone_authtoken.{key}"),
+                "must be set for this auth_type",
+            ));
+        }
+        if self.token_cache_time.is_zero() {
+            return Err(invalid(
+                "keystone_authtoken.token_cache_time",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(ca) = &self.cafile {
+            crate::tls::RegionTls::load(Some(ca), None, None)
+                .map_err(|(_, e)| invalid("keystone_authtoken.cafile", e))?;
+        }
+        Ok(())
+    }
 }
 
 /// `[fleet]`: replicas sharing one response cache, one flight per key and the regions'
@@ -345,12 +456,6 @@ impl AdminConfig {
 
 impl CacheConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.scope == CacheScope::Project {
-            return Err(invalid(
-                "cache.scope",
-                "\"project\" needs Keystone token validation, which vbs-proxy does not do yet; use \"token\"",
-            ));
-        }
         if self.max_bytes.as_u64() < 1024 * 1024 {
             return Err(invalid("cache.max_bytes", "must be at least 1MiB"));
         }
@@ -468,9 +573,16 @@ impl Config {
         self.validate_regions()?;
         self.telemetry.validate()?;
         self.cache.validate()?;
+        if self.cache.scope == CacheScope::Project && self.keystone_authtoken.auth_url.is_none() {
+            return Err(invalid(
+                "cache.scope",
+                "\"project\" needs [keystone_authtoken] auth_url: the proxy must know whose token it is",
+            ));
+        }
         self.admin.validate()?;
         self.upstream.validate()?;
         self.fleet.validate(self)?;
+        self.keystone_authtoken.validate()?;
         self.log.validate()
     }
 

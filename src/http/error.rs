@@ -41,6 +41,9 @@ pub enum ApiError {
     Busy(String),
     #[error("{0}")]
     Timeout(String),
+    /// keystonemiddleware's 401: its body, and where to authenticate.
+    #[error("The request you have made requires authentication.")]
+    KeystoneUnauthorized { www_authenticate: HeaderValue },
 }
 
 /// The lower modules' errors, as the faults Cinder would give.
@@ -114,6 +117,16 @@ impl ApiError {
                 m.as_str(),
             ),
             ApiError::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, "computeFault", m.as_str()),
+            // authtoken's own format (keystonemiddleware/auth_token/__init__.py), not Cinder's.
+            ApiError::KeystoneUnauthorized { .. } => {
+                let status = StatusCode::UNAUTHORIZED;
+                let body = serde_json::json!({"error": {
+                    "code": 401,
+                    "title": "Unauthorized",
+                    "message": "The request you have made requires authentication.",
+                }});
+                return (status, body);
+            }
         };
         let body = serde_json::json!({ kind: { "code": status.as_u16(), "message": message } });
         (status, body)
@@ -157,6 +170,10 @@ pub fn set_retry_after(status: StatusCode, headers: &mut axum::http::HeaderMap) 
 /// errors).
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let www_authenticate = match &self {
+            ApiError::KeystoneUnauthorized { www_authenticate } => Some(www_authenticate.clone()),
+            _ => None,
+        };
         let (status, content_type, body) = self.into_parts();
         let mut response = (status, body).into_response();
         match content_type {
@@ -164,6 +181,11 @@ impl IntoResponse for ApiError {
             None => response.headers_mut().remove(header::CONTENT_TYPE),
         };
         set_retry_after(status, response.headers_mut());
+        if let Some(value) = www_authenticate {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
         response
     }
 }

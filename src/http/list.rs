@@ -50,7 +50,13 @@ fn prepare(
         state.config.server.max_limit,
         resource,
     )?;
-    let identity = state.caches.identity(caller.ctx.token.as_bytes());
+    // `cache.scope = "project"`: who the token is (its project and role set), not the token.
+    let identity = match (&caller.token_info, state.config.cache.scope) {
+        (Some(info), crate::config::CacheScope::Project) => {
+            state.caches.identity(info.scope_key().as_bytes())
+        }
+        _ => state.caches.identity(caller.ctx.token.as_bytes()),
+    };
     let refresh = state.caches.honor_client_no_cache && asks_no_cache(&parts.headers);
     Ok(ListRequest {
         resource,

@@ -2,6 +2,7 @@
 //! id, public base URL, response headers).
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod list;
@@ -116,6 +117,8 @@ pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
 pub struct Caller {
     pub ctx: CallContext,
     pub public_base: String,
+    /// Who the token is, when Keystone checked it (`http::auth`).
+    pub token_info: Option<std::sync::Arc<crate::identity::TokenInfo>>,
 }
 
 impl Caller {
@@ -149,6 +152,7 @@ impl Caller {
         Ok(Caller {
             ctx,
             public_base: public_base(state, parts)?,
+            token_info: parts.extensions.get().cloned(),
         })
     }
 }

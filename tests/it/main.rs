@@ -8,6 +8,7 @@ mod docs;
 mod faults;
 mod fleet;
 mod hardening;
+mod keystone;
 mod merge_props;
 mod paging;
 mod reference;

@@ -1,0 +1,318 @@
+//! Keystone, as keystonemiddleware's `authtoken` uses it in front of Cinder: the proxy keeps
+//! a token of its own (a service user, re-authenticated before it expires) and validates each
+//! client token with `GET /v3/auth/tokens?nocatalog` (`X-Subject-Token`). A verdict is kept,
+//! by an HMAC of the token (never the token), until `min(expires_at, token_cache_time)`;
+//! concurrent validations of one token are one call to Keystone.
+//!
+//! Keystone unreachable, slow or refusing the proxy's own credentials is never an open door:
+//! tokens validated before keep working until their verdict expires; any other is
+//! "unavailable" (the caller answers 503), never let through unchecked.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::config::{KeystoneAuthType, KeystoneConfig};
+
+/// Verdicts kept at most (each a few hundred bytes: bounded like every other map).
+const MAX_VERDICTS: u64 = 100_000;
+/// Every call to Keystone is bounded.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The service token is renewed when this little of its life is left.
+const RENEW_BEFORE: Duration = Duration::from_secs(60);
+
+/// Who a valid token is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub user_id: String,
+    /// Project-scoped tokens: the project and its domain.
+    pub project_id: Option<String>,
+    pub project_domain_id: Option<String>,
+    /// Domain-scoped tokens: the domain.
+    pub domain_id: Option<String>,
+    /// Role names, sorted (implied roles included, as Keystone lists them).
+    pub roles: Vec<String>,
+    pub expires_at: SystemTime,
+}
+
+impl TokenInfo {
+    /// What the token may see, as the cache keys it under `cache.scope = "project"`: its
+    /// project (and domain) and its role set. Two users with the same roles in one project
+    /// see the same listings; any other difference is another key.
+    pub fn scope_key(&self) -> String {
+        format!(
+            "project\n{}\n{}\n{}\n{}",
+            self.project_id.as_deref().unwrap_or(""),
+            self.project_domain_id.as_deref().unwrap_or(""),
+            self.domain_id.as_deref().unwrap_or(""),
+            self.roles.join(",")
+        )
+    }
+}
+
+/// Keystone's word on a token.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Valid(Arc<TokenInfo>),
+    /// Unknown, expired or revoked (Keystone's 404).
+    Invalid,
+}
+
+/// Keystone could not give a verdict (down, slow, or refusing the proxy's own credentials).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("Keystone is unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+struct ServiceToken {
+    token: String,
+    renew_at: SystemTime,
+}
+
+pub struct Keystone {
+    http: reqwest::Client,
+    /// `.../v3`, without a trailing slash.
+    auth_url: String,
+    auth_body: Value,
+    /// `Keystone uri="..."`, for 401 answers.
+    pub www_authenticate: String,
+    service: tokio::sync::Mutex<Option<ServiceToken>>,
+    verdicts: moka::future::Cache<[u8; 32], Verdict>,
+    key: [u8; 32],
+}
+
+/// A verdict is kept until the token expires, and never longer than `token_cache_time`.
+struct VerdictExpiry {
+    token_cache_time: Duration,
+}
+
+impl moka::Expiry<[u8; 32], Verdict> for VerdictExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        verdict: &Verdict,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(match verdict {
+            Verdict::Valid(info) => info
+                .expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .min(self.token_cache_time),
+            Verdict::Invalid => self.token_cache_time,
+        })
+    }
+}
+
+impl Keystone {
+    /// `None` without `auth_url` (tokens then go to the regions unchecked).
+    pub fn new(config: &KeystoneConfig) -> Result<Option<Keystone>, String> {
+        let Some(url) = &config.auth_url else {
+            return Ok(None);
+        };
+        let url = url.trim_end_matches('/');
+        let auth_url = match url.ends_with("/v3") {
+            true => url.to_string(),
+            false => format!("{url}/v3"),
+        };
+        let www = config
+            .www_authenticate_uri
+            .clone()
+            .unwrap_or_else(|| auth_url.trim_end_matches("/v3").to_string());
+        let mut http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2));
+        if let Some(ca) = &config.cafile {
+            let tls = crate::tls::RegionTls::load(Some(ca), None, None).map_err(|(_, e)| e)?;
+            http = tls.apply(http);
+        }
+        let auth_body = match config.auth_type {
+            KeystoneAuthType::Password => json!({"auth": {
+                "identity": {"methods": ["password"], "password": {"user": {
+                    "name": config.username,
+                    "domain": {"name": config.user_domain_name},
+                    "password": config.password,
+                }}},
+                "scope": {"project": {
+                    "name": config.project_name,
+                    "domain": {"name": config.project_domain_name},
+                }},
+            }}),
+            KeystoneAuthType::V3applicationcredential => json!({"auth": {
+                "identity": {"methods": ["application_credential"], "application_credential": {
+                    "id": config.application_credential_id,
+                    "secret": config.application_credential_secret,
+                }},
+            }}),
+        };
+        Ok(Some(Keystone {
+            http: http.build().map_err(|e| format!("keystone client: {e}"))?,
+            auth_url,
+            auth_body,
+            www_authenticate: format!("Keystone uri=\"{www}\""),
+            service: tokio::sync::Mutex::new(None),
+            verdicts: moka::future::Cache::builder()
+                .max_capacity(MAX_VERDICTS)
+                .expire_after(VerdictExpiry {
+                    token_cache_time: config.token_cache_time,
+                })
+                .build(),
+            key: rand::random(),
+        }))
+    }
+
+    /// Keystone's verdict on `token`: kept, or asked once however many ask at once.
+    pub async fn check(&self, token: &[u8]) -> Result<Verdict, Unavailable> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(token);
+        let key: [u8; 32] = mac.finalize().into_bytes().into();
+        let token = String::from_utf8_lossy(token).into_owned();
+        self.verdicts
+            .try_get_with(key, self.validate(token))
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    /// One validation, with the service token renewed (once) if Keystone refuses it.
+    async fn validate(&self, token: String) -> Result<Verdict, Unavailable> {
+        for attempt in 0..2 {
+            let service = self.service_token(attempt > 0).await?;
+            let answer = self
+                .http
+                .get(format!("{}/auth/tokens?nocatalog", self.auth_url))
+                .header("X-Auth-Token", &service)
+                .header("X-Subject-Token", &token)
+                .send()
+                .await
+                .map_err(|e| Unavailable(format!("validating a token: {}", e.without_url())))?;
+            match answer.status().as_u16() {
+                200 => {
+                    let body: Value = answer
+                        .json()
+                        .await
+                        .map_err(|e| Unavailable(format!("a validation that is not JSON: {e}")))?;
+                    return token_info(&body)
+                        .map(|info| Verdict::Valid(Arc::new(info)))
+                        .ok_or_else(|| Unavailable("a validation without a token".into()));
+                }
+                404 => return Ok(Verdict::Invalid),
+                // The proxy's own token expired or was revoked: a new one, once.
+                401 if attempt == 0 => continue,
+                status => {
+                    return Err(Unavailable(format!(
+                        "Keystone answered {status} to the proxy's validation (does the service user have the service role?)"
+                    )))
+                }
+            }
+        }
+        Err(Unavailable("Keystone refuses the proxy's own token".into()))
+    }
+
+    /// The proxy's own token: kept until shortly before it expires, or renewed when `renew`.
+    async fn service_token(&self, renew: bool) -> Result<String, Unavailable> {
+        let mut held = self.service.lock().await;
+        if let Some(t) = held.as_ref() {
+            if !renew && SystemTime::now() < t.renew_at {
+                return Ok(t.token.clone());
+            }
+        }
+        let answer = self
+            .http
+            .post(format!("{}/auth/tokens?nocatalog", self.auth_url))
+            .json(&self.auth_body)
+            .send()
+            .await
+            .map_err(|e| Unavailable(format!("authenticating the proxy: {}", e.without_url())))?;
+        if answer.status().as_u16() != 201 {
+            *held = None;
+            return Err(Unavailable(format!(
+                "Keystone answered {} to the proxy's own authentication",
+                answer.status().as_u16()
+            )));
+        }
+        let token = answer
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| Unavailable("no X-Subject-Token in Keystone's answer".into()))?;
+        let body: Value = answer
+            .json()
+            .await
+            .map_err(|e| Unavailable(format!("Keystone's token is not JSON: {e}")))?;
+        let expires = expires_at(&body).unwrap_or_else(|| SystemTime::now() + RENEW_BEFORE);
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        *held = Some(ServiceToken {
+            token: token.clone(),
+            renew_at: expires - RENEW_BEFORE.min(left / 2),
+        });
+        Ok(token)
+    }
+
+    /// Verdicts held (after pending maintenance), for tests.
+    pub async fn verdicts_held(&self) -> u64 {
+        self.verdicts.run_pending_tasks().await;
+        self.verdicts.entry_count()
+    }
+}
+
+fn expires_at(body: &Value) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(body["token"]["expires_at"].as_str()?.trim_end_matches('Z')).ok()
+}
+
+/// A validation's `token` object, as far as the proxy needs it.
+fn token_info(body: &Value) -> Option<TokenInfo> {
+    let token = &body["token"];
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let mut roles: Vec<String> = token["roles"]
+        .as_array()
+        .map(|roles| roles.iter().filter_map(|r| text(&r["name"])).collect())
+        .unwrap_or_default();
+    roles.sort();
+    roles.dedup();
+    Some(TokenInfo {
+        user_id: text(&token["user"]["id"])?,
+        project_id: text(&token["project"]["id"]),
+        project_domain_id: text(&token["project"]["domain"]["id"]),
+        domain_id: text(&token["domain"]["id"]),
+        roles,
+        expires_at: expires_at(body)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_reads_who_the_token_is() {
+        let body = json!({"token": {
+            "expires_at": "2026-11-27T20:52:27.000000Z",
+            "user": {"id": "u1", "name": "alice"},
+            "project": {"id": "p1", "domain": {"id": "default"}},
+            "roles": [{"name": "reader"}, {"name": "member"}, {"name": "reader"}],
+        }});
+        let info = token_info(&body).expect("a token");
+        assert_eq!(info.project_id.as_deref(), Some("p1"));
+        assert_eq!(info.roles, vec!["member", "reader"], "sorted, once each");
+        assert_eq!(
+            info.expires_at,
+            humantime::parse_rfc3339("2026-11-27T20:52:27Z").unwrap()
+        );
+        let other_roles = TokenInfo {
+            roles: vec!["admin".into(), "member".into(), "reader".into()],
+            ..info.clone()
+        };
+        assert_ne!(info.scope_key(), other_roles.scope_key());
+        let other_user = TokenInfo {
+            user_id: "u2".into(),
+            ..info.clone()
+        };
+        assert_eq!(info.scope_key(), other_user.scope_key(), "users share by role set");
+        assert!(token_info(&json!({"token": {}})).is_none());
+    }
+}
