@@ -24,6 +24,8 @@ pub enum RequestError {
         status: StatusCode,
         content_type: Option<HeaderValue>,
         body: Bytes,
+        /// A 401's `WWW-Authenticate`, as the region sent it.
+        www_authenticate: Option<HeaderValue>,
     },
 }
 

@@ -28,6 +28,7 @@ pub enum ApiError {
         status: StatusCode,
         content_type: Option<HeaderValue>,
         body: Bytes,
+        www_authenticate: Option<HeaderValue>,
     },
     #[error("{0}")]
     Internal(String),
@@ -69,10 +70,12 @@ impl From<crate::error::RequestError> for ApiError {
                 status,
                 content_type,
                 body,
+                www_authenticate,
             } => ApiError::Upstream {
                 status,
                 content_type,
                 body,
+                www_authenticate,
             },
         }
     }
@@ -139,6 +142,7 @@ impl ApiError {
                 status,
                 content_type,
                 body,
+                ..
             } => (status, content_type, body),
             other => {
                 if matches!(other, ApiError::Internal(_)) {
@@ -170,8 +174,12 @@ pub fn set_retry_after(status: StatusCode, headers: &mut axum::http::HeaderMap) 
 /// errors).
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // Where to authenticate: Keystone's (the proxy's own check) or a region's 401's.
         let www_authenticate = match &self {
             ApiError::KeystoneUnauthorized { www_authenticate } => Some(www_authenticate.clone()),
+            ApiError::Upstream {
+                www_authenticate, ..
+            } => www_authenticate.clone(),
             _ => None,
         };
         let (status, content_type, body) = self.into_parts();

@@ -95,6 +95,7 @@ impl Judged {
             content_type: None,
             body: Bytes::new(),
             retry_after,
+            www_authenticate: None,
         })
     }
 }
@@ -118,6 +119,8 @@ pub enum RegionError {
         body: Bytes,
         /// A 429's `Retry-After`, clamped.
         retry_after: Option<Duration>,
+        /// A 401's `WWW-Authenticate` (where to authenticate), passed on to the client.
+        www_authenticate: Option<HeaderValue>,
     },
     #[error("timed out")]
     Timeout,
@@ -627,6 +630,9 @@ impl Upstream {
             .get(reqwest::header::CONTENT_TYPE)
             .cloned();
         let retry_after = retry_after_of(&response);
+        let www_authenticate = (status == StatusCode::UNAUTHORIZED)
+            .then(|| response.headers().get(reqwest::header::WWW_AUTHENTICATE).cloned())
+            .flatten();
         let max = self.max_body[region];
         let too_large = || {
             RegionError::Body(format!(
@@ -650,6 +656,7 @@ impl Upstream {
                 content_type,
                 body,
                 retry_after,
+                www_authenticate,
             });
         }
         Ok(body)

@@ -207,12 +207,14 @@ fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<RequestError> {
             status,
             content_type,
             body,
+            www_authenticate,
             ..
         } if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::FORBIDDEN => {
             Some(RequestError::Upstream {
                 status: *status,
                 content_type: content_type.clone(),
                 body: body.clone(),
+                www_authenticate: www_authenticate.clone(),
             })
         }
         _ => None,
@@ -247,6 +249,7 @@ pub fn judge_failures(
             status,
             content_type,
             body,
+            www_authenticate,
             ..
         } = first
         {
@@ -255,6 +258,7 @@ pub fn judge_failures(
                     status: *status,
                     content_type: content_type.clone(),
                     body: body.clone(),
+                    www_authenticate: www_authenticate.clone(),
                 });
             }
         }

@@ -309,3 +309,26 @@ fn project_scope_needs_keystone() {
     .to_string();
     assert!(e.contains("`keystone_authtoken.password`"), "{e}");
 }
+
+#[tokio::test]
+async fn a_regions_401_keeps_its_www_authenticate() {
+    // No [keystone_authtoken]: the regions judge tokens, and the client learns where to
+    // authenticate from them, as it would from Cinder.
+    let h = Harness::start(vec![(SimConfig::default(), rows("a", 1))], "").await;
+    let mut fault = cinder_sim::Fault::new(
+        401,
+        r#"{"error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}}"#,
+    )
+    .expect("fault");
+    fault.headers.push((
+        "WWW-Authenticate",
+        "Keystone uri=\"https://keystone.region.example\"".into(),
+    ));
+    *h.regions[0].fault.write().unwrap() = Some(fault);
+    let r = h.get(DETAIL, None).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Keystone uri=\"https://keystone.region.example\"")
+    );
+}
