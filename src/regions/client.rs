@@ -120,7 +120,8 @@ pub enum RegionError {
         /// A 429's `Retry-After`, clamped.
         retry_after: Option<Duration>,
         /// A 401's `WWW-Authenticate` (where to authenticate), passed on to the client.
-        www_authenticate: Option<HeaderValue>,
+        /// Boxed: rare, and the error travels in every region call's `Result`.
+        www_authenticate: Option<Box<HeaderValue>>,
     },
     #[error("timed out")]
     Timeout,
@@ -632,7 +633,8 @@ impl Upstream {
         let retry_after = retry_after_of(&response);
         let www_authenticate = (status == StatusCode::UNAUTHORIZED)
             .then(|| response.headers().get(reqwest::header::WWW_AUTHENTICATE).cloned())
-            .flatten();
+            .flatten()
+            .map(Box::new);
         let max = self.max_body[region];
         let too_large = || {
             RegionError::Body(format!(

@@ -214,7 +214,7 @@ fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<RequestError> {
                 status: *status,
                 content_type: content_type.clone(),
                 body: body.clone(),
-                www_authenticate: www_authenticate.clone(),
+                www_authenticate: www_authenticate.as_deref().cloned(),
             })
         }
         _ => None,
@@ -258,7 +258,7 @@ pub fn judge_failures(
                     status: *status,
                     content_type: content_type.clone(),
                     body: body.clone(),
-                    www_authenticate: www_authenticate.clone(),
+                    www_authenticate: www_authenticate.as_deref().cloned(),
                 });
             }
         }
