@@ -1,19 +1,36 @@
-//! The Python venv the conformance and chart suites run in, built from
-//! tests/python-requirements.txt on first use (PyPI wheels only) and reused while that file is
-//! unchanged. `VBS_TEST_VENV` points at another one.
+//! The Python venvs the test suites run in, built on first use (PyPI wheels only) and reused
+//! while their requirements are unchanged: the conformance and chart suites' from
+//! tests/python-requirements.txt (`VBS_TEST_VENV` points at another one), the Keystone
+//! suite's from tests/keystone/requirements.txt.
+
+// Each test binary includes this file and uses some of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const REQUIREMENTS: &str = include_str!("../python-requirements.txt");
+const KEYSTONE_REQUIREMENTS: &str = include_str!("../keystone/requirements.txt");
 
+/// The venv of the conformance and chart suites.
 pub fn venv() -> PathBuf {
     let venv = std::env::var_os("VBS_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-venv"));
+    venv_with(venv, REQUIREMENTS, "tests/python-requirements.txt")
+}
+
+/// The venv of the Keystone suite: Keystone pins other oslo versions than cinder.
+pub fn keystone_venv() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("keystone-venv");
+    venv_with(venv, KEYSTONE_REQUIREMENTS, "tests/keystone/requirements.txt")
+}
+
+/// `venv` with `requirements` (the text of `file`) installed, reused while they are unchanged.
+fn venv_with(venv: PathBuf, requirements: &str, file: &str) -> PathBuf {
     let stamp = venv.join(format!(
         ".requirements-{:016x}",
-        fnv1a(REQUIREMENTS.as_bytes())
+        fnv1a(requirements.as_bytes())
     ));
     if stamp.exists() {
         return venv;
@@ -31,11 +48,11 @@ pub fn venv() -> PathBuf {
     run(Command::new("python3")
         .args(["-m", "venv", "--clear"])
         .arg(&venv));
-    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python-requirements.txt");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     run(Command::new(venv.join("bin/pip"))
         .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(requirements));
-    std::fs::write(&stamp, REQUIREMENTS).expect("write the venv stamp");
+        .arg(path));
+    std::fs::write(&stamp, requirements).expect("write the venv stamp");
     venv
 }
 
@@ -56,7 +73,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Run pytest on `dir` (relative to the crate) with the proxy binary at hand; panics with
 /// its output when it fails.
 pub fn pytest(dir: &str) {
-    let venv = venv();
+    pytest_in(&venv(), dir);
+}
+
+/// Run pytest on `dir` with the Python of `venv`.
+pub fn pytest_in(venv: &Path, dir: &str) {
     let output = Command::new(venv.join("bin/python"))
         .args([
             "-m",
