@@ -135,6 +135,31 @@ pub fn router(state: AppState) -> Router {
         ))
 }
 
+/// `config` with its regions read from Keystone's catalog, when `[regions_from_catalog]` asks
+/// for it (at start: the regions are fixed for the process's life).
+pub async fn regions_from_catalog(config: Config) -> Result<Config, String> {
+    let catalog = &config.regions_from_catalog;
+    let Some(service_type) = catalog.service_type.clone() else {
+        return Ok(config);
+    };
+    let keystone = crate::identity::Keystone::new(&config.keystone_authtoken)?
+        .ok_or("[regions_from_catalog] needs [keystone_authtoken] auth_url")?;
+    let endpoints = keystone
+        .catalog(&service_type, &catalog.interface, &catalog.regions)
+        .await
+        .map_err(|e| e.to_string())?;
+    if endpoints.is_empty() {
+        return Err(format!(
+            "Keystone's catalog has no {service_type} endpoint at interface {:?} in the regions asked for",
+            catalog.interface
+        ));
+    }
+    tracing::info!(regions = ?endpoints, "regions read from Keystone's catalog");
+    config
+        .with_catalog_regions(endpoints)
+        .map_err(|e| e.to_string())
+}
+
 /// Learn the regions' versions, then serve on `listener` until `shutdown` resolves, within
 /// the connection limits of `[server]` (see `http::listener`).
 pub async fn serve(

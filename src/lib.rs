@@ -37,5 +37,5 @@ pub mod demo;
 pub mod telemetry;
 pub mod tls;
 
-pub use app::{router, serve, shutdown_signal, AppState};
+pub use app::{regions_from_catalog, router, serve, shutdown_signal, AppState};
 pub use config::Config;

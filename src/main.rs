@@ -57,6 +57,13 @@ fn main() -> ExitCode {
             };
             runtime.block_on(async move {
                 let telemetry = vbs_proxy::telemetry::init(&config);
+                let config = match vbs_proxy::regions_from_catalog(config).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("vbs-proxy: regions from the catalog: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
                 // Before "serving" is logged: from then on SIGTERM is a graceful shutdown.
                 let shutdown = vbs_proxy::shutdown_signal();
                 let listener = match tokio::net::TcpListener::bind(config.server.listen).await {

@@ -29,6 +29,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub fleet: FleetConfig,
     pub keystone_authtoken: KeystoneConfig,
+    pub regions_from_catalog: CatalogRegions,
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
 }
@@ -179,6 +180,19 @@ pub struct TelemetryConfig {
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
     pub service_name: String,
+}
+
+/// `[regions_from_catalog]`: the regions are the catalog's endpoints of `service_type`, read
+/// with the proxy's own Keystone token at start, instead of `[[regions]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogRegions {
+    #[serde(default)]
+    pub service_type: Option<String>,
+    /// `public`, `internal` or `admin`.
+    pub interface: String,
+    /// Only these Keystone regions (all when empty).
+    pub regions: Vec<String>,
 }
 
 /// How the proxy authenticates itself to Keystone (keystonemiddleware's `auth_type`).
@@ -535,12 +549,37 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> Result<Config, ConfigError> {
-        let mut config: Config = figment.extract().map_err(|e| {
+        let config: Config = figment.extract().map_err(|e| {
             // figment's error already names the key path ("for key `server.max_limit`").
             let mut msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             msgs.dedup();
             ConfigError::Parse(msgs.join("; "))
         })?;
+        config.resolve()
+    }
+
+    /// The regions of the catalog (name, URL as the catalog gives it), in place of
+    /// `[[regions]]`; checked like those.
+    pub fn with_catalog_regions(
+        mut self,
+        endpoints: Vec<(String, String)>,
+    ) -> Result<Config, ConfigError> {
+        self.regions = endpoints
+            .into_iter()
+            .map(|(name, url)| RegionConfig {
+                name,
+                url,
+                overrides: Default::default(),
+                settings: None,
+                tls: Default::default(),
+            })
+            .collect();
+        self.resolve()
+    }
+
+    /// Each region's settings, endpoint and TLS files resolved, and everything checked.
+    fn resolve(mut self) -> Result<Config, ConfigError> {
+        let config = &mut self;
         let upstream = RegionSettings::from_keys(&config.upstream.per_region, "upstream")?;
         for (i, region) in config.regions.iter_mut().enumerate() {
             let at = format!("regions[{i}]");
@@ -563,7 +602,7 @@ impl Config {
             crate::tls::ServerTls::load(cert, key)
                 .map_err(|message| invalid("server.tls_cert_file", message))?;
         }
-        Ok(config)
+        Ok(self)
     }
 
     /// Every section validates itself; what spans sections (the regions and the primary
@@ -587,8 +626,23 @@ impl Config {
     }
 
     fn validate_regions(&self) -> Result<(), ConfigError> {
-        if self.regions.is_empty() {
-            return Err(invalid("regions", "at least one [[regions]] is required"));
+        let catalog = &self.regions_from_catalog.service_type;
+        match (self.regions.is_empty(), catalog.is_some()) {
+            (true, false) => {
+                return Err(invalid(
+                    "regions",
+                    "at least one [[regions]] is required (or [regions_from_catalog])",
+                ))
+            }
+            // Read at start (see `with_catalog_regions`).
+            (true, true) if self.keystone_authtoken.auth_url.is_some() => return Ok(()),
+            (true, true) => {
+                return Err(invalid(
+                    "regions_from_catalog.service_type",
+                    "needs [keystone_authtoken] auth_url: the catalog is read with its token",
+                ))
+            }
+            _ => {}
         }
         for (i, region) in self.regions.iter().enumerate() {
             let key = format!("regions[{i}]");

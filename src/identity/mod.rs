@@ -253,6 +253,59 @@ impl Keystone {
         Ok(token)
     }
 
+    /// The catalog's endpoints of `service_type` at `interface` (in `regions` only, unless
+    /// empty), as (Keystone region, URL), sorted by region; read with a new token of the
+    /// proxy's own, which carries the catalog.
+    pub async fn catalog(
+        &self,
+        service_type: &str,
+        interface: &str,
+        regions: &[String],
+    ) -> Result<Vec<(String, String)>, Unavailable> {
+        let answer = self
+            .http
+            .post(format!("{}/auth/tokens", self.auth_url))
+            .json(&self.auth_body)
+            .send()
+            .await
+            .map_err(|e| Unavailable(format!("reading the catalog: {}", e.without_url())))?;
+        if answer.status().as_u16() != 201 {
+            return Err(Unavailable(format!(
+                "Keystone answered {} to the proxy's own authentication",
+                answer.status().as_u16()
+            )));
+        }
+        let body: Value = answer
+            .json()
+            .await
+            .map_err(|e| Unavailable(format!("Keystone's token is not JSON: {e}")))?;
+        // Keystone fills `%(project_id)s` in with the token's project (the proxy's own): that
+        // tail is not the endpoint's.
+        let own_project = body["token"]["project"]["id"].as_str().unwrap_or("");
+        let endpoint_of = |url: &str| match url.trim_end_matches('/').strip_suffix(own_project) {
+            Some(base) if !own_project.is_empty() && base.ends_with('/') => base.to_string(),
+            _ => url.to_string(),
+        };
+        let mut found: Vec<(String, String)> = body["token"]["catalog"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|service| service["type"] == service_type)
+            .flat_map(|service| service["endpoints"].as_array().into_iter().flatten())
+            .filter(|endpoint| endpoint["interface"] == interface)
+            .filter_map(|endpoint| {
+                let region = endpoint["region_id"]
+                    .as_str()
+                    .or_else(|| endpoint["region"].as_str())?;
+                Some((region.to_string(), endpoint_of(endpoint["url"].as_str()?)))
+            })
+            .filter(|(region, _)| regions.is_empty() || regions.contains(region))
+            .collect();
+        found.sort();
+        found.dedup_by(|a, b| a.0 == b.0);
+        Ok(found)
+    }
+
     /// Verdicts held (after pending maintenance), for tests.
     pub async fn verdicts_held(&self) -> u64 {
         self.verdicts.run_pending_tasks().await;

@@ -23,7 +23,11 @@ pub fn venv() -> PathBuf {
 /// The venv of the Keystone suite: Keystone pins other oslo versions than cinder.
 pub fn keystone_venv() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("keystone-venv");
-    venv_with(venv, KEYSTONE_REQUIREMENTS, "tests/keystone/requirements.txt")
+    venv_with(
+        venv,
+        KEYSTONE_REQUIREMENTS,
+        "tests/keystone/requirements.txt",
+    )
 }
 
 /// `venv` with `requirements` (the text of `file`) installed, reused while they are unchanged.

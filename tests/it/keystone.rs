@@ -308,6 +308,17 @@ fn project_scope_needs_keystone() {
     .expect_err("refused")
     .to_string();
     assert!(e.contains("`keystone_authtoken.password`"), "{e}");
+    let e = vbs_proxy::Config::from_toml("[regions_from_catalog]\nservice_type = \"volumev3\"\n")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("`regions_from_catalog.service_type`") && e.contains("keystone_authtoken"),
+        "{e}"
+    );
+    let e = vbs_proxy::Config::from_toml("")
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("at least one [[regions]]"), "{e}");
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ class Region:
 
     def __init__(self):
         self.calls = 0
-        self.tokens = []
+        self.paths = []
         region = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,7 +35,7 @@ class Region:
                                          "links": [{"rel": "self", "href": f"http://{host}/v3/"}]}]}
                     return self.answer(300 if self.path == "/" else 200, doc)
                 region.calls += 1
-                region.tokens.append(self.headers.get("X-Auth-Token"))
+                region.paths.append(self.path)
                 return self.answer(200, {"backups": []})
 
             def answer(self, status, doc):

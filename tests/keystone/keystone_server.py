@@ -117,5 +117,17 @@ backend = oslo_cache.dict
             self.admin_call("PUT", f"/v3/projects/{project_id}/users/{uid}/roles/{self.role_id(role)}")
         return uid
 
+    def volume_endpoints(self, urls_by_region):
+        """A volumev3 service with an internal endpoint per region, as devstack registers
+        Cinder's: `.../v3/%(project_id)s`."""
+        service = self.admin_call("POST", "/v3/services", {"service": {"type": "volumev3", "name": "cinderv3"}})
+        for region, url in urls_by_region.items():
+            if region != "RegionOne":
+                self.admin_call("POST", "/v3/regions", {"region": {"id": region}})
+            for interface in ("internal", "public"):
+                self.admin_call("POST", "/v3/endpoints", {"endpoint": {
+                    "service_id": service["service"]["id"], "interface": interface, "region_id": region,
+                    "url": url + "/v3/%(project_id)s" if interface == "internal" else "http://public.invalid/v3"}})
+
     def revoke(self, token):
         call("DELETE", self.url + "/v3/auth/tokens", headers={"X-Auth-Token": self.admin, "X-Subject-Token": token})

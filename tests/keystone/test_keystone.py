@@ -101,3 +101,24 @@ def test_keystone_down_keeps_validated_tokens_and_refuses_new_ones(keystone, peo
         assert proxy.get(url, new)[0] == 200
     finally:
         proxy.stop()
+
+
+def test_regions_come_from_the_catalog(keystone, people, regions):
+    keystone.volume_endpoints({"RegionOne": regions[0].url, "RegionTwo": regions[1].url})
+    proxy = Proxy(keystone, [], '[regions_from_catalog]\nservice_type = "volumev3"\ninterface = "internal"')
+    try:
+        url = DETAIL.format(people["p1"])
+        status, body, headers = proxy.get(url, login(keystone, "alice"))
+        assert status == 200, body
+        asked = [[p.split("?")[0] for p in r.paths] for r in regions]
+        assert asked == [[url], [url]], "each catalog region asked once, at its root"
+        assert headers.get("X-Aggregate-Missing-Regions") is None
+    finally:
+        proxy.stop()
+    # A filter on the Keystone regions keeps the others out.
+    proxy = Proxy(keystone, [], '[regions_from_catalog]\nservice_type = "volumev3"\nregions = ["RegionTwo"]')
+    try:
+        assert proxy.get(DETAIL.format(people["p1"]), login(keystone, "alice"))[0] == 200
+        assert [len(r.paths) for r in regions] == [1, 2]
+    finally:
+        proxy.stop()
