@@ -23,6 +23,8 @@ const SERVICE_TOKEN: &str = "the-proxys-own-token";
 struct FakeKeystone {
     /// Client token → role names.
     tokens: RwLock<HashMap<String, Vec<&'static str>>>,
+    /// Client token → when it expires (RFC 3339), when not far in the future.
+    expiry: RwLock<HashMap<String, std::time::SystemTime>>,
     validations: AtomicUsize,
     authentications: AtomicUsize,
     down: std::sync::atomic::AtomicBool,
@@ -54,10 +56,19 @@ async fn validate(State(k): State<Arc<FakeKeystone>>, headers: HeaderMap) -> imp
     let Some(roles) = k.tokens.read().unwrap().get(subject).cloned() else {
         return (StatusCode::NOT_FOUND, String::new());
     };
+    let expires = k.expiry.read().unwrap().get(subject).copied();
+    // Keystone does not know an expired token any more.
+    if expires.is_some_and(|at| at <= std::time::SystemTime::now()) {
+        return (StatusCode::NOT_FOUND, String::new());
+    }
+    let expires_at = match expires {
+        Some(at) => humantime::format_rfc3339_micros(at).to_string(),
+        None => "2099-01-01T00:00:00.000000Z".to_string(),
+    };
     let (user, project) = subject.split_once(':').unwrap_or((subject, ""));
     let roles: Vec<_> = roles.iter().map(|r| json!({"name": r, "id": r})).collect();
     let body = json!({"token": {
-        "expires_at": "2099-01-01T00:00:00.000000Z",
+        "expires_at": expires_at,
         "user": {"id": user, "name": user},
         "project": {"id": project, "domain": {"id": "default"}},
         "roles": roles,
@@ -341,5 +352,47 @@ async fn a_regions_401_keeps_its_www_authenticate() {
     assert_eq!(
         r.header("www-authenticate"),
         Some("Keystone uri=\"https://keystone.region.example\"")
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_even_within_token_cache_time() {
+    let (k, url) = keystone().await;
+    k.tokens
+        .write()
+        .unwrap()
+        .insert("alice:abc123".into(), vec!["member", "reader"]);
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_millis(500);
+    k.expiry
+        .write()
+        .unwrap()
+        .insert("alice:abc123".into(), soon);
+    // token_cache_time is 300 s: the verdict is kept only until the token expires.
+    let h = proxy(&url, "", 1).await;
+    assert_eq!(
+        h.get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
+            .await
+            .status,
+        200
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = h
+            .get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
+            .await
+            .status;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired token was still accepted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        std::time::SystemTime::now() >= soon,
+        "refused only once expired"
     );
 }
