@@ -120,7 +120,9 @@ backend = oslo_cache.dict
     def volume_endpoints(self, urls_by_region):
         """A volumev3 service with an internal endpoint per region, as devstack registers
         Cinder's: `.../v3/%(project_id)s`."""
-        service = self.admin_call("POST", "/v3/services", {"service": {"type": "volumev3", "name": "cinderv3"}})
+        services = self.admin_call("GET", "/v3/services?type=volumev3")["services"]
+        service = {"service": services[0]} if services else self.admin_call(
+            "POST", "/v3/services", {"service": {"type": "volumev3", "name": "cinderv3"}})
         for region, url in urls_by_region.items():
             if region != "RegionOne":
                 self.admin_call("POST", "/v3/regions", {"region": {"id": region}})
