@@ -218,15 +218,30 @@ impl Keystone {
                 return Ok(t.token.clone());
             }
         }
+        let (token, body) = self.authenticate(false).await.inspect_err(|_| *held = None)?;
+        let expires = expires_at(&body).unwrap_or_else(|| SystemTime::now() + RENEW_BEFORE);
+        let left = expires
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        *held = Some(ServiceToken {
+            token: token.clone(),
+            renew_at: expires - RENEW_BEFORE.min(left / 2),
+        });
+        Ok(token)
+    }
+
+    /// A new token of the proxy's own (with the catalog, or without): the token and
+    /// Keystone's body.
+    async fn authenticate(&self, with_catalog: bool) -> Result<(String, Value), Unavailable> {
+        let query = if with_catalog { "" } else { "?nocatalog" };
         let answer = self
             .http
-            .post(format!("{}/auth/tokens?nocatalog", self.auth_url))
+            .post(format!("{}/auth/tokens{query}", self.auth_url))
             .json(&self.auth_body)
             .send()
             .await
             .map_err(|e| Unavailable(format!("authenticating the proxy: {}", e.without_url())))?;
         if answer.status().as_u16() != 201 {
-            *held = None;
             return Err(Unavailable(format!(
                 "Keystone answered {} to the proxy's own authentication",
                 answer.status().as_u16()
@@ -242,15 +257,7 @@ impl Keystone {
             .json()
             .await
             .map_err(|e| Unavailable(format!("Keystone's token is not JSON: {e}")))?;
-        let expires = expires_at(&body).unwrap_or_else(|| SystemTime::now() + RENEW_BEFORE);
-        let left = expires
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        *held = Some(ServiceToken {
-            token: token.clone(),
-            renew_at: expires - RENEW_BEFORE.min(left / 2),
-        });
-        Ok(token)
+        Ok((token, body))
     }
 
     /// The catalog's endpoints of `service_type` at `interface` (in `regions` only, unless
@@ -262,23 +269,7 @@ impl Keystone {
         interface: &str,
         regions: &[String],
     ) -> Result<Vec<(String, String)>, Unavailable> {
-        let answer = self
-            .http
-            .post(format!("{}/auth/tokens", self.auth_url))
-            .json(&self.auth_body)
-            .send()
-            .await
-            .map_err(|e| Unavailable(format!("reading the catalog: {}", e.without_url())))?;
-        if answer.status().as_u16() != 201 {
-            return Err(Unavailable(format!(
-                "Keystone answered {} to the proxy's own authentication",
-                answer.status().as_u16()
-            )));
-        }
-        let body: Value = answer
-            .json()
-            .await
-            .map_err(|e| Unavailable(format!("Keystone's token is not JSON: {e}")))?;
+        let (_, body) = self.authenticate(true).await?;
         // Keystone fills `%(project_id)s` in with the token's project (the proxy's own): that
         // tail is not the endpoint's.
         let own_project = body["token"]["project"]["id"].as_str().unwrap_or("");

@@ -60,6 +60,26 @@ impl Redis {
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
+    /// Waits (up to 10 s) until `key` exists with more than `ms` to live: a replica published
+    /// it (in the background of the answer that made it).
+    async fn until_kept(&self, key: &str, ms: i64) {
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("the test's own Redis connection");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).expect("PTTL");
+            if ttl > ms {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} was never published"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -473,24 +493,7 @@ async fn a_retry_after_seen_by_one_replica_is_honoured_by_the_other() {
     assert_ne!(status, 200);
     let seen = sims[0].calls();
     // A publishes the deadline in the background; B learns it from Redis before each call.
-    let mut redis_client = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("the test's own Redis connection");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg("vbs-proxy:backoff:r0")
-            .query(&mut redis_client)
-            .expect("PTTL");
-        if ttl > 20_000 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "A never published the Retry-After"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    redis.until_kept("vbs-proxy:backoff:r0", 20_000).await;
     *sims[0].fault.write().unwrap() = None;
     for i in 0..5 {
         let (status, body) = b.get(&client, &format!("{DETAIL}?limit={}", i + 1)).await;
@@ -558,24 +561,7 @@ async fn a_breaker_one_replica_opens_is_honoured_by_the_other() {
             200
         );
     }
-    let mut redis_client = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("the test's own Redis connection");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg("vbs-proxy:breaker:r0")
-            .query(&mut redis_client)
-            .expect("PTTL");
-        if ttl > 30_000 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "A never published its open breaker"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    redis.until_kept("vbs-proxy:breaker:r0", 30_000).await;
     *sims[0].fault.write().unwrap() = None;
     let seen = sims[0].calls();
     let (status, body) = b.get(&client, DETAIL).await;

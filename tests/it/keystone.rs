@@ -104,6 +104,24 @@ async fn proxy(k: &str, extra: &str, rows_per_region: usize) -> Harness {
 
 const DETAIL: &str = "/v3/abc123/backups/detail";
 
+/// Asks with `token` until the proxy refuses it (401), which must happen within 10 s; every
+/// answer before that is a 200.
+async fn until_refused(h: &Harness, token: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = h.get_with(DETAIL, &[("X-Auth-Token", token)]).await.status;
+        if status == 401 {
+            return;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{token} was never refused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn tokens_keystone_does_not_know_are_refused_at_the_edge_as_authtoken_does() {
     let (k, url) = keystone().await;
@@ -284,22 +302,7 @@ async fn a_revoked_token_is_refused_once_its_validation_expires() {
     );
     k.tokens.write().unwrap().clear();
     // Within token_cache_time it may still pass (as authtoken); after it, never.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let status = h
-            .get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
-            .await
-            .status;
-        if status == 401 {
-            break;
-        }
-        assert_eq!(status, 200);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the revoked token was never refused"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_refused(&h, "alice:abc123").await;
 }
 
 #[test]
@@ -375,22 +378,7 @@ async fn an_expired_token_is_refused_even_within_token_cache_time() {
             .status,
         200
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let status = h
-            .get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
-            .await
-            .status;
-        if status == 401 {
-            break;
-        }
-        assert_eq!(status, 200);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the expired token was still accepted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_refused(&h, "alice:abc123").await;
     assert!(
         std::time::SystemTime::now() >= soon,
         "refused only once expired"
