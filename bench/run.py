@@ -213,6 +213,25 @@ def misses(binaries):
               f"{median(runs, 'p99'):.3f} | {median(runs, 'cpu_us'):.1f} |")
 
 
+def hits(binaries):
+    """`run.py hit [BINARY...]`: server CPU per 50-item cache hit (one region, 64 connections),
+    for this tree's binary or each binary given (an A/B of the hit path), interleaved."""
+    region, region_url = start_region(0)
+    page = "/v3/p/backups/detail?limit=50"
+    proxies = {str(b): start_proxy([region_url], "1h", binary=b) for b in binaries}
+    for _, url in proxies.values():
+        get(url + page)
+    results = {name: [] for name in proxies}
+    for _ in range(ROUNDS):
+        for name, (proxy, url) in proxies.items():
+            results[name].append(measure(url + page, [proxy.pid], 64))
+    print("| binary | req/s | p50 ms | p99 ms | server CPU µs/req |")
+    print("|---|---|---|---|---|")
+    for name, runs in results.items():
+        print(f"| {name} | {median(runs, 'rps'):,.0f} | {median(runs, 'p50'):.3f} | "
+              f"{median(runs, 'p99'):.3f} | {median(runs, 'cpu_us'):.1f} |")
+
+
 def sequential(url, requests):
     """Each (path, token) once over one keep-alive connection: client-side latencies in ms."""
     import http.client
@@ -282,6 +301,9 @@ def main():
         return
     if sys.argv[1:] == ["fleet"]:
         fleet()
+        return
+    if sys.argv[1:2] == ["hit"]:
+        hits(sys.argv[2:] or [RELEASE / "vbs-proxy"])
         return
     if sys.argv[1:2] == ["miss"]:
         misses(sys.argv[2:] or [RELEASE / "vbs-proxy"])

@@ -118,16 +118,19 @@ impl FromRef<AppState> for Arc<Metrics> {
 /// timeout); the operational routes (`/healthz`, `/readyz`, `/metrics`) skip it so probes and
 /// scrapes still answer under overload.
 pub fn router(state: AppState) -> Router {
-    // Layers run outside in: the inbound limits, then the token check.
-    let api = crate::http::routes(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
+    // Layers run outside in: the inbound limits, then the token check (only with Keystone:
+    // without it the cache-hit path has no layer more).
+    let mut api = crate::http::routes(state.clone());
+    if state.keystone.is_some() {
+        api = api.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::http::auth::authenticate,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::protect::inbound,
         ));
+    }
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::http::protect::inbound,
+    ));
     api.merge(crate::http::ops_routes(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state,

@@ -17,6 +17,7 @@ use crate::identity::Verdict;
 use crate::listing::resource::RESOURCES;
 
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    // The layer is only there with Keystone (app::router).
     let Some(keystone) = &state.keystone else {
         return next.run(request).await;
     };
