@@ -30,6 +30,16 @@ struct FakeKeystone {
     down: std::sync::atomic::AtomicBool,
 }
 
+impl FakeKeystone {
+    /// Keystone knows `token` (`user:project`), with these roles.
+    fn grant(&self, token: &str, roles: &[&'static str]) {
+        self.tokens
+            .write()
+            .unwrap()
+            .insert(token.to_string(), roles.to_vec());
+    }
+}
+
 async fn issue(State(k): State<Arc<FakeKeystone>>) -> impl IntoResponse {
     k.authentications.fetch_add(1, Ordering::SeqCst);
     let body =
@@ -125,10 +135,7 @@ async fn until_refused(h: &Harness, token: &str) {
 #[tokio::test]
 async fn tokens_keystone_does_not_know_are_refused_at_the_edge_as_authtoken_does() {
     let (k, url) = keystone().await;
-    k.tokens
-        .write()
-        .unwrap()
-        .insert("alice:abc123".into(), vec!["member", "reader"]);
+    k.grant("alice:abc123", &["member", "reader"]);
     let h = proxy(&url, "", 2).await;
     for headers in [vec![], vec![("X-Auth-Token", "garbage")]] {
         let r = h.get_with(DETAIL, &headers).await;
@@ -153,10 +160,7 @@ async fn tokens_keystone_does_not_know_are_refused_at_the_edge_as_authtoken_does
     assert_eq!(ok.status, 200, "{}", ok.text);
     assert_eq!(ok.ids().len(), 4);
     // A token of another project on this project's URL: Cinder's 400, no region call.
-    k.tokens
-        .write()
-        .unwrap()
-        .insert("mallory:other".into(), vec!["admin", "member", "reader"]);
+    k.grant("mallory:other", &["admin", "member", "reader"]);
     let calls = h.total_calls();
     let r = h
         .get_with(DETAIL, &[("X-Auth-Token", "mallory:other")])
@@ -179,10 +183,7 @@ async fn tokens_keystone_does_not_know_are_refused_at_the_edge_as_authtoken_does
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_a_new_token_cost_keystone_one_validation() {
     let (k, url) = keystone().await;
-    k.tokens
-        .write()
-        .unwrap()
-        .insert("bob:abc123".into(), vec!["member", "reader"]);
+    k.grant("bob:abc123", &["member", "reader"]);
     let h = Arc::new(proxy(&url, "", 2).await);
     let requests: Vec<_> = (0..50)
         .map(|_| {
@@ -203,12 +204,9 @@ async fn concurrent_requests_with_a_new_token_cost_keystone_one_validation() {
 #[tokio::test]
 async fn project_scope_shares_entries_between_users_with_the_same_roles_only() {
     let (k, url) = keystone().await;
-    {
-        let mut tokens = k.tokens.write().unwrap();
-        tokens.insert("alice:abc123".into(), vec!["member", "reader"]);
-        tokens.insert("bob:abc123".into(), vec!["reader", "member"]);
-        tokens.insert("carol:abc123".into(), vec!["admin", "member", "reader"]);
-    }
+    k.grant("alice:abc123", &["member", "reader"]);
+    k.grant("bob:abc123", &["reader", "member"]);
+    k.grant("carol:abc123", &["admin", "member", "reader"]);
     let h = proxy(&url, "[cache]\nscope = \"project\"\nttl = \"60s\"\n", 2).await;
     assert_eq!(
         h.get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
@@ -251,11 +249,8 @@ async fn project_scope_shares_entries_between_users_with_the_same_roles_only() {
 #[tokio::test]
 async fn keystone_down_keeps_validated_tokens_and_refuses_new_ones_with_503() {
     let (k, url) = keystone().await;
-    {
-        let mut tokens = k.tokens.write().unwrap();
-        tokens.insert("alice:abc123".into(), vec!["member", "reader"]);
-        tokens.insert("bob:abc123".into(), vec!["member", "reader"]);
-    }
+    k.grant("alice:abc123", &["member", "reader"]);
+    k.grant("bob:abc123", &["member", "reader"]);
     let h = proxy(&url, "", 1).await;
     assert_eq!(
         h.get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
@@ -289,10 +284,7 @@ async fn keystone_down_keeps_validated_tokens_and_refuses_new_ones_with_503() {
 #[tokio::test]
 async fn a_revoked_token_is_refused_once_its_validation_expires() {
     let (k, url) = keystone().await;
-    k.tokens
-        .write()
-        .unwrap()
-        .insert("alice:abc123".into(), vec!["member", "reader"]);
+    k.grant("alice:abc123", &["member", "reader"]);
     let h = proxy(&url, "token_cache_time = \"300ms\"\n", 1).await;
     assert_eq!(
         h.get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
@@ -361,10 +353,7 @@ async fn a_regions_401_keeps_its_www_authenticate() {
 #[tokio::test]
 async fn an_expired_token_is_refused_even_within_token_cache_time() {
     let (k, url) = keystone().await;
-    k.tokens
-        .write()
-        .unwrap()
-        .insert("alice:abc123".into(), vec!["member", "reader"]);
+    k.grant("alice:abc123", &["member", "reader"]);
     let soon = std::time::SystemTime::now() + std::time::Duration::from_millis(500);
     k.expiry
         .write()
