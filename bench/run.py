@@ -196,21 +196,26 @@ def large_keys(requests=12_000, key_bytes=12_000, max_mib=16):
     return grown / max_mib
 
 
-def misses(binaries):
-    """`run.py miss [BINARY...]`: server CPU per 50-item miss over three regions, for this
-    tree's binary or for each binary given (an A/B of the miss path), interleaved."""
-    three = [start_region(seed) for seed in (1, 2, 3)]
-    page = "/v3/p/backups/detail?limit=50"
-    proxies = {str(b): start_proxy([u for _, u in three], "0s", binary=b) for b in binaries}
+def compare(proxies, page, conns):
+    """Each of `proxies` ({name: (process, url)}) under the same load, interleaved, ROUNDS
+    rounds: a table of medians."""
     results = {name: [] for name in proxies}
     for _ in range(ROUNDS):
         for name, (proxy, url) in proxies.items():
-            results[name].append(measure(url + page, [proxy.pid], 4))
+            results[name].append(measure(url + page, [proxy.pid], conns))
     print("| binary | req/s | p50 ms | p99 ms | server CPU µs/req |")
     print("|---|---|---|---|---|")
     for name, runs in results.items():
         print(f"| {name} | {median(runs, 'rps'):,.0f} | {median(runs, 'p50'):.3f} | "
               f"{median(runs, 'p99'):.3f} | {median(runs, 'cpu_us'):.1f} |")
+
+
+def misses(binaries):
+    """`run.py miss [BINARY...]`: server CPU per 50-item miss over three regions, for this
+    tree's binary or for each binary given (an A/B of the miss path), interleaved."""
+    three = [start_region(seed) for seed in (1, 2, 3)]
+    proxies = {str(b): start_proxy([u for _, u in three], "0s", binary=b) for b in binaries}
+    compare(proxies, "/v3/p/backups/detail?limit=50", 4)
 
 
 def hits(binaries):
@@ -221,15 +226,7 @@ def hits(binaries):
     proxies = {str(b): start_proxy([region_url], "1h", binary=b) for b in binaries}
     for _, url in proxies.values():
         get(url + page)
-    results = {name: [] for name in proxies}
-    for _ in range(ROUNDS):
-        for name, (proxy, url) in proxies.items():
-            results[name].append(measure(url + page, [proxy.pid], 64))
-    print("| binary | req/s | p50 ms | p99 ms | server CPU µs/req |")
-    print("|---|---|---|---|---|")
-    for name, runs in results.items():
-        print(f"| {name} | {median(runs, 'rps'):,.0f} | {median(runs, 'p50'):.3f} | "
-              f"{median(runs, 'p99'):.3f} | {median(runs, 'cpu_us'):.1f} |")
+    compare(proxies, page, 64)
 
 
 def sequential(url, requests):

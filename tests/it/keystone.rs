@@ -114,12 +114,17 @@ async fn proxy(k: &str, extra: &str, rows_per_region: usize) -> Harness {
 
 const DETAIL: &str = "/v3/abc123/backups/detail";
 
+/// The status of a listing asked with `token`.
+async fn status(h: &Harness, token: &str) -> u16 {
+    h.get_with(DETAIL, &[("X-Auth-Token", token)]).await.status
+}
+
 /// Asks with `token` until the proxy refuses it (401), which must happen within 10 s; every
 /// answer before that is a 200.
 async fn until_refused(h: &Harness, token: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let status = h.get_with(DETAIL, &[("X-Auth-Token", token)]).await.status;
+        let status = status(h, token).await;
         if status == 401 {
             return;
         }
@@ -188,11 +193,7 @@ async fn concurrent_requests_with_a_new_token_cost_keystone_one_validation() {
     let requests: Vec<_> = (0..50)
         .map(|_| {
             let h = h.clone();
-            tokio::spawn(async move {
-                h.get_with(DETAIL, &[("X-Auth-Token", "bob:abc123")])
-                    .await
-                    .status
-            })
+            tokio::spawn(async move { status(&h, "bob:abc123").await })
         })
         .collect();
     for r in requests {
@@ -208,12 +209,7 @@ async fn project_scope_shares_entries_between_users_with_the_same_roles_only() {
     k.grant("bob:abc123", &["reader", "member"]);
     k.grant("carol:abc123", &["admin", "member", "reader"]);
     let h = proxy(&url, "[cache]\nscope = \"project\"\nttl = \"60s\"\n", 2).await;
-    assert_eq!(
-        h.get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&h, "alice:abc123").await, 200);
     let after_alice = h.total_calls();
     assert_eq!(after_alice, 2);
     let bob = h.get_with(DETAIL, &[("X-Auth-Token", "bob:abc123")]).await;
@@ -230,12 +226,7 @@ async fn project_scope_shares_entries_between_users_with_the_same_roles_only() {
         bob.header("cache-status")
     );
     // Another role set never shares: an admin's listing may hold fields a member's must not.
-    assert_eq!(
-        h.get_with(DETAIL, &[("X-Auth-Token", "carol:abc123")])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&h, "carol:abc123").await, 200);
     assert_eq!(h.total_calls(), after_alice + 2);
 
     // With the default scope (token), even the same roles do not share.
@@ -252,33 +243,16 @@ async fn keystone_down_keeps_validated_tokens_and_refuses_new_ones_with_503() {
     k.grant("alice:abc123", &["member", "reader"]);
     k.grant("bob:abc123", &["member", "reader"]);
     let h = proxy(&url, "", 1).await;
-    assert_eq!(
-        h.get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&h, "alice:abc123").await, 200);
     k.down.store(true, Ordering::SeqCst);
-    assert_eq!(
-        h.get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
-            .await
-            .status,
-        200,
-        "validated before"
-    );
+    assert_eq!(status(&h, "alice:abc123").await, 200, "validated before");
     let calls = h.total_calls();
     let r = h.get_with(DETAIL, &[("X-Auth-Token", "bob:abc123")]).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(r.header("retry-after").is_some());
     assert_eq!(h.total_calls(), calls, "never let through unchecked");
     k.down.store(false, Ordering::SeqCst);
-    assert_eq!(
-        h.get_with(DETAIL, &[("X-Auth-Token", "bob:abc123")])
-            .await
-            .status,
-        200,
-        "not cached as invalid"
-    );
+    assert_eq!(status(&h, "bob:abc123").await, 200, "not cached as invalid");
 }
 
 #[tokio::test]
@@ -286,12 +260,7 @@ async fn a_revoked_token_is_refused_once_its_validation_expires() {
     let (k, url) = keystone().await;
     k.grant("alice:abc123", &["member", "reader"]);
     let h = proxy(&url, "token_cache_time = \"300ms\"\n", 1).await;
-    assert_eq!(
-        h.get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&h, "alice:abc123").await, 200);
     k.tokens.write().unwrap().clear();
     // Within token_cache_time it may still pass (as authtoken); after it, never.
     until_refused(&h, "alice:abc123").await;
@@ -361,12 +330,7 @@ async fn an_expired_token_is_refused_even_within_token_cache_time() {
         .insert("alice:abc123".into(), soon);
     // token_cache_time is 300 s: the verdict is kept only until the token expires.
     let h = proxy(&url, "", 1).await;
-    assert_eq!(
-        h.get_with(DETAIL, &[("X-Auth-Token", "alice:abc123")])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(status(&h, "alice:abc123").await, 200);
     until_refused(&h, "alice:abc123").await;
     assert!(
         std::time::SystemTime::now() >= soon,
