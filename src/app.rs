@@ -42,11 +42,44 @@ impl AppState {
                 None
             })
             .map(Arc::new);
-        let regions = Regions::new(&config, fleet.clone());
         let cursor_key = match &config.server.cursor_secret {
             Some(secret) => CursorKey::new(secret.as_bytes()),
             None => CursorKey::random(),
         };
+        let keystone = crate::identity::Keystone::new(&config.keystone_authtoken)
+            .expect("the Keystone settings were checked when the configuration was loaded")
+            .map(Arc::new);
+        let lasting = Lasting {
+            fleet,
+            keystone,
+            cursor_key: Arc::new(cursor_key),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight)),
+        };
+        AppState::assemble(config, lasting, None)
+    }
+
+    /// The state for `config`'s regions (Keystone's catalog changed): new caches, region
+    /// pages and remembered positions (they are per region index); the same Keystone
+    /// verdicts, fleet store, cursor key and inbound limit; the regions that stayed keep
+    /// their guards and connections, and the request counters go on.
+    pub fn with_regions(&self, config: Config) -> AppState {
+        let lasting = Lasting {
+            fleet: self.lister.positions.shared.clone(),
+            keystone: self.keystone.clone(),
+            cursor_key: self.cursor_key.clone(),
+            in_flight: self.in_flight.clone(),
+        };
+        AppState::assemble(config, lasting, Some(self))
+    }
+
+    fn assemble(config: Config, lasting: Lasting, previous: Option<&AppState>) -> AppState {
+        let Lasting {
+            fleet,
+            keystone,
+            cursor_key,
+            in_flight,
+        } = lasting;
+        let regions = Regions::new(&config, fleet.clone(), previous.map(|p| &*p.regions));
         // A flight per request in flight and region, and as many more for the ones whose
         // clients went away or that refresh in the background.
         let max_flights = config.server.max_in_flight * (config.regions.len() + 1) * 2;
@@ -55,8 +88,7 @@ impl AppState {
             fleet,
             policy: caches.responses.policy(),
         });
-        let (regions, caches, cursor_key) =
-            (Arc::new(regions), Arc::new(caches), Arc::new(cursor_key));
+        let (regions, caches) = (Arc::new(regions), Arc::new(caches));
         let lister = Lister {
             regions: regions.clone(),
             caches: caches.clone(),
@@ -76,21 +108,28 @@ impl AppState {
             &regions.client,
             &lister.positions,
             fleet.as_deref(),
+            config.regions_from_catalog.service_type.is_some(),
+            previous.map(|p| &*p.metrics),
         );
-        let keystone = crate::identity::Keystone::new(&config.keystone_authtoken)
-            .expect("the Keystone settings were checked when the configuration was loaded")
-            .map(Arc::new);
         AppState {
             keystone,
             regions,
             caches,
             metrics: Arc::new(metrics),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight)),
+            in_flight,
             cursor_key,
             lister: Arc::new(lister),
             config: Arc::new(config),
         }
     }
+}
+
+/// What outlives a change of regions.
+struct Lasting {
+    fleet: Option<Arc<crate::fleet::Fleet>>,
+    keystone: Option<Arc<crate::identity::Keystone>>,
+    cursor_key: Arc<CursorKey>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl FromRef<AppState> for Arc<Regions> {
@@ -139,16 +178,27 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `config` with its regions read from Keystone's catalog, when `[regions_from_catalog]` asks
-/// for it (at start: the regions are fixed for the process's life).
+/// for it (at start; then again on every `upstream.version_refresh`, see [`keep_fresh`]).
 pub async fn regions_from_catalog(config: Config) -> Result<Config, String> {
-    let catalog = &config.regions_from_catalog;
-    let Some(service_type) = catalog.service_type.clone() else {
+    if config.regions_from_catalog.service_type.is_none() {
         return Ok(config);
-    };
+    }
     let keystone = crate::identity::Keystone::new(&config.keystone_authtoken)?
         .ok_or("[regions_from_catalog] needs [keystone_authtoken] auth_url")?;
+    let config = config_from_catalog(&keystone, config).await?;
+    tracing::info!(regions = ?region_names(&config), "regions read from Keystone's catalog");
+    Ok(config)
+}
+
+/// `config` with the regions Keystone's catalog lists now (never none).
+async fn config_from_catalog(
+    keystone: &crate::identity::Keystone,
+    config: Config,
+) -> Result<Config, String> {
+    let catalog = &config.regions_from_catalog;
+    let service_type = catalog.service_type.as_deref().unwrap_or_default();
     let endpoints = keystone
-        .catalog(&service_type, &catalog.interface, &catalog.regions)
+        .catalog(service_type, &catalog.interface, &catalog.regions)
         .await
         .map_err(|e| e.to_string())?;
     if endpoints.is_empty() {
@@ -157,10 +207,66 @@ pub async fn regions_from_catalog(config: Config) -> Result<Config, String> {
             catalog.interface
         ));
     }
-    tracing::info!(regions = ?endpoints, "regions read from Keystone's catalog");
     config
         .with_catalog_regions(endpoints)
         .map_err(|e| e.to_string())
+}
+
+fn region_names(config: &Config) -> Vec<(&str, &str)> {
+    let regions = config.regions.iter();
+    regions.map(|r| (r.name.as_str(), r.url.as_str())).collect()
+}
+
+/// Every `upstream.version_refresh`, for as long as the proxy serves: with
+/// `[regions_from_catalog]`, Keystone's catalog is read again and, when its endpoints
+/// changed, a state for the new regions is built, their versions read, and its router
+/// swapped in under the listener (requests in flight finish on the one they started on);
+/// then the regions' version documents are read again. A catalog that cannot be read, or
+/// lists none of the regions asked for, leaves the regions as they are (WARN, counted).
+async fn keep_fresh(mut state: AppState, routers: tokio::sync::watch::Sender<Router>) {
+    let mut tick = tokio::time::interval(state.config.upstream.version_refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first refresh ran before serving
+    loop {
+        tick.tick().await;
+        if let Some(next) = catalog_changed(&state).await {
+            crate::regions::versions::refresh(&next.regions).await;
+            // The old router is dropped here; its state goes with its last request.
+            drop(routers.send_replace(router(next.clone())));
+            state = next;
+        } else {
+            crate::regions::versions::refresh(&state.regions).await;
+        }
+    }
+}
+
+/// A state for the catalog's regions, when they are not `state`'s.
+async fn catalog_changed(state: &AppState) -> Option<AppState> {
+    let keystone = state.keystone.as_ref()?;
+    state.config.regions_from_catalog.service_type.as_ref()?;
+    let count = |outcome| {
+        let label = crate::metrics::OutcomeLabel { outcome };
+        state.metrics.catalog_reads.get_or_create(&label).inc();
+    };
+    let config = match config_from_catalog(keystone, (*state.config).clone()).await {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::warn!(error = %e, "Keystone's catalog was not read again: the regions stay as they are");
+            count("failed");
+            return None;
+        }
+    };
+    if region_names(&config) == region_names(&state.config) {
+        count("same");
+        return None;
+    }
+    tracing::info!(
+        before = ?region_names(&state.config),
+        after = ?region_names(&config),
+        "the regions changed in Keystone's catalog"
+    );
+    count("changed");
+    Some(state.with_regions(config))
 }
 
 /// Learn the regions' versions, then serve on `listener` until `shutdown` resolves, within
@@ -171,10 +277,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::regions::versions::refresh(&state.regions).await;
-    let refresher = crate::regions::versions::spawn_refresher(
-        state.regions.clone(),
-        state.config.upstream.version_refresh,
-    );
+    let (routers, app) = tokio::sync::watch::channel(router(state.clone()));
+    let refresher = tokio::spawn(keep_fresh(state.clone(), routers));
     let server = &state.config.server;
     let limits = crate::http::listener::Limits {
         max_connections: server.max_connections,
@@ -192,7 +296,7 @@ pub async fn serve(
     let reloader = tls
         .clone()
         .map(|tls| crate::tls::spawn_reloader(tls, server.tls_reload_check));
-    crate::http::listener::run(listener, router(state.clone()), limits, tls, shutdown).await;
+    crate::http::listener::run(listener, app, limits, tls, shutdown).await;
     refresher.abort();
     if let Some(reloader) = reloader {
         reloader.abort();

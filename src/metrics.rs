@@ -20,6 +20,9 @@ use crate::listing::positions::RememberedPositions;
 
 pub struct Metrics {
     pub http: HttpMetrics,
+    /// Keystone catalog reads by outcome (`same`, `changed`, `failed`), with
+    /// `[regions_from_catalog]` only.
+    pub catalog_reads: Family<OutcomeLabel, Counter>,
     registry: Registry,
     bytes: [Gauge; 2],
     /// 0 closed, 1 half-open, 2 open; by region.
@@ -33,8 +36,23 @@ impl Metrics {
         upstream: &crate::regions::Upstream,
         positions: &RememberedPositions,
         fleet: Option<&crate::fleet::Fleet>,
+        catalog: bool,
+        previous: Option<&Metrics>,
     ) -> Metrics {
         let mut registry = Registry::with_prefix("vbs");
+        // A new set of regions (Keystone's catalog changed) starts new caches and new region
+        // gauges, so regions gone are gone from the scrape; the request counters go on.
+        let http = previous.map(|p| p.http.clone()).unwrap_or_default();
+        let catalog_reads = previous
+            .map(|p| p.catalog_reads.clone())
+            .unwrap_or_default();
+        if catalog {
+            registry.register(
+                "catalog_reads",
+                "Keystone catalog reads for [regions_from_catalog], by outcome (same, changed, failed)",
+                catalog_reads.clone(),
+            );
+        }
         // Fleet mode only: a replica without Redis has no fleet store to be down.
         if let Some(fleet) = fleet {
             registry.register(
@@ -58,7 +76,6 @@ impl Metrics {
             "Plain-id markers that took the cold path (not remembered, or a region's row gone)",
             positions.cold.clone(),
         );
-        let http = HttpMetrics::default();
         registry.register(
             "http_requests",
             "Requests by route and status",
@@ -116,6 +133,7 @@ impl Metrics {
         }));
         Metrics {
             http,
+            catalog_reads,
             registry,
             bytes,
             breaker,
@@ -211,6 +229,11 @@ pub struct RegionOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct RegionLabel {
     pub region: String,
 }
@@ -277,7 +300,7 @@ pub struct RouteLabel {
     pub route: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HttpMetrics {
     pub requests: Family<RouteStatus, Counter>,
     pub latency: Family<RouteLabel, Histogram>,

@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use tokio::sync::watch;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -216,9 +217,11 @@ pub struct ServedOverTls;
 /// Serve `app` on `listener` within `limits` until `shutdown` resolves; then stop accepting,
 /// close idle connections at once, and give the others `limits.grace` to finish. With `tls`,
 /// every connection is TLS; its handshake must be done within `limits.header_read_timeout`.
+/// Each request is served by the router `app` holds when it arrives (a new set of regions
+/// swaps it; see `app::keep_fresh`).
 pub async fn run(
     listener: TcpListener,
-    app: Router,
+    app: watch::Receiver<Router>,
     limits: Limits,
     tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl Future<Output = ()>,
@@ -289,7 +292,7 @@ pub async fn run(
 
 /// One accepted connection, before its requests are served.
 struct Connection {
-    app: Router,
+    app: watch::Receiver<Router>,
     activity: Arc<Activity>,
     peer: SocketAddr,
     limits: Limits,
@@ -319,7 +322,7 @@ impl Connection {
                     extensions.insert(ServedOverTls);
                 }
                 let in_flight = activity.begin();
-                let answer = app.clone().oneshot(request.map(axum::body::Body::new));
+                let answer = app.borrow().clone().oneshot(request.map(axum::body::Body::new));
                 async move {
                     let response = answer.await?;
                     Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {

@@ -283,7 +283,14 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &Config, fleet: Option<Arc<crate::fleet::Fleet>>) -> Upstream {
+    /// The regions of `config`. With `previous` (the regions before Keystone's catalog
+    /// changed), a region of the same name and URL keeps its client (its pooled
+    /// connections) and its guard (its breaker, budget and limits), and the call metrics go on.
+    pub fn new(
+        config: &Config,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
+        previous: Option<&Upstream>,
+    ) -> Upstream {
         let mut up = Upstream {
             fleet,
             regions: Vec::new(),
@@ -291,11 +298,20 @@ impl Upstream {
             guards: Vec::new(),
             max_body: Vec::new(),
             timeouts: Vec::new(),
-            metrics: crate::metrics::UpstreamMetrics::default(),
+            metrics: previous.map(|p| p.metrics.clone()).unwrap_or_default(),
         };
         for r in &config.regions {
             let p = r.settings();
-            let client = r
+            let base = r.url.trim_end_matches('/').to_string();
+            let kept = previous.and_then(|previous| {
+                let i = previous
+                    .regions
+                    .iter()
+                    .position(|old| old.name == r.name && old.base == base)?;
+                Some((previous.clients[i].clone(), previous.guards[i].clone()))
+            });
+            let (client, guard) = kept.unwrap_or_else(|| {
+                let client = r
                 .tls
                 .apply(reqwest::Client::builder())
                 .timeout(p.timeout)
@@ -309,15 +325,16 @@ impl Upstream {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("the TLS files were checked when the configuration was loaded");
+                (client, Arc::new(Protection::new(p.clone())))
+            });
             up.regions.push(Region {
                 name: r.name.clone(),
-                base: r.url.trim_end_matches('/').to_string(),
+                base,
             });
             up.clients.push(client);
             up.max_body.push(p.max_body_bytes.as_u64());
             up.timeouts.push(p.timeout);
-            up.guards
-                .push(std::sync::Arc::new(Protection::new(p.clone())));
+            up.guards.push(guard);
         }
         up
     }
@@ -766,5 +783,36 @@ mod tests {
         assert_eq!(encode_segment("%64etail"), "%2564etail");
         assert!(!is_path_segment("..") && !is_path_segment(".") && !is_path_segment(""));
         assert!(is_path_segment("detail") && is_path_segment("..."));
+    }
+
+    #[test]
+    fn regions_that_stay_in_the_catalog_keep_their_guards() {
+        let config = |regions: &[(&str, &str)]| {
+            let toml: String = regions
+                .iter()
+                .map(|(name, url)| format!("[[regions]]\nname = \"{name}\"\nurl = \"{url}\"\n"))
+                .collect();
+            Config::from_toml(&toml).unwrap()
+        };
+        let before = Upstream::new(
+            &config(&[("a", "http://127.0.0.1:1"), ("b", "http://127.0.0.1:2")]),
+            None,
+            None,
+        );
+        // b moved, c is new, a stayed (now second).
+        let after = Upstream::new(
+            &config(&[
+                ("c", "http://127.0.0.1:3"),
+                ("a", "http://127.0.0.1:1"),
+                ("b", "http://127.0.0.1:9"),
+            ]),
+            None,
+            Some(&before),
+        );
+        let kept = |i: usize, j: usize| Arc::ptr_eq(&after.guards[i], &before.guards[j]);
+        assert!(kept(1, 0), "a keeps its breaker and budget");
+        assert!(!kept(2, 1), "b at another URL is another region");
+        assert_eq!(after.guards.len(), 3);
+        assert_eq!(after.regions[2].base, "http://127.0.0.1:9");
     }
 }

@@ -34,9 +34,14 @@ const MISCONFIGURED_AFTER: u32 = 3;
 
 impl Regions {
     /// The regions of `config`; with a `fleet`, their limits, `Retry-After` and open breakers
-    /// are the fleet's.
-    pub fn new(config: &Config, fleet: Option<Arc<crate::fleet::Fleet>>) -> Regions {
-        let client = Upstream::new(config, fleet);
+    /// are the fleet's. With `previous`, the regions that stayed keep their clients and
+    /// guards (see [`Upstream::new`]).
+    pub fn new(
+        config: &Config,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
+        previous: Option<&Regions>,
+    ) -> Regions {
+        let client = Upstream::new(config, fleet, previous.map(|p| &p.client));
         Regions {
             versions: versions::VersionBook::new(client.regions.len()),
             bases: client.regions.iter().map(|r| r.base.clone()).collect(),

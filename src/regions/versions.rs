@@ -2,8 +2,7 @@
 //! lowest maximum over the regions that answered, so a request the proxy accepts is one every
 //! region accepts; and whether any region answered at all (readiness).
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::RwLock;
 
 use serde_json::Value;
 
@@ -101,17 +100,4 @@ pub async fn refresh(regions: &Regions) {
             }
         }
     }
-}
-
-/// Keep the book fresh, every `every`, for as long as the proxy runs.
-pub fn spawn_refresher(regions: Arc<Regions>, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await; // the first refresh ran before serving
-        loop {
-            tick.tick().await;
-            refresh(&regions).await;
-        }
-    })
 }

@@ -77,6 +77,19 @@ class Proxy:
         return call("GET", self.url + path, headers={"X-Auth-Token": token} if token else {},
                     expect=range(100, 600))
 
+    def counter(self, name, labels):
+        """A counter of /metrics (0 until it is first counted)."""
+        text = urllib.request.urlopen(self.url + "/metrics", timeout=5).read().decode()
+        prefix = f"{name}{{{labels}}} "
+        return next((float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix)), 0)
+
+    def until_counted(self, name, labels, at_least, seconds=30):
+        """Poll /metrics until the counter reaches `at_least` (fails after `seconds`)."""
+        deadline = time.monotonic() + seconds
+        while self.counter(name, labels) < at_least:
+            assert time.monotonic() < deadline, f"{name}{{{labels}}} stayed under {at_least}"
+            time.sleep(0.1)
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=30)

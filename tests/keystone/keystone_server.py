@@ -131,5 +131,10 @@ backend = oslo_cache.dict
                     "service_id": service["service"]["id"], "interface": interface, "region_id": region,
                     "url": url + "/v3/%(project_id)s" if interface == "internal" else "http://public.invalid/v3"}})
 
+    def remove_endpoints(self, region):
+        """Every endpoint of `region` out of the catalog."""
+        for endpoint in self.admin_call("GET", f"/v3/endpoints?region_id={region}")["endpoints"]:
+            self.admin_call("DELETE", f"/v3/endpoints/{endpoint['id']}")
+
     def revoke(self, token):
         call("DELETE", self.url + "/v3/auth/tokens", headers={"X-Auth-Token": self.admin, "X-Subject-Token": token})

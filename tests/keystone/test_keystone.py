@@ -122,3 +122,39 @@ def test_regions_come_from_the_catalog(keystone, people, regions):
         assert [len(r.paths) for r in regions] == [1, 2]
     finally:
         proxy.stop()
+
+
+def test_the_catalog_is_read_again_on_version_refresh(keystone, people):
+    """Regions added to and removed from the catalog are taken up on version_refresh; a
+    catalog that cannot be read leaves the regions as they were."""
+    first, second = Region(), Region()
+    keystone.volume_endpoints({"RefreshA": first.url})
+    proxy = Proxy(keystone, [], '[regions_from_catalog]\nservice_type = "volumev3"\n'
+                  'regions = ["RefreshA", "RefreshB"]\n[upstream]\nversion_refresh = "1s"')
+    reads = "vbs_catalog_reads_total"
+    try:
+        token = login(keystone, "alice")
+        url = DETAIL.format(people["p1"])
+        assert proxy.get(url, token)[0] == 200
+        assert (first.calls, second.calls) == (1, 0)
+        keystone.volume_endpoints({"RefreshB": second.url})
+        proxy.until_counted(reads, 'outcome="changed"', 1)
+        status, body, headers = proxy.get(url, token)
+        assert status == 200 and headers.get("X-Aggregate-Missing-Regions") is None, body
+        assert (first.calls, second.calls) == (2, 1), "a new set of regions starts a new cache"
+        keystone.remove_endpoints("RefreshA")
+        proxy.until_counted(reads, 'outcome="changed"', 2)
+        assert proxy.get(url + "?limit=5", token)[0] == 200
+        assert (first.calls, second.calls) == (2, 2), "the region left the catalog"
+        # Keystone away: the regions stay as they are (and the token, validated, still works).
+        keystone.stop()
+        try:
+            proxy.until_counted(reads, 'outcome="failed"', 1)
+            assert proxy.get(url + "?limit=6", token)[0] == 200
+            assert (first.calls, second.calls) == (2, 3)
+        finally:
+            keystone.start()
+    finally:
+        proxy.stop()
+        keystone.remove_endpoints("RefreshA")
+        keystone.remove_endpoints("RefreshB")
