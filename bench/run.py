@@ -30,6 +30,7 @@ LOAD_CORE, SERVER_CORE = "0", "1"
 TICK = os.sysconf("SC_CLK_TCK")
 TOKEN = "bench:p"
 PROCS = []
+DIRS = []  # removed at exit (nginx's cache lives in memory, on /dev/shm)
 
 
 def free_port():
@@ -136,7 +137,12 @@ def start_region(seed):
 
 
 def nginx(region):
-    work = pathlib.Path(tempfile.mkdtemp(prefix="vbs-bench-nginx-"))
+    """nginx proxy_cache as an operator would tune it: one worker (pinned like the proxy),
+    hits sent with sendfile from a cache directory on tmpfs, client connections kept alive for
+    the whole run, keep-alive to the region, one fetch per key (proxy_cache_lock)."""
+    shm = pathlib.Path("/dev/shm")
+    work = pathlib.Path(tempfile.mkdtemp(prefix="vbs-bench-nginx-", dir=shm if shm.is_dir() else None))
+    DIRS.append(work)
     work.chmod(0o755)  # nginx's workers run unprivileged
     port = free_port()
     (work / "nginx.conf").write_text(f"""
@@ -147,6 +153,11 @@ error_log {work}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  open_file_cache max=1000 inactive=60s;
   proxy_cache_path {work}/cache levels=1:2 keys_zone=pages:64m max_size=1g inactive=1h use_temp_path=off;
   upstream region {{ server {region.split('//')[1]}; keepalive 64; }}
   server {{
@@ -402,3 +413,5 @@ if __name__ == "__main__":
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for d in DIRS:
+            shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,153 @@
+//! The cache-hit path's budget (README, "Performance"): allocations and bytes allocated per hit
+//! of a 50-item page, through the whole router (observation, inbound protection, the listing
+//! handler, the body), counted by a counting global allocator on the test's thread. The
+//! figures are deterministic (the same code allocates the same) where timings are not, so CI
+//! can hold them: the test fails when a hit costs more than 10% above the committed figures,
+//! and when it costs far less (then lower them here, so the guard keeps its bite).
+//!
+//! A test binary of its own: the global allocator is the whole binary's.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use axum::body::Body;
+use http_body::Body as _;
+use tower::ServiceExt;
+
+/// Allocations per hit the last change measured (debug build, as `cargo test` runs).
+const ALLOCATIONS_PER_HIT: f64 = 103.0;
+/// Bytes allocated per hit, likewise.
+const BYTES_PER_HIT: f64 = 13_199.0;
+const HITS: usize = 1_000;
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count(size: usize) {
+    // `try_with`: the allocator may run while the thread's locals are being torn down.
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        let _ = BYTES.try_with(|n| n.set(n.get() + size as u64));
+    }
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; counting touches only
+// const-initialised thread-locals, which never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn request() -> axum::http::Request<Body> {
+    // The simulated region takes `user:project` tokens for the project.
+    let project = vbs_proxy::demo::PROJECTS[0];
+    let mut request = axum::http::Request::get(format!("/v3/{project}/backups/detail?limit=50"))
+        .header("X-Auth-Token", format!("user:{project}"))
+        .header("Host", "127.0.0.1:8776")
+        .body(Body::empty())
+        .expect("a request");
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    request
+}
+
+/// One request through the router, its body read frame by frame (no copy): the status and
+/// the body's length.
+async fn serve(app: &axum::Router, request: axum::http::Request<Body>) -> (u16, usize) {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut length = 0;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        if let Ok(data) = frame.expect("the body streams").into_data() {
+            length += data.len();
+        }
+    }
+    (status, length)
+}
+
+#[test]
+fn a_cache_hit_stays_within_its_allocation_budget() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (allocations, bytes, length) = runtime.block_on(async {
+        // The demo's realistic rows (every status, NULL names, ties), 50 of them on the page.
+        let rows = vbs_proxy::demo::sample_backups(0, 400, 1);
+        let region = cinder_sim::SimRegion::new(cinder_sim::SimConfig::default(), rows);
+        let url = region.spawn().await.expect("the region listens");
+        let config = vbs_proxy::Config::from_toml(&format!(
+            "[[regions]]\nname = \"r0\"\nurl = \"{url}\"\n[cache]\nttl = \"1h\"\n[log]\nlevel = \"warn\"\n"
+        ))
+        .expect("a valid configuration");
+        let state = vbs_proxy::AppState::new(config);
+        vbs_proxy::regions::versions::refresh(&state.regions).await;
+        let app = vbs_proxy::router(state);
+        let (status, length) = serve(&app, request()).await;
+        assert_eq!(status, 200, "the miss that fills the cache");
+        // Warm: the first hits create the metric series and the like.
+        for _ in 0..10 {
+            assert_eq!(serve(&app, request()).await, (200, length));
+        }
+        let requests: Vec<_> = (0..HITS).map(|_| request()).collect();
+        COUNTING.with(|c| c.set(true));
+        for request in requests {
+            let (status, served) = serve(&app, request).await;
+            assert!(status == 200 && served == length, "a hit");
+        }
+        COUNTING.with(|c| c.set(false));
+        (
+            ALLOCATIONS.with(Cell::get) as f64 / HITS as f64,
+            BYTES.with(Cell::get) as f64 / HITS as f64,
+            length,
+        )
+    });
+    eprintln!(
+        "cache hit of a 50-item page ({length} bytes): {allocations:.1} allocations and \
+         {bytes:.0} bytes allocated per hit (committed: {ALLOCATIONS_PER_HIT} and {BYTES_PER_HIT})"
+    );
+    for (what, measured, committed) in [
+        ("allocations", allocations, ALLOCATIONS_PER_HIT),
+        ("bytes allocated", bytes, BYTES_PER_HIT),
+    ] {
+        assert!(
+            measured <= committed * 1.10,
+            "{what} per cache hit rose to {measured:.1}, more than 10% above the committed \
+             {committed} (tests/hit_allocs.rs)"
+        );
+        assert!(
+            measured >= committed * 0.80,
+            "{what} per cache hit fell to {measured:.1}, far below the committed {committed}: \
+             lower the figure in tests/hit_allocs.rs so the guard keeps its bite"
+        );
+    }
+}
