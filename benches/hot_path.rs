@@ -11,7 +11,9 @@ use vbs_proxy::cache::{Caches, RenderedPage};
 use vbs_proxy::listing::cursor::{Cursor, CursorKey, Position};
 use vbs_proxy::listing::links::Rewriter;
 use vbs_proxy::listing::request::ListQuery;
+use vbs_proxy::listing::render::View;
 use vbs_proxy::listing::resource::BACKUPS;
+use vbs_proxy::listing::target::{Target, Targets};
 use vbs_proxy::microversion::Version;
 
 fn page_json(items: usize) -> Vec<u8> {
@@ -72,7 +74,7 @@ fn bench(c: &mut Criterion) {
     let produced = Arc::new(Ok(RenderedPage {
         etag: Some(RenderedPage::etag_for(&body, None, b"")),
         head: body,
-        cursor: None,
+        next_marker: None,
         tail: bytes::Bytes::new(),
         missing_regions: None,
         degraded: false,
@@ -81,13 +83,28 @@ fn bench(c: &mut Criterion) {
     let raw = "limit=50&sort=created_at:desc&status=available";
     let token =
         b"gAAAAABk-a-realistic-length-keystone-fernet-token-0123456789abcdefghijklmnopqrstuvwxyz";
+    // As the handler does it: the request's target found by its raw form (worked out the
+    // first time only), the caller's HMAC, the response key.
+    let targets = Targets::new(1 << 20);
+    let version = Version::new(3, 45);
     let make_key = || {
-        let query = ListQuery::parse(Some(raw), Version::new(3, 45), 1000, &BACKUPS).unwrap();
-        let identity = caches.identity(token);
-        format!(
-            "backups\n{identity}\n3.45\nDetail\nhttp://h/v3/p/backups/detail\n{}",
-            query.canonical()
-        )
+        let path = format!("/v3/p/backups/detail?{raw}");
+        let raw_key = Targets::raw_key(&BACKUPS, View::Detail, version, "http://h", &path);
+        let target = targets
+            .get_or_work_out::<()>(raw_key, || {
+                let query = ListQuery::parse(Some(raw), version, 1000, &BACKUPS).unwrap();
+                Ok(Target::new(
+                    &BACKUPS,
+                    "/v3/p".into(),
+                    "/v3/p/backups/detail".into(),
+                    query,
+                    View::Detail,
+                    version,
+                    "http://h".into(),
+                ))
+            })
+            .unwrap();
+        target.response_key(&caches.identity(token))
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

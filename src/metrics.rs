@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`): HTTP, upstream calls and breakers, the cache layers,
 //! plain-id markers.
 
+use std::collections::HashMap;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -307,6 +308,16 @@ pub struct HttpMetrics {
     pub in_flight: Gauge,
     /// Requests shed past `server.max_in_flight` (503 with Retry-After, no work done).
     pub shed: Counter,
+    /// The series of each route and status met so far: a request counts without building
+    /// label strings (the families' lookups allocate them). Bounded: routes are the router's
+    /// templates (or `unmatched`), statuses are three digits.
+    handles: std::sync::Arc<std::sync::RwLock<HashMap<Box<str>, RouteHandles>>>,
+}
+
+#[derive(Debug)]
+struct RouteHandles {
+    latency: Histogram,
+    by_status: Vec<(u16, Counter)>,
 }
 
 impl Default for HttpMetrics {
@@ -321,21 +332,47 @@ impl Default for HttpMetrics {
             }),
             in_flight: Gauge::default(),
             shed: Counter::default(),
+            handles: Default::default(),
         }
     }
 }
 
 impl HttpMetrics {
     pub fn observe(&self, route: &str, status: u16, took: std::time::Duration) {
-        let labels = RouteStatus {
+        let counted = {
+            let handles = self.handles.read().expect("not poisoned");
+            handles.get(route).is_some_and(|h| {
+                let counter = h.by_status.iter().find(|(s, _)| *s == status);
+                if let Some((_, counter)) = counter {
+                    counter.inc();
+                    h.latency.observe(took.as_secs_f64());
+                }
+                counter.is_some()
+            })
+        };
+        if !counted {
+            self.first_of(route, status, took);
+        }
+    }
+
+    /// The first request of a route and status: its series made, and kept for the next.
+    fn first_of(&self, route: &str, status: u16, took: std::time::Duration) {
+        let counter = self.requests.get_or_create(&RouteStatus {
             route: route.to_string(),
             status: status.to_string(),
-        };
-        self.requests.get_or_create(&labels).inc();
-        self.latency
-            .get_or_create(&RouteLabel {
-                route: route.to_string(),
-            })
-            .observe(took.as_secs_f64());
+        });
+        counter.inc();
+        let latency = self.latency.get_or_create(&RouteLabel {
+            route: route.to_string(),
+        });
+        latency.observe(took.as_secs_f64());
+        let mut handles = self.handles.write().expect("not poisoned");
+        let h = handles.entry(route.into()).or_insert_with(|| RouteHandles {
+            latency: latency.clone(),
+            by_status: Vec::new(),
+        });
+        if !h.by_status.iter().any(|(s, _)| *s == status) {
+            h.by_status.push((status, counter.clone()));
+        }
     }
 }

@@ -341,6 +341,11 @@ where
         Some((flight, false))
     }
 
+    /// Drop the entry of `key`, if any (flights in progress are not touched).
+    pub fn forget(&self, key: &K) {
+        self.0.entries.invalidate(key);
+    }
+
     /// Drop every entry whose scope is `scope` (all when `None`); how many were dropped.
     pub fn purge(&self, scope: Option<&str>) -> usize {
         let entries = &self.0.entries;

@@ -26,8 +26,9 @@ use metrics::LayerMetrics;
 #[derive(Debug)]
 pub struct RenderedPage {
     pub head: Bytes,
-    /// With a next link: the cursor; `head` ends just before the href string.
-    pub cursor: Option<String>,
+    /// With a next link: its marker (the cursor) as it stands in the link, URL-encoded and
+    /// JSON-escaped; `head` ends just before the href string, `tail` starts after it.
+    pub next_marker: Option<Bytes>,
     pub tail: Bytes,
     pub etag: Option<HeaderValue>,
     pub missing_regions: Option<HeaderValue>,
@@ -39,7 +40,7 @@ pub struct RenderedPage {
 
 impl RenderedPage {
     pub fn len(&self) -> usize {
-        self.head.len() + self.tail.len() + self.cursor.as_ref().map_or(0, String::len)
+        self.head.len() + self.tail.len() + self.next_marker.as_ref().map_or(0, Bytes::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -48,10 +49,10 @@ impl RenderedPage {
 
     /// A weak validator over the content (the next link's parameter order may differ between
     /// equivalent requests, so the bytes are only semantically equal).
-    pub fn etag_for(head: &[u8], cursor: Option<&str>, tail: &[u8]) -> HeaderValue {
+    pub fn etag_for(head: &[u8], next_marker: Option<&[u8]>, tail: &[u8]) -> HeaderValue {
         let mut h = Sha256::new();
         h.update(head);
-        h.update(cursor.unwrap_or("").as_bytes());
+        h.update(next_marker.unwrap_or_default());
         h.update(tail);
         let digest = h.finalize();
         HeaderValue::try_from(format!("W/\"{}\"", hex(&digest[..12]))).expect("ascii")
@@ -87,12 +88,15 @@ pub struct Caches {
     pub holders: moka::sync::Cache<Box<str>, usize>,
     /// Fleet mode: the responses the replicas share (L2, behind `responses`).
     pub shared: Option<shared::SharedResponses>,
-    identity_key: Vec<u8>,
+    /// HMAC-SHA-256 keyed with `cache.key_secret` (or a random key), its key already
+    /// absorbed: each identity is cloned from it (two SHA-256 blocks fewer per request).
+    identity_mac: Hmac<Sha256>,
 }
 
 impl Caches {
-    /// `cache.max_bytes` is shared out: 3/8 to each layer, 1/8 to the id → region map, and
-    /// the last 1/8 to the listing's remembered positions ([`Caches::positions_budget`]), so
+    /// `cache.max_bytes` is shared out: 3/8 to each layer, 1/16 to the id → region map, 1/16
+    /// to the requests' targets ([`Caches::targets_budget`]) and the last 1/8 to the
+    /// listing's remembered positions ([`Caches::positions_budget`]), so
     /// everything they hold, keys included, stays within it. `max_flights` bounds each layer's
     /// coalescing table.
     pub fn new(config: &CacheConfig, max_flights: usize) -> Caches {
@@ -105,13 +109,14 @@ impl Caches {
         let max = config.max_bytes.as_u64();
         let layer = max / 8 * 3;
         let holders = moka::sync::Cache::builder()
-            .max_capacity(max / 8)
+            .max_capacity(max / 16)
             .weigher(holder_weight)
             .build();
         let identity_key = match &config.key_secret {
             Some(s) => s.as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
         };
+        let identity_mac = Hmac::<Sha256>::new_from_slice(&identity_key).expect("any key length");
         Caches {
             enabled: !config.ttl.is_zero(),
             honor_client_no_cache: config.honor_client_no_cache,
@@ -130,7 +135,7 @@ impl Caches {
             ),
             holders,
             shared: None,
-            identity_key,
+            identity_mac,
         }
     }
 
@@ -139,10 +144,16 @@ impl Caches {
         config.max_bytes.as_u64() / 8
     }
 
+    /// The share of `cache.max_bytes` left to the requests' targets worked out
+    /// (`listing::target`).
+    pub fn targets_budget(config: &CacheConfig) -> u64 {
+        config.max_bytes.as_u64() / 16
+    }
+
     /// The caller's part of every key: HMAC-SHA-256 of the token, hex. The token itself is
     /// never stored, logged or counted.
     pub fn identity(&self, token: &[u8]) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.identity_key).expect("any key length");
+        let mut mac = self.identity_mac.clone();
         mac.update(token);
         hex(&mac.finalize().into_bytes())
     }

@@ -5,7 +5,7 @@
 //! themselves: a holder that dies never blocks them).
 //!
 //! Keyed exactly like L1 (the key holds the caller's identity HMAC, never a token), hashed to a
-//! fixed length. A value is `vbs1\n` then the page: a format version first, so a rolling
+//! fixed length. A value is `vbs2\n` then the page: a format version first, so a rolling
 //! upgrade never reads a layout it does not know (a value of another layout is a miss). A
 //! value's age is what its Redis expiry says, and purges are Redis timestamps: no two replicas'
 //! clocks are ever compared.
@@ -117,18 +117,18 @@ fn shared(page: RenderedPage, age: Duration, scope: &str) -> Outcome {
 }
 
 /// The layout's version: a value without it is not read.
-const MAGIC: &[u8] = b"vbs1\n";
+const MAGIC: &[u8] = b"vbs2\n";
 
 fn encode(page: &RenderedPage) -> Vec<u8> {
     let etag = page.etag.as_ref().map_or(&b""[..], HeaderValue::as_bytes);
-    let cursor = page.cursor.as_deref().unwrap_or("");
+    let marker = page.next_marker.as_deref().unwrap_or_default();
     let mut out = Vec::with_capacity(page.len() + etag.len() + 48);
     out.extend_from_slice(MAGIC);
-    for part in [etag, &page.head[..], cursor.as_bytes(), &page.tail[..]] {
+    for part in [etag, &page.head[..], marker, &page.tail[..]] {
         out.extend_from_slice(&(part.len() as u64).to_be_bytes());
         out.extend_from_slice(part);
     }
-    out.push(page.cursor.is_some() as u8);
+    out.push(page.next_marker.is_some() as u8);
     out
 }
 
@@ -141,15 +141,15 @@ fn decode(value: &[u8]) -> Option<RenderedPage> {
         *part = rest.get(8..8usize.checked_add(len)?)?;
         rest = &rest[8 + len..];
     }
-    let [etag, head, cursor, tail] = parts;
-    let cursor = match rest {
-        [1] => Some(String::from_utf8(cursor.to_vec()).ok()?),
+    let [etag, head, marker, tail] = parts;
+    let next_marker = match rest {
+        [1] => Some(Bytes::copy_from_slice(marker)),
         [0] => None,
         _ => return None,
     };
     Some(RenderedPage {
         head: Bytes::copy_from_slice(head),
-        cursor,
+        next_marker,
         tail: Bytes::copy_from_slice(tail),
         etag: (!etag.is_empty())
             .then(|| HeaderValue::from_bytes(etag).ok())
@@ -167,7 +167,7 @@ mod tests {
     fn page(cursor: Option<&str>) -> RenderedPage {
         RenderedPage {
             head: Bytes::from_static(b"{\"backups\": [], \"backups_links\": [{\"href\": \""),
-            cursor: cursor.map(str::to_string),
+            next_marker: cursor.map(|c| Bytes::copy_from_slice(c.as_bytes())),
             tail: Bytes::from_static(b"\"}]}"),
             etag: Some(HeaderValue::from_static("W/\"abc\"")),
             missing_regions: None,
@@ -183,7 +183,7 @@ mod tests {
             let back = decode(&encode(&stored)).expect("decodes");
             assert_eq!(back.head, stored.head);
             assert_eq!(back.tail, stored.tail);
-            assert_eq!(back.cursor, stored.cursor);
+            assert_eq!(back.next_marker, stored.next_marker);
             assert_eq!(back.etag, stored.etag);
         }
     }
@@ -196,8 +196,8 @@ mod tests {
             assert!(decode(&good[..cut]).is_none(), "truncated at {cut}");
         }
         let mut other = good.clone();
-        other[3] = b'2';
-        assert!(decode(&other).is_none(), "vbs2 is not this layout");
+        other[3] = b'1';
+        assert!(decode(&other).is_none(), "vbs1 (a raw cursor) is not this layout");
         let mut longer = good.clone();
         longer.push(0);
         assert!(decode(&longer).is_none());

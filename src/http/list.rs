@@ -19,6 +19,7 @@ use crate::listing::render::View;
 use crate::listing::request::ListQuery;
 use crate::listing::resource::Resource;
 use crate::listing::service::{self, ListRequest};
+use crate::listing::target::{Target, Targets};
 
 pub async fn handle(
     State(state): State<AppState>,
@@ -42,14 +43,20 @@ fn prepare(
     view: View,
     resource: &'static Resource,
 ) -> Result<ListRequest, ApiError> {
-    let path = parts.uri.path();
-    let scope = super::scope(path)?;
-    let query = ListQuery::parse(
-        parts.uri.query(),
-        caller.ctx.version,
-        state.config.server.max_limit,
-        resource,
-    )?;
+    // The target is the same for every caller: worked out once per raw request (and version
+    // and base URL), then found again (listing/target.rs).
+    let version = caller.ctx.version;
+    let raw = parts.uri.path_and_query().map_or("", |p| p.as_str());
+    let raw = Targets::raw_key(resource, view, version, &caller.public_base, raw);
+    let target = state.lister.targets.get_or_work_out(raw, || {
+        let path = parts.uri.path();
+        let scope = super::scope(path)?;
+        let max_limit = state.config.server.max_limit;
+        let query = ListQuery::parse(parts.uri.query(), version, max_limit, resource)?;
+        let base = caller.public_base.clone();
+        let path = path.to_string();
+        Ok::<_, ApiError>(Target::new(resource, scope, path, query, view, version, base))
+    })?;
     // `cache.scope = "project"`: who the token is (its project and role set), not the token.
     let identity = match (&caller.token_info, state.config.cache.scope) {
         (Some(info), crate::config::CacheScope::Project) => {
@@ -59,13 +66,8 @@ fn prepare(
     };
     let refresh = state.caches.honor_client_no_cache && asks_no_cache(&parts.headers);
     Ok(ListRequest {
-        resource,
-        scope,
-        path: path.to_string(),
-        query,
+        target,
         ctx: caller.ctx.clone(),
-        public_base: caller.public_base.clone(),
-        view,
         identity,
         refresh,
     })
@@ -162,9 +164,11 @@ async fn serve(
             r
         }
     };
-    response
-        .extensions_mut()
-        .insert(super::observe::UpstreamCalls(calls));
+    if calls > 0 {
+        // For the request log; absent means none (a hit: no extension map to make).
+        let calls = super::observe::UpstreamCalls(calls);
+        response.extensions_mut().insert(calls);
+    }
     response
 }
 
@@ -184,24 +188,27 @@ fn respond(
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let body = match &produced.cursor {
-            None => Chunks::new([produced.head.clone(), Bytes::new(), produced.tail.clone()]),
-            Some(cursor) => {
-                let href = format!(
-                    "{}{}?{}",
-                    request.public_base,
-                    request.path,
-                    request.query.next_query(cursor)
-                );
-                let href = serde_json::to_vec(&href).expect("a string serialises");
-                Chunks::new([
-                    produced.head.clone(),
-                    Bytes::from(href),
-                    produced.tail.clone(),
-                ])
-            }
+        // The page's bytes are shared; the next link is this request's (its own parameter
+        // order and base URL) around the page's marker, spliced without a copy.
+        let body = match &produced.next_marker {
+            None => Chunks::new([
+                produced.head.clone(),
+                Bytes::new(),
+                Bytes::new(),
+                Bytes::new(),
+                produced.tail.clone(),
+            ]),
+            Some(marker) => Chunks::new([
+                produced.head.clone(),
+                request.target.next_href_head.clone(),
+                marker.clone(),
+                Bytes::from_static(b"\""),
+                produced.tail.clone(),
+            ]),
         };
         let mut r = axum::body::Body::new(body).into_response();
+        // Room for every header of the answer at once (it carries about ten).
+        *r.headers_mut() = HeaderMap::with_capacity(16);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -98,10 +98,7 @@ pub fn scope(path: &str) -> Result<String, ApiError> {
 /// that it is this caller's alone (a shared HTTP cache in front must neither serve it to
 /// another token nor mix versions).
 pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
-    headers.insert(
-        API_VERSION,
-        HeaderValue::try_from(format!("volume {version}")).expect("ascii"),
-    );
+    headers.insert(API_VERSION, api_version_header(version));
     headers.insert(
         axum::http::header::VARY,
         HeaderValue::from_static("X-Auth-Token, OpenStack-API-Version"),
@@ -110,6 +107,18 @@ pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
         axum::http::header::CACHE_CONTROL,
         HeaderValue::from_static("private"),
     );
+}
+
+/// `OpenStack-API-Version: volume 3.N`, made once per 3.x version (every answer carries one).
+fn api_version_header(version: Version) -> HeaderValue {
+    const KEPT: u32 = 128;
+    static MADE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let make = |version: Version| HeaderValue::try_from(format!("volume {version}")).expect("ascii");
+    if version.major != 3 || version.minor >= KEPT {
+        return make(version);
+    }
+    let made = MADE.get_or_init(|| (0..KEPT).map(|minor| make(Version::new(3, minor))).collect());
+    made[version.minor as usize].clone()
 }
 
 /// What an aggregated route needs from the request before it goes upstream.

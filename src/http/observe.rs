@@ -25,19 +25,20 @@ fn request_id(request: &Request) -> HeaderValue {
         .filter(|v| v.len() <= 64 && v.to_str().is_ok_and(|s| s.starts_with("req-")))
         .cloned()
         .unwrap_or_else(|| {
-            // The thread's RNG, not a getrandom syscall per request (uuid's new_v4).
+            // The thread's RNG, not a getrandom syscall per request (uuid's new_v4); written
+            // in place, not formatted.
             let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-            HeaderValue::try_from(format!("req-{id}")).expect("ascii")
+            let mut text = *b"req-00000000-0000-0000-0000-000000000000";
+            id.hyphenated().encode_lower(&mut text[4..]);
+            HeaderValue::from_bytes(&text).expect("ascii")
         })
 }
 
 pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = tokio::time::Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+    // The router's template (a shared string: cloning it does not copy it).
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
     let id = request_id(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
@@ -57,18 +58,14 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     metrics.in_flight.dec();
     let status = response.status().as_u16();
     let took = started.elapsed();
-    metrics.observe(&route, status, took);
+    metrics.observe(route, status, took);
     span.record("http.response.status_code", status);
     let headers = response.headers_mut();
     if !headers.contains_key(REQUEST_ID) {
         headers.insert(REQUEST_ID, id.clone());
         headers.insert(COMPUTE_REQUEST_ID, id);
     }
-    let cache = headers
-        .get(CACHE_STATUS)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
+    // The fields are read only when the event is logged (log.level info or finer).
     let upstream_calls = response
         .extensions()
         .get::<UpstreamCalls>()
@@ -79,7 +76,11 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         route = %route,
         status,
         duration_ms = took.as_secs_f64() * 1000.0,
-        cache = %cache,
+        cache = %response
+            .headers()
+            .get(CACHE_STATUS)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-"),
         upstream_calls,
         "request"
     );

@@ -15,12 +15,10 @@ fn not_found() -> ApiError {
 }
 
 /// A segment as the client meant it; `None` when it cannot stand as one segment.
-fn decoded(raw: &str) -> Option<String> {
-    let text = percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .ok()?
-        .into_owned();
-    let plain = !matches!(text.as_str(), "." | "..")
+fn decoded(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    // Borrowed unless the segment has escapes: checking a plain path copies nothing.
+    let text = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?;
+    let plain = !matches!(&*text, "." | "..")
         && !text.contains(['/', '\\', '\0'])
         && !raw.contains('\\');
     plain.then_some(text)
@@ -50,7 +48,7 @@ pub fn segments(path: &str) -> Result<Vec<String>, ApiError> {
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     rest.split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| decoded(s).ok_or_else(not_found))
+        .map(|s| decoded(s).map(String::from).ok_or_else(not_found))
         .collect()
 }
 

@@ -215,7 +215,7 @@ pub fn push_pair(out: &mut String, k: &str, v: &str) {
     quote_plus(out, v);
 }
 
-fn quote_plus(out: &mut String, s: &str) {
+pub(crate) fn quote_plus(out: &mut String, s: &str) {
     for &b in s.as_bytes() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {

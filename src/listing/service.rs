@@ -14,10 +14,11 @@ use super::links::Rewriter;
 use super::merge::{self, PageRequest};
 use super::plan::{self, Marker};
 use super::positions::RememberedPositions;
-use super::render::{self, View};
+use super::render;
 use super::request::ListQuery;
 use super::resource::Resource;
 use super::sort::Comparator;
+use super::target::Target;
 use std::mem::size_of;
 
 use crate::cache::coalescing::{FetchOutcome, Lookup};
@@ -35,6 +36,8 @@ pub struct Lister {
     pub cursor_key: Arc<CursorKey>,
     /// Where each region stood after each row served: plain-id markers resume there.
     pub positions: RememberedPositions,
+    /// Requests' targets already worked out, by raw request.
+    pub targets: super::target::Targets,
     pub settings: Settings,
 }
 
@@ -48,16 +51,9 @@ pub struct Settings {
 
 /// A listing request, owned, so it can be produced in a task of its own.
 pub struct ListRequest {
-    pub resource: &'static Resource,
-    /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
-    pub scope: String,
-    /// The path the client used (its next link keeps it).
-    pub path: String,
-    pub query: ListQuery,
+    /// What is asked, the same for every caller.
+    pub target: Arc<Target>,
     pub ctx: CallContext,
-    /// The proxy's base URL as this client sees it.
-    pub public_base: String,
-    pub view: View,
     /// HMAC of the token: the caller's part of every cache key.
     pub identity: String,
     /// The client asked for `Cache-Control: no-cache` (and that is honoured).
@@ -67,7 +63,7 @@ pub struct ListRequest {
 /// The answer to `request` from the response cache, or produced (once for every concurrent
 /// request with the same key, in a task of its own) and stored when it is whole.
 pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<Arc<Answer>> {
-    let key = response_key(&request);
+    let key = request.target.response_key(&request.identity);
     let refresh = request.refresh;
     let producer = lister.clone();
     let produce = move |key: &String| {
@@ -81,7 +77,7 @@ pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<A
         async move {
             match (&producer.caches.shared, shared_key) {
                 (Some(shared), Some(key)) => {
-                    let scope = request.scope.clone();
+                    let scope = request.target.scope.clone();
                     shared
                         .fetch(&key, &scope, refresh, || produce(producer.clone(), request))
                         .await
@@ -113,7 +109,7 @@ async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutco
             let size = answer.as_ref().map_or(0, RenderedPage::len) + size_of::<RenderedPage>();
             (
                 size.min(u32::MAX as usize) as u32,
-                Arc::from(request.scope.as_str()),
+                Arc::from(request.target.scope.as_str()),
             )
         });
         FetchOutcome {
@@ -127,30 +123,17 @@ async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutco
 
 /// The response-layer key: which resource and view, who, which version, which canonical
 /// query (and the base and path its links are written on).
-fn response_key(r: &ListRequest) -> String {
-    format!(
-        "{}\n{}\n{}\n{:?}\n{}{}\n{}",
-        r.resource.collection,
-        r.identity,
-        r.ctx.version,
-        r.view,
-        r.public_base,
-        r.path,
-        r.query.canonical()
-    )
-}
-
 /// The page for `request`: resolve its marker, merge the regions from there, render.
 pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage, RequestError> {
-    let ListRequest {
+    let Target {
         resource,
         scope,
         query,
-        ctx,
         public_base,
         view,
         ..
-    } = request;
+    } = &*request.target;
+    let ctx = &request.ctx;
     let scope = scope.as_str();
     let sort_param = query.sort.to_param();
     let regions = lister.regions.len();
@@ -254,8 +237,11 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         Marker::None | Marker::Cursor(_) => {}
     }
     let missing = source::judge_failures(&lister.regions, &page.failed)?;
-    for (region, item) in &page.items {
-        lister.caches.holders.insert(item.id().into(), *region);
+    // Which region holds each id (for show and plain-id markers); one region holds them all.
+    if lister.regions.len() > 1 {
+        for (region, item) in &page.items {
+            lister.caches.holders.insert(item.id().into(), *region);
+        }
     }
     // Only a whole page's positions are exact for every region.
     if rememberable && page.failed.is_empty() {
@@ -271,31 +257,42 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         lister.positions.remember(entries);
     }
 
+    let degraded = source.degraded.load(Ordering::Relaxed);
+    if missing.is_empty() && !degraded {
+        // Whole: the response layer keeps this page; its region pages need not be kept too.
+        source.forget_pages();
+    }
+
     let rewriter = Rewriter::new(&lister.regions.bases, public_base);
-    let cursor = render::next_link(query, page.items.len(), page.count).then(|| {
-        Cursor {
+    let next_marker = render::next_link(query, page.items.len(), page.count).then(|| {
+        let cursor = Cursor {
             positions: page.positions.clone(),
         }
-        .encode(&lister.cursor_key, &binding)
+        .encode(&lister.cursor_key, &binding);
+        super::target::marker_in_link(&cursor)
     });
     let (head, tail) = render::render(
         resource,
         &page.items,
         *view,
         &rewriter,
-        cursor.is_some(),
+        next_marker.is_some(),
         page.count,
     );
-    let etag = RenderedPage::etag_for(&head, cursor.as_deref(), &tail);
+    let etag = RenderedPage::etag_for(&head, next_marker.as_deref(), &tail);
+    // The buffers grew by doubling: the cached page keeps its bytes, not up to twice as many.
+    let (mut head, mut tail) = (head, tail);
+    head.shrink_to_fit();
+    tail.shrink_to_fit();
     Ok(RenderedPage {
         head: Bytes::from(head),
-        cursor,
+        next_marker,
         tail: Bytes::from(tail),
         etag: Some(etag),
         missing_regions: (!missing.is_empty()).then(|| {
             HeaderValue::try_from(missing.join(",")).expect("region names are header-safe")
         }),
-        degraded: source.degraded.load(Ordering::Relaxed),
+        degraded,
         calls: page.calls.iter().sum(),
     })
 }

@@ -661,7 +661,10 @@ impl Upstream {
         if response.content_length().is_some_and(|len| len > max) {
             return Err(too_large());
         }
-        let mut body = bytes::BytesMut::new();
+        // Sized by the announced length (checked against the bound above): no regrowth and
+        // no slack kept with a cached region page.
+        let announced = response.content_length().unwrap_or(0);
+        let mut body = bytes::BytesMut::with_capacity(announced as usize);
         while let Some(chunk) = response.chunk().await.map_err(RegionError::from_reqwest)? {
             if (body.len() + chunk.len()) as u64 > max {
                 return Err(too_large());

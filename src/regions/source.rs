@@ -37,6 +37,8 @@ pub struct RegionSource<'a> {
     asking: Asking<'a>,
     /// A region's failure was covered by a stale page: the answer must not be stored.
     pub degraded: AtomicBool,
+    /// The region-page keys this page was made from (see [`RegionSource::forget_pages`]).
+    used: std::sync::Mutex<Vec<String>>,
 }
 
 impl<'a> RegionSource<'a> {
@@ -46,6 +48,18 @@ impl<'a> RegionSource<'a> {
             caches,
             asking,
             degraded: AtomicBool::new(false),
+            used: Default::default(),
+        }
+    }
+
+    /// Drop the region pages this page was made from: the page is whole and the response
+    /// layer keeps it, so they would be held twice (a parsed region page weighs more than the
+    /// answer made of it). What is lost: a different query that asks a region exactly the
+    /// same thing within the TTL asks it again (README, "Cache").
+    pub fn forget_pages(&self) {
+        let used = std::mem::take(&mut *self.used.lock().expect("not poisoned"));
+        for key in &used {
+            self.caches.pages.forget(key);
         }
     }
 
@@ -114,6 +128,9 @@ impl Source for RegionSource<'_> {
                 age: std::time::Duration::ZERO,
             }
         };
+        if self.caches.enabled {
+            self.used.lock().expect("not poisoned").push(key.clone());
+        }
         let served = self.caches.pages.get(key, a.refresh, fetch).await;
         let result = match served {
             Lookup::Hit(e) | Lookup::Recent(e) | Lookup::StaleWhileRevalidate(e) => e.value.clone(),
@@ -171,7 +188,9 @@ pub async fn find_item(
     for (i, result) in futures::future::join_all(calls).await {
         match result {
             Ok(item) => {
-                caches.holders.insert(id.into(), i);
+                if upstream.regions.len() > 1 {
+                    caches.holders.insert(id.into(), i);
+                }
                 return Ok((i, item));
             }
             Err(e) => failures.push((i, e)),
