@@ -1,10 +1,9 @@
-//! Remembered positions (docs/api.md: plain ids as markers). For every
-//! row of a page the proxy served, where each region stood just after that row: the
-//! positions a cursor ending at that row would carry. Dashboards page with the id of the last
-//! row they showed as `marker` rather than following next links; with the positions
-//! remembered, such a marker resumes every region where it stood, so a page costs about
-//! `regions × (offset + limit)` upstream rows at any depth instead of a scan of the regions
-//! that do not hold the marker.
+//! Remembered positions (docs/api.md: plain ids as markers). For the last rows of a page the
+//! proxy served, where each region stood just after that row: the positions a cursor ending
+//! at that row would carry. Dashboards page with the id of the last row they showed as
+//! `marker` rather than following next links; with the positions remembered, such a marker
+//! resumes every region where it stood, so a page costs about `regions × (offset + limit)`
+//! upstream rows at any depth instead of a scan of the regions that do not hold the marker.
 //!
 //! Keyed by the caller's identity, the query's cursor binding (resource, scope, version,
 //! filters, sort, regions) and the row's id, hashed: the key is 32 bytes whatever the query,
@@ -19,6 +18,13 @@ use super::cursor::Position;
 use crate::cache::coalescing::ENTRY_OVERHEAD;
 
 type Key = [u8; 32];
+
+/// The rows of a page whose positions are kept: the last (python-cinderclient, the CLI and
+/// most scripts take the last id of a page as the next marker) and the one before it
+/// (Horizon asks for one row more than it shows and takes the last row shown). A marker from
+/// elsewhere in a page takes the cold path, which gives the same answer at a higher cost;
+/// keeping every row cost a cached 50-item page about 25 KB more (README, "Performance").
+pub const REMEMBERED_ROWS: usize = 2;
 
 /// How long positions are kept: long enough for a person paging through a dashboard, short
 /// enough that a region whose rows are restored or moved does not keep old positions for long.

@@ -243,12 +243,15 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
             lister.caches.holders.insert(item.id().into(), *region);
         }
     }
-    // Only a whole page's positions are exact for every region.
+    // Only a whole page's positions are exact for every region. Kept for the rows clients
+    // take their next marker from (positions.rs, REMEMBERED_ROWS), not for every row.
     if rememberable && page.failed.is_empty() {
         let entries = page
             .items
             .iter()
             .zip(&page.after_each)
+            .rev()
+            .take(super::positions::REMEMBERED_ROWS)
             .map(|((_, item), after)| {
                 let key = RememberedPositions::key(&request.identity, &binding, item.id());
                 (key, Arc::from(&after[..]))

@@ -1,5 +1,5 @@
 //! Dashboard paging with plain ids (issue: Horizon asks `limit=N+1` and passes the id of the
-//! N-th row it showed as `marker`). With the positions of every served row remembered, each
+//! N-th row it showed as `marker`). With the positions of each page's last rows remembered, each
 //! page costs the regions about `regions × (limit + 1)` rows plus the marker look-up, at any
 //! depth; with them forgotten (the cold path) the answer is the same, only dearer.
 
@@ -199,7 +199,39 @@ async fn a_remembered_row_deleted_since_gets_the_cold_answer() {
     let h = world(false).await;
     let sort = "created_at:desc,id:desc";
     let (first, _) = page(&h, sort, 50, None).await;
-    // The marker itself deleted: Cinder's 404, remembered or not.
+    // Another region's last row before a remembered marker (the page's last row) deleted: its
+    // remembered position is gone, the page is still the union's, by the cold path.
+    let marker = first[50].clone();
+    let remembered = h.state.lister.positions.remembered.get();
+    page(&h, sort, 50, Some(&marker)).await;
+    assert_eq!(
+        h.state.lister.positions.remembered.get(),
+        remembered + 1,
+        "the page's last row is remembered"
+    );
+    let holder = &marker[..2];
+    let other = first[..50]
+        .iter()
+        .rev()
+        .find(|id| !id.starts_with(holder))
+        .unwrap()
+        .clone();
+    delete(&h, &other);
+    let (remembered_before, cold_before) = (
+        h.state.lister.positions.remembered.get(),
+        h.state.lister.positions.cold.get(),
+    );
+    let (ids, _) = page(&h, sort, 50, Some(&marker)).await;
+    let order = union_order(&h, sort);
+    let at = order.iter().position(|id| *id == marker).unwrap();
+    assert_eq!(ids, &order[at + 1..at + 52]);
+    assert_eq!(h.state.lister.positions.cold.get(), cold_before + 1);
+    assert_eq!(
+        h.state.lister.positions.remembered.get(),
+        remembered_before,
+        "found remembered, then its region's row was missing"
+    );
+    // A remembered marker itself deleted: Cinder's 404, remembered or not.
     let gone = first[49].clone();
     delete(&h, &gone);
     let reply = h
@@ -213,23 +245,6 @@ async fn a_remembered_row_deleted_since_gets_the_cold_answer() {
         reply.json()["itemNotFound"]["message"],
         format!("Backup {gone} could not be found.")
     );
-    // Another region's last row before the marker deleted: its remembered position is gone,
-    // the page is still the union's.
-    let marker = first[48].clone();
-    let holder = &marker[..2];
-    let other = first[..48]
-        .iter()
-        .rev()
-        .find(|id| !id.starts_with(holder))
-        .unwrap()
-        .clone();
-    delete(&h, &other);
-    let cold_before = h.state.lister.positions.cold.get();
-    let (ids, _) = page(&h, sort, 50, Some(&marker)).await;
-    let order = union_order(&h, sort);
-    let at = order.iter().position(|id| *id == marker).unwrap();
-    assert_eq!(ids, &order[at + 1..at + 52]);
-    assert_eq!(h.state.lister.positions.cold.get(), cold_before + 1);
 }
 
 /// Delete row `id` (`r{region}-...`) from its region.
