@@ -21,17 +21,18 @@ use crate::regions::Regions;
 /// Behind one `Arc`: each middleware layer and handler clones the state per request, and one
 /// reference count is cheaper than eight (measured on the cache-hit path).
 #[derive(Clone)]
-pub struct AppState(Arc<Parts>);
+pub struct AppState(Arc<StateInner>);
 
 impl std::ops::Deref for AppState {
-    type Target = Parts;
+    type Target = StateInner;
 
-    fn deref(&self) -> &Parts {
+    fn deref(&self) -> &StateInner {
         &self.0
     }
 }
 
-pub struct Parts {
+/// The sub-states, behind [`AppState`]'s one `Arc`.
+pub struct StateInner {
     pub config: Arc<Config>,
     pub regions: Arc<Regions>,
     pub caches: Arc<Caches>,
@@ -124,7 +125,7 @@ impl AppState {
             config.regions_from_catalog.service_type.is_some(),
             previous.map(|p| &*p.metrics),
         );
-        AppState(Arc::new(Parts {
+        AppState(Arc::new(StateInner {
             keystone,
             regions,
             caches,
@@ -199,7 +200,7 @@ pub async fn regions_from_catalog(config: Config) -> Result<Config, String> {
     let keystone = crate::identity::Keystone::new(&config.keystone_authtoken)?
         .ok_or("[regions_from_catalog] needs [keystone_authtoken] auth_url")?;
     let config = config_from_catalog(&keystone, config).await?;
-    tracing::info!(regions = ?region_names(&config), "regions read from Keystone's catalog");
+    tracing::info!(regions = ?region_endpoints(&config), "regions read from Keystone's catalog");
     Ok(config)
 }
 
@@ -225,7 +226,7 @@ async fn config_from_catalog(
         .map_err(|e| e.to_string())
 }
 
-fn region_names(config: &Config) -> Vec<(&str, &str)> {
+fn region_endpoints(config: &Config) -> Vec<(&str, &str)> {
     let regions = config.regions.iter();
     regions.map(|r| (r.name.as_str(), r.url.as_str())).collect()
 }
@@ -269,13 +270,13 @@ async fn catalog_changed(state: &AppState) -> Option<AppState> {
             return None;
         }
     };
-    if region_names(&config) == region_names(&state.config) {
+    if region_endpoints(&config) == region_endpoints(&state.config) {
         count("same");
         return None;
     }
     tracing::info!(
-        before = ?region_names(&state.config),
-        after = ?region_names(&config),
+        before = ?region_endpoints(&state.config),
+        after = ?region_endpoints(&config),
         "the regions changed in Keystone's catalog"
     );
     count("changed");
