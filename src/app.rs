@@ -247,6 +247,8 @@ async fn keep_fresh(mut state: AppState, routers: tokio::sync::watch::Sender<Rou
             crate::regions::versions::refresh(&next.regions).await;
             // The old router is dropped here; its state goes with its last request.
             drop(routers.send_replace(router(next.clone())));
+            // Counted once the new regions serve: whoever sees the count sees them.
+            count_catalog_read(&next, "changed");
             state = next;
         } else {
             crate::regions::versions::refresh(&state.regions).await;
@@ -258,10 +260,7 @@ async fn keep_fresh(mut state: AppState, routers: tokio::sync::watch::Sender<Rou
 async fn catalog_changed(state: &AppState) -> Option<AppState> {
     let keystone = state.keystone.as_ref()?;
     state.config.regions_from_catalog.service_type.as_ref()?;
-    let count = |outcome| {
-        let label = crate::metrics::OutcomeLabel { outcome };
-        state.metrics.catalog_reads.get_or_create(&label).inc();
-    };
+    let count = |outcome| count_catalog_read(state, outcome);
     let config = match config_from_catalog(keystone, (*state.config).clone()).await {
         Ok(config) => config,
         Err(e) => {
@@ -279,8 +278,12 @@ async fn catalog_changed(state: &AppState) -> Option<AppState> {
         after = ?region_endpoints(&config),
         "the regions changed in Keystone's catalog"
     );
-    count("changed");
     Some(state.with_regions(config))
+}
+
+fn count_catalog_read(state: &AppState, outcome: &'static str) {
+    let label = crate::metrics::OutcomeLabel { outcome };
+    state.metrics.catalog_reads.get_or_create(&label).inc();
 }
 
 /// Learn the regions' versions, then serve on `listener` until `shutdown` resolves, within
