@@ -96,7 +96,7 @@ fn bench(c: &mut Criterion) {
                 Ok(Target::new(
                     &BACKUPS,
                     "/v3/p".into(),
-                    "/v3/p/backups/detail".into(),
+                    "/v3/p/backups/detail",
                     query,
                     View::Detail,
                     version,

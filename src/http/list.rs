@@ -54,7 +54,6 @@ fn prepare(
         let max_limit = state.config.server.max_limit;
         let query = ListQuery::parse(parts.uri.query(), version, max_limit, resource)?;
         let base = caller.public_base.clone();
-        let path = path.to_string();
         Ok::<_, ApiError>(Target::new(resource, scope, path, query, view, version, base))
     })?;
     // `cache.scope = "project"`: who the token is (its project and role set), not the token.

@@ -19,14 +19,12 @@ pub struct Target {
     pub resource: &'static Resource,
     /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
     pub scope: String,
-    /// The path the client used (its next link keeps it).
-    pub path: String,
     pub query: ListQuery,
     pub view: View,
-    pub version: Version,
     /// The proxy's base URL as this client sees it.
     pub public_base: String,
-    /// The response key without the caller (who is put in front of it).
+    /// The response key without the caller (who is put in front of it); it holds the path
+    /// and version the target was worked out for, as the next link's head holds the path.
     pub key: String,
     /// The next link as JSON, up to its marker's value: `"https://proxy/v3/p/backups/detail?limit=50&marker=`.
     pub next_href_head: Bytes,
@@ -36,7 +34,7 @@ impl Target {
     pub fn new(
         resource: &'static Resource,
         scope: String,
-        path: String,
+        path: &str,
         query: ListQuery,
         view: View,
         version: Version,
@@ -54,10 +52,8 @@ impl Target {
         Target {
             resource,
             scope,
-            path,
             query,
             view,
-            version,
             public_base,
             key,
             next_href_head: Bytes::from(head),
@@ -79,7 +75,6 @@ impl Target {
         let params: usize = self.query.params.iter().map(|(k, v)| k.len() + v.len()).sum();
         let strings = raw.len()
             + self.scope.len()
-            + self.path.len()
             + self.public_base.len()
             + self.key.len()
             + self.next_href_head.len()
@@ -164,7 +159,7 @@ mod tests {
         Target::new(
             &BACKUPS,
             "/v3/p".into(),
-            "/v3/p/backups/detail".into(),
+            "/v3/p/backups/detail",
             query,
             View::Detail,
             version,
