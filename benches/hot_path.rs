@@ -8,13 +8,13 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use vbs_proxy::cache::coalescing::{FetchOutcome, Lookup};
 use vbs_proxy::cache::{Caches, RenderedPage};
+use vbs_proxy::cinder::microversion::Version;
+use vbs_proxy::cinder::resource::BACKUPS;
 use vbs_proxy::listing::cursor::{Cursor, CursorKey, Position};
 use vbs_proxy::listing::links::Rewriter;
 use vbs_proxy::listing::render::View;
 use vbs_proxy::listing::request::ListQuery;
-use vbs_proxy::listing::resource::BACKUPS;
 use vbs_proxy::listing::target::{Target, Targets};
-use vbs_proxy::microversion::Version;
 
 fn page_json(items: usize) -> Vec<u8> {
     let rows = vbs_proxy::demo::sample_backups(0, items, 1);

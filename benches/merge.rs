@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use vbs_proxy::cinder::item::ListPage;
+use vbs_proxy::cinder::item::{parse_list, Item};
+use vbs_proxy::cinder::microversion::Version;
+use vbs_proxy::cinder::resource::BACKUPS;
 use vbs_proxy::config::Collation;
-use vbs_proxy::listing::item::{parse_list, Item};
 use vbs_proxy::listing::merge::{self, PageRequest, Source, Start};
-use vbs_proxy::listing::resource::BACKUPS;
 use vbs_proxy::listing::sort::{Comparator, SortSpec};
-use vbs_proxy::microversion::Version;
-use vbs_proxy::regions::{ListPage, RegionError};
+use vbs_proxy::regions::RegionError;
 
 /// Each region's rows, already in the default order, served like Cinder would.
 struct Memory {

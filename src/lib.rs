@@ -18,18 +18,7 @@ macro_rules! internal {
     )*};
 }
 
-internal!(
-    app,
-    cache,
-    error,
-    fleet,
-    identity,
-    http,
-    listing,
-    metrics,
-    microversion,
-    regions
-);
+internal!(app, cache, cinder, error, fleet, identity, http, listing, regions, state);
 
 pub mod config;
 #[cfg(feature = "demo")]
@@ -37,5 +26,7 @@ pub mod demo;
 pub mod telemetry;
 pub mod tls;
 
-pub use app::{regions_from_catalog, router, serve, shutdown_signal, AppState};
+pub use crate::http::router;
+pub use app::{regions_from_catalog, serve, shutdown_signal};
 pub use config::Config;
+pub use state::AppState;

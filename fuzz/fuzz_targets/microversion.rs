@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vbs_proxy::microversion::{negotiate, Version};
+use vbs_proxy::cinder::microversion::{negotiate, Version};
 
 fuzz_target!(|data: &[u8]| {
     let max = Version::new(3, 71);

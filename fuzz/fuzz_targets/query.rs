@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vbs_proxy::listing::request::ListQuery;
-use vbs_proxy::listing::resource::BACKUPS;
-use vbs_proxy::microversion::Version;
+use vbs_proxy::cinder::resource::BACKUPS;
+use vbs_proxy::cinder::microversion::Version;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {

@@ -15,7 +15,7 @@ use http::{HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
-use crate::listing::item::ListPage;
+use crate::cinder::item::ListPage;
 use crate::regions::RegionError;
 use coalescing::{CoalescingCache, Policy};
 use metrics::LayerMetrics;
@@ -91,6 +91,8 @@ pub struct Caches {
     /// HMAC-SHA-256 keyed with `cache.key_secret` (or a random key), its key already
     /// absorbed: each identity is cloned from it (two SHA-256 blocks fewer per request).
     identity_mac: Hmac<Sha256>,
+    /// Bytes held per layer (responses, region pages), as the scrape shows them.
+    bytes: [prometheus_client::metrics::gauge::Gauge; 2],
 }
 
 impl Caches {
@@ -136,6 +138,7 @@ impl Caches {
             holders,
             shared: None,
             identity_mac,
+            bytes: Default::default(),
         }
     }
 

@@ -141,6 +141,21 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Register the store's families in `registry` (fleet mode only: a replica without Redis
+    /// has no fleet store to be down).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "fleet_up",
+            "1 while the fleet store (Redis) answers, 0 while this replica runs on its own",
+            self.metrics.up.clone(),
+        );
+        registry.register(
+            "fleet_operations",
+            "Fleet store operations by kind and outcome (ok, error, timeout, skipped)",
+            self.metrics.ops.clone(),
+        );
+    }
+
     /// The store for `config` (`None` when no `redis_url` is set). Does not connect: the first
     /// operation does, and the connection manager reconnects by itself after that.
     pub fn new(config: &FleetConfig) -> Result<Option<Fleet>, String> {

@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use std::sync::Arc;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::cache::Caches;
-use crate::metrics::Metrics;
+use crate::state::metrics::Metrics;
 use crate::regions::Regions;
 
 #[derive(Deserialize, Default)]
@@ -78,7 +78,7 @@ pub async fn purge(State(state): State<AppState>, request: Request) -> Response 
     };
     if purge.project_id.as_deref().is_some_and(|p| {
         let p = super::decode_segment(p);
-        p.is_empty() || !crate::regions::is_path_segment(&p)
+        p.is_empty() || !crate::cinder::path::is_path_segment(&p)
     }) {
         return ApiError::bad_request("project_id must name a project.").into_response();
     }
@@ -86,7 +86,7 @@ pub async fn purge(State(state): State<AppState>, request: Request) -> Response 
     let scope = purge.project_id.as_ref().map(|p| {
         format!(
             "/v3/{}",
-            crate::regions::encode_segment(&super::decode_segment(p))
+            crate::cinder::path::encode_segment(&super::decode_segment(p))
         )
     });
     let purged = state.caches.purge(scope.as_deref());

@@ -12,9 +12,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::identity::Verdict;
-use crate::listing::resource::RESOURCES;
+use crate::cinder::resource::RESOURCES;
 
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     // The layer is only there with Keystone (app::router).

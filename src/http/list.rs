@@ -12,12 +12,12 @@ use bytes::Bytes;
 
 use super::error::ApiError;
 use super::{body::Chunks, Caller};
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::cache::coalescing::Lookup;
 use crate::cache::RenderedPage;
 use crate::listing::render::View;
 use crate::listing::request::ListQuery;
-use crate::listing::resource::Resource;
+use crate::cinder::resource::Resource;
 use crate::listing::service::{self, ListRequest};
 use crate::listing::target::{Target, Targets};
 

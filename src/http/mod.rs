@@ -22,10 +22,10 @@ use axum::routing::get;
 
 use axum::Router;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::listing::render::View;
-use crate::listing::resource::RESOURCES;
-use crate::microversion::{self, Version};
+use crate::cinder::resource::RESOURCES;
+use crate::cinder::microversion::{self, Version};
 use crate::regions::CallContext;
 use error::ApiError;
 
@@ -35,6 +35,32 @@ pub const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-re
 pub const MISSING_REGIONS: HeaderName = HeaderName::from_static("x-aggregate-missing-regions");
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
+
+/// The whole application, and the middleware order, in one place: every request is observed
+/// (request id, span, log event, metrics);
+/// API requests then pass the inbound protection (header size, load shedding, request
+/// timeout); the operational routes (`/healthz`, `/readyz`, `/metrics`) skip it so probes and
+/// scrapes still answer under overload.
+pub fn router(state: AppState) -> Router {
+    // Layers run outside in: the inbound limits, then the token check (only with Keystone:
+    // without it the cache-hit path has no layer more).
+    let mut api = routes(state.clone());
+    if state.keystone.is_some() {
+        api = api.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    }
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        protect::inbound,
+    ));
+    api.merge(ops_routes(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            observe::observe,
+        ))
+}
 
 /// Every route, in one place. Each listed resource has its detail and summary listings and
 /// its show route, also without the project segment (Cinder ≥ 3.67 routes; python-cinderclient's
@@ -87,7 +113,7 @@ pub fn scope(path: &str) -> Result<String, ApiError> {
     let collection = |s: &str| s == "native" || RESOURCES.iter().any(|r| r.collection == s);
     match segments.get(1).map(String::as_str) {
         Some(s) if collection(s) => Ok("/v3".to_string()),
-        Some(project) => Ok(format!("/v3/{}", crate::regions::encode_segment(project))),
+        Some(project) => Ok(format!("/v3/{}", crate::cinder::path::encode_segment(project))),
         None => Err(ApiError::NotFound(
             "The resource could not be found.".into(),
         )),

@@ -8,7 +8,7 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use super::{CACHE_STATUS, COMPUTE_REQUEST_ID, REQUEST_ID};
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The request's `X-Openstack-Request-Id`: the client's when it sent a sane one.
 #[derive(Debug, Clone)]

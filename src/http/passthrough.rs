@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::error::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::regions::RegionError;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy must not pass on.

@@ -5,10 +5,10 @@
 //! the proxy judged (`/v3/%2e%2e/backups/detail` is `/backups/detail` to the region).
 //!
 //! What goes upstream is rebuilt from decoded segments, each percent-encoded again
-//! ([`crate::regions::encode_segment`]), so every spelling of a project is one project.
+//! ([`crate::cinder::path::encode_segment`]), so every spelling of a project is one project.
 
 use super::error::ApiError;
-use crate::regions::encode_segment;
+use crate::cinder::path::encode_segment;
 
 fn not_found() -> ApiError {
     ApiError::NotFound("The resource could not be found.".into())

@@ -6,7 +6,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub async fn inbound(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let server = &state.config.server;

@@ -5,10 +5,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::Caller;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::listing::links::Rewriter;
-use crate::listing::resource::Resource;
-use crate::regions::source;
+use crate::cinder::resource::Resource;
+use crate::listing::source;
 
 pub async fn handle(
     State(state): State<AppState>,

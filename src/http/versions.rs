@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::app::AppState;
-use crate::microversion::Version;
+use crate::state::AppState;
+use crate::cinder::microversion::Version;
 use crate::regions::Regions;
 
 /// The version document, or a 503 while no region's version document has been read: the

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 
 use crate::listing::cursor::Position;
-pub use crate::listing::item::{Item, ListPage};
+pub use crate::cinder::item::{Item, ListPage};
 use crate::listing::sort::Comparator;
 use crate::regions::RegionError;
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::cursor::{Cursor, Position};
-use super::item::Item;
+use crate::cinder::item::Item;
 use super::merge::Start;
 use super::sort::Comparator;
 

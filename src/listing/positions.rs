@@ -57,6 +57,20 @@ impl RememberedPositions {
         }
     }
 
+    /// Register the plain-id marker counters in `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "plain_markers_remembered",
+            "Plain-id markers resumed from remembered positions",
+            self.remembered.clone(),
+        );
+        registry.register(
+            "plain_markers_cold",
+            "Plain-id markers that took the cold path (not remembered, or a region's row gone)",
+            self.cold.clone(),
+        );
+    }
+
     pub fn key(identity: &str, binding: &[u8], id: &str) -> Key {
         let mut h = Sha256::new();
         for part in [identity.as_bytes(), binding, id.as_bytes()] {

@@ -1,10 +1,10 @@
 //! Rendering a page as Cinder does: the envelope, the items with their hrefs rewritten, and
 //! Cinder's rule for when a next link is given.
 
-use super::item::Item;
+use crate::cinder::item::Item;
 use super::links::Rewriter;
 use super::request::ListQuery;
-use super::resource::Resource;
+use crate::cinder::resource::Resource;
 
 /// Which view of the collection: Cinder's detail view, or the summary (`GET .../backups`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +89,8 @@ fn write_summary(resource: &Resource, item: &Item, rewriter: &Rewriter<'_>, out:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listing::resource::BACKUPS;
-    use crate::microversion::Version;
+    use crate::cinder::resource::BACKUPS;
+    use crate::cinder::microversion::Version;
 
     #[test]
     fn next_link_rule_is_cinders() {

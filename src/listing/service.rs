@@ -16,7 +16,7 @@ use super::plan::{self, Marker};
 use super::positions::RememberedPositions;
 use super::render;
 use super::request::ListQuery;
-use super::resource::Resource;
+use crate::cinder::resource::Resource;
 use super::sort::Comparator;
 use super::target::Target;
 use std::mem::size_of;
@@ -25,7 +25,7 @@ use crate::cache::coalescing::{FetchOutcome, Lookup};
 use crate::cache::{Answer, Caches, RenderedPage};
 use crate::config::Collation;
 use crate::error::RequestError;
-use crate::regions::source::{self, Asking, RegionSource};
+use crate::listing::source::{self, Asking, RegionSource};
 use crate::regions::{CallContext, Regions};
 
 /// What the listing needs to produce answers: the regions, the caches (region pages and the
@@ -315,7 +315,7 @@ fn cursor_binding(
         resource.collection, ctx.version
     );
     for (k, v) in &query.filters {
-        crate::listing::request::push_pair(&mut b, k, v);
+        crate::cinder::query::push_pair(&mut b, k, v);
     }
     for r in &regions.client.regions {
         b.push('\n');

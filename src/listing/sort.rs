@@ -6,11 +6,11 @@ use std::cmp::Ordering;
 
 use crate::config::Collation;
 use crate::error::RequestError;
-use crate::listing::item::{Item, SortValue};
-use crate::microversion::Version;
+use crate::cinder::item::{Item, SortValue};
+use crate::cinder::microversion::Version;
 
-use super::resource::Resource;
-pub use super::resource::{Column, ColumnType};
+use crate::cinder::resource::Resource;
+pub use crate::cinder::resource::{Column, ColumnType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dir {
@@ -230,7 +230,7 @@ fn cmp_case_insensitive(x: &str, y: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listing::resource::BACKUPS;
+    use crate::cinder::resource::BACKUPS;
 
     fn parse(
         sort: Option<&str>,

@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use super::render::View;
 use super::request::ListQuery;
-use super::resource::Resource;
-use crate::microversion::Version;
+use crate::cinder::resource::Resource;
+use crate::cinder::microversion::Version;
 
 /// A request's target: everything about it but the caller.
 #[derive(Debug)]
@@ -87,7 +87,7 @@ impl Target {
 /// JSON-escaped (a cursor is neither changed by one nor the other; a marker might be).
 pub fn marker_in_link(marker: &str) -> Bytes {
     let mut encoded = String::with_capacity(marker.len());
-    super::request::quote_plus(&mut encoded, marker);
+    crate::cinder::query::quote_plus(&mut encoded, marker);
     let json = serde_json::to_vec(&encoded).expect("a string serialises");
     Bytes::copy_from_slice(&json[1..json.len() - 1])
 }
@@ -151,7 +151,7 @@ impl Targets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listing::resource::BACKUPS;
+    use crate::cinder::resource::BACKUPS;
 
     fn target(raw_query: &str) -> Target {
         let version = Version::new(3, 60);

@@ -16,10 +16,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde_json::Value;
 
 use crate::config::Config;
-pub use crate::listing::item::ListPage;
-use crate::listing::item::{self, Item};
-use crate::listing::resource::Resource;
-use crate::microversion::Version;
+use crate::cinder::item::{self, Item, ListPage};
+use crate::cinder::path::encode_segment;
+use crate::cinder::resource::Resource;
+use crate::cinder::microversion::Version;
 
 #[derive(Debug, Clone)]
 pub struct Region {
@@ -277,7 +277,7 @@ pub struct Upstream {
     max_body: Vec<u64>,
     /// `upstream.timeout` per region: the whole budget of one call, retries included.
     timeouts: Vec<Duration>,
-    pub metrics: crate::metrics::UpstreamMetrics,
+    pub metrics: super::metrics::UpstreamMetrics,
     /// Fleet mode: the regions' rate limits, `Retry-After` and open breakers are shared.
     fleet: Option<Arc<crate::fleet::Fleet>>,
 }
@@ -697,7 +697,7 @@ impl Upstream {
     ) -> Result<ListPage, RegionError> {
         let mut query = String::new();
         for (k, v) in params {
-            crate::listing::request::push_pair(&mut query, k, v);
+            crate::cinder::query::push_pair(&mut query, k, v);
         }
         let url = format!(
             "{}{scope}/{}/detail?{query}",
@@ -756,37 +756,9 @@ impl Upstream {
     }
 }
 
-/// Whether `s` can be sent as one path segment. Empty and dot segments cannot: every URL
-/// library and HTTP server on the way would remove or resolve them (`%2E%2E` included, per
-/// the WHATWG URL standard), so the request would reach another route. No Cinder object has
-/// such an id.
-pub fn is_path_segment(s: &str) -> bool {
-    !matches!(s, "" | "." | "..")
-}
-
-/// Percent-encode one path segment (everything but RFC 3986 unreserved characters), so a `/`,
-/// `?` or `%` in an id stays inside its segment.
-pub fn encode_segment(s: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(s, SET).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn segments_are_encoded() {
-        assert_eq!(encode_segment("ab-12"), "ab-12");
-        assert_eq!(encode_segment("a/b?c"), "a%2Fb%3Fc");
-        assert_eq!(encode_segment("%64etail"), "%2564etail");
-        assert!(!is_path_segment("..") && !is_path_segment(".") && !is_path_segment(""));
-        assert!(is_path_segment("detail") && is_path_segment("..."));
-    }
 
     #[test]
     fn regions_that_stay_in_the_catalog_keep_their_guards() {

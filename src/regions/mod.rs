@@ -1,10 +1,11 @@
 //! The regions: one client per regional Cinder behind its protection (`protection.rs`: breaker,
-//! retry budget, rate and concurrency limits, `Retry-After`), and the regions as the merge's
-//! source (`source.rs`).
+//! retry budget, rate and concurrency limits, `Retry-After`), what their version documents
+//! said (`versions.rs`) and their metrics (`metrics.rs`). Nothing here knows the listing, the
+//! caches or HTTP's front: the listing reads the regions through `listing/source.rs`.
 
 pub mod client;
+pub mod metrics;
 pub mod protection;
-pub mod source;
 pub mod versions;
 
 use std::sync::Arc;
@@ -12,9 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config::{Config, FailurePolicy};
 
-pub use client::{
-    encode_segment, is_path_segment, CallContext, ListPage, RegionError, Upstream,
-};
+pub use client::{CallContext, RegionError, Upstream};
 
 /// The regions as the rest of the proxy sees them: their clients (behind their protection),
 /// what their version documents said, their endpoint roots (for href rewriting), and what to
@@ -27,6 +26,8 @@ pub struct Regions {
     pub on_failure: FailurePolicy,
     /// Per region: project listings it answered 404 in a row (see [`Regions::listed`]).
     listing_404s: Vec<AtomicU32>,
+    /// Breaker and misconfiguration, as the scrape shows them (`metrics.rs`).
+    gauges: metrics::StateGauges,
 }
 
 /// Project listings answered 404 in a row before a region is called misconfigured.
@@ -47,6 +48,7 @@ impl Regions {
             bases: client.regions.iter().map(|r| r.base.clone()).collect(),
             on_failure: config.upstream.on_region_failure,
             listing_404s: client.regions.iter().map(|_| AtomicU32::new(0)).collect(),
+            gauges: metrics::StateGauges::default(),
             client,
         }
     }

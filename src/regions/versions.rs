@@ -7,7 +7,7 @@ use std::sync::RwLock;
 use serde_json::Value;
 
 use super::Regions;
-use crate::microversion::Version;
+use crate::cinder::microversion::Version;
 
 const DEFAULT_UPDATED: &str = "2023-08-31T00:00:00Z";
 

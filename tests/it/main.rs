@@ -9,6 +9,7 @@ mod faults;
 mod fleet;
 mod hardening;
 mod keystone;
+mod layers;
 mod merge_props;
 mod paging;
 mod reference;

@@ -8,13 +8,14 @@ use crate::cache::Caches;
 use crate::config::FailurePolicy;
 use crate::error::RequestError;
 use crate::listing::merge::{Item, Source};
-use crate::listing::resource::Resource;
+use crate::cinder::resource::Resource;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::cache::coalescing::{FetchOutcome, Lookup};
 use crate::regions::protection::Refusal;
-use crate::regions::{CallContext, ListPage, RegionError, Regions, Upstream};
+use crate::cinder::item::ListPage;
+use crate::regions::{CallContext, RegionError, Regions, Upstream};
 
 /// What a page asks of the regions, for one caller.
 pub struct Asking<'a> {
@@ -74,7 +75,7 @@ impl<'a> RegionSource<'a> {
             a.fields.join(",")
         );
         for (k, v) in params {
-            crate::listing::request::push_pair(&mut key, k, v);
+            crate::cinder::query::push_pair(&mut key, k, v);
         }
         key
     }
@@ -169,7 +170,7 @@ pub async fn find_item(
     ctx: &CallContext,
 ) -> Result<(usize, Item), RequestError> {
     let upstream = &regions.client;
-    if !crate::regions::is_path_segment(id) {
+    if !crate::cinder::path::is_path_segment(id) {
         // Not an id any region could hold, nor one that can be asked for without becoming
         // another route: Cinder's answer for an unknown id, and no region call.
         return Err(RequestError::NotFound(resource.not_found(id)));

@@ -3,7 +3,7 @@
 //! their types, the summary view's fields and the microversion-gated sort alias. A new
 //! resource is a new descriptor (see ARCHITECTURE.md).
 
-use crate::microversion::Version;
+use crate::cinder::microversion::Version;
 
 /// How a column's values compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

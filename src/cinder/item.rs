@@ -11,7 +11,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::resource::Resource;
+use crate::cinder::resource::Resource;
 
 /// One sort value, as the database would compare it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,7 +295,7 @@ pub fn parse_show(body: Bytes, fields: &[&str], resource: &Resource) -> Result<I
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listing::resource::BACKUPS;
+    use crate::cinder::resource::BACKUPS;
 
     fn parse_show_backup(body: Bytes, fields: &[&str]) -> Result<Item, String> {
         parse_show(body, fields, &BACKUPS)

@@ -1,0 +1,190 @@
+//! The proxy's metrics (`GET /metrics`) in one registry: the edge's own (requests by route and
+//! status, latency, in flight, shed; Keystone catalog reads) defined here, and the families
+//! each lower module registers itself (`regions/metrics.rs`, `cache/metrics.rs`, the
+//! remembered positions, the fleet store).
+
+use std::collections::HashMap;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::cache::Caches;
+use crate::listing::positions::RememberedPositions;
+use crate::regions::Regions;
+
+pub struct Metrics {
+    pub http: HttpMetrics,
+    /// Keystone catalog reads by outcome (`same`, `changed`, `failed`), with
+    /// `[regions_from_catalog]` only.
+    pub catalog_reads: Family<OutcomeLabel, Counter>,
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(
+        caches: &Caches,
+        regions: &Regions,
+        positions: &RememberedPositions,
+        fleet: Option<&crate::fleet::Fleet>,
+        catalog: bool,
+        previous: Option<&Metrics>,
+    ) -> Metrics {
+        let mut registry = Registry::with_prefix("vbs");
+        // A new set of regions (Keystone's catalog changed) starts new caches and new region
+        // gauges, so regions gone are gone from the scrape; the request counters go on.
+        let http = previous.map(|p| p.http.clone()).unwrap_or_default();
+        let catalog_reads = previous
+            .map(|p| p.catalog_reads.clone())
+            .unwrap_or_default();
+        if catalog {
+            registry.register(
+                "catalog_reads",
+                "Keystone catalog reads for [regions_from_catalog], by outcome (same, changed, failed)",
+                catalog_reads.clone(),
+            );
+        }
+        if let Some(fleet) = fleet {
+            fleet.register_metrics(&mut registry);
+        }
+        positions.register_metrics(&mut registry);
+        registry.register(
+            "http_requests",
+            "Requests by route and status",
+            http.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Request latency by route",
+            http.latency.clone(),
+        );
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being handled",
+            http.in_flight.clone(),
+        );
+        registry.register(
+            "http_shed",
+            "Requests shed at server.max_in_flight (answered 503 with Retry-After)",
+            http.shed.clone(),
+        );
+        regions.register_metrics(&mut registry);
+        caches.register_metrics(&mut registry);
+        Metrics {
+            http,
+            catalog_reads,
+            registry,
+        }
+    }
+
+    /// The text exposition, with the cache sizes read now.
+    /// The exposition in OpenMetrics text when `openmetrics`, else in Prometheus text 0.0.4.
+    pub fn render(&self, caches: &Caches, regions: &Regions, openmetrics: bool) -> String {
+        regions.update_gauges();
+        caches.update_gauges();
+        let mut out = String::new();
+        let written = if openmetrics {
+            encode(&mut out, &self.registry)
+        } else {
+            prometheus_text::encode(&mut out, &self.registry)
+        };
+        written.expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RouteStatus {
+    pub route: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    pub requests: Family<RouteStatus, Counter>,
+    pub latency: Family<RouteLabel, Histogram>,
+    pub in_flight: Gauge,
+    /// Requests shed past `server.max_in_flight` (503 with Retry-After, no work done).
+    pub shed: Counter,
+    /// The series of each route and status met so far: a request counts without building
+    /// label strings (the families' lookups allocate them). Bounded: routes are the router's
+    /// templates (or `unmatched`), statuses are three digits.
+    handles: std::sync::Arc<std::sync::RwLock<HashMap<Box<str>, RouteHandles>>>,
+}
+
+#[derive(Debug)]
+struct RouteHandles {
+    latency: Histogram,
+    by_status: Vec<(u16, Counter)>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ])
+            }),
+            in_flight: Gauge::default(),
+            shed: Counter::default(),
+            handles: Default::default(),
+        }
+    }
+}
+
+impl HttpMetrics {
+    pub fn observe(&self, route: &str, status: u16, took: std::time::Duration) {
+        let counted = {
+            let handles = self.handles.read().expect("not poisoned");
+            handles.get(route).is_some_and(|h| {
+                let counter = h.by_status.iter().find(|(s, _)| *s == status);
+                if let Some((_, counter)) = counter {
+                    counter.inc();
+                    h.latency.observe(took.as_secs_f64());
+                }
+                counter.is_some()
+            })
+        };
+        if !counted {
+            self.first_of(route, status, took);
+        }
+    }
+
+    /// The first request of a route and status: its series made, and kept for the next.
+    fn first_of(&self, route: &str, status: u16, took: std::time::Duration) {
+        let counter = self.requests.get_or_create(&RouteStatus {
+            route: route.to_string(),
+            status: status.to_string(),
+        });
+        counter.inc();
+        let latency = self.latency.get_or_create(&RouteLabel {
+            route: route.to_string(),
+        });
+        latency.observe(took.as_secs_f64());
+        let mut handles = self.handles.write().expect("not poisoned");
+        let h = handles.entry(route.into()).or_insert_with(|| RouteHandles {
+            latency: latency.clone(),
+            by_status: Vec::new(),
+        });
+        if !h.by_status.iter().any(|(s, _)| *s == status) {
+            h.by_status.push((status, counter.clone()));
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The application's state, below the HTTP front that serves it: small sub-states (the
+//! regions, the caches, the listing service, the metrics), each a cheap clone, which the
+//! handlers take one at a time through `FromRef`.
+
+pub mod metrics;
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::cache::Caches;
+use crate::config::Config;
+use crate::listing::cursor::CursorKey;
+use crate::listing::positions::RememberedPositions;
+use crate::listing::service::{Lister, Settings};
+use metrics::Metrics;
+use crate::regions::Regions;
+
+/// The application's state: a few sub-states, each a cheap clone. A handler takes the one it
+/// needs (`State<Arc<Caches>>`, say) through `FromRef`, as axum's `state.rs` describes.
+/// Behind one `Arc`: each middleware layer and handler clones the state per request, and one
+/// reference count is cheaper than eight (measured on the cache-hit path).
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = StateInner;
+
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+/// The sub-states, behind [`AppState`]'s one `Arc`.
+pub struct StateInner {
+    pub config: Arc<Config>,
+    pub regions: Arc<Regions>,
+    pub caches: Arc<Caches>,
+    pub metrics: Arc<Metrics>,
+    pub cursor_key: Arc<CursorKey>,
+    pub lister: Arc<Lister>,
+    /// Inbound requests in flight (server.max_in_flight).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// With `[keystone_authtoken]`: client tokens are checked at the edge.
+    pub keystone: Option<Arc<crate::identity::Keystone>>,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> AppState {
+        // The configuration was checked when it was loaded (the CA file read); should the
+        // store still not build, the replica runs on its own and says so.
+        let fleet = crate::fleet::Fleet::new(&config.fleet)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "fleet mode is off: the store could not be set up");
+                None
+            })
+            .map(Arc::new);
+        let cursor_key = match &config.server.cursor_secret {
+            Some(secret) => CursorKey::new(secret.as_bytes()),
+            None => CursorKey::random(),
+        };
+        let keystone = crate::identity::Keystone::new(&config.keystone_authtoken)
+            .expect("the Keystone settings were checked when the configuration was loaded")
+            .map(Arc::new);
+        let lasting = Lasting {
+            fleet,
+            keystone,
+            cursor_key: Arc::new(cursor_key),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight)),
+        };
+        AppState::assemble(config, lasting, None)
+    }
+
+    /// The state for `config`'s regions (Keystone's catalog changed): new caches, region
+    /// pages and remembered positions (they are per region index); the same Keystone
+    /// verdicts, fleet store, cursor key and inbound limit; the regions that stayed keep
+    /// their guards and connections, and the request counters go on.
+    pub fn with_regions(&self, config: Config) -> AppState {
+        let lasting = Lasting {
+            fleet: self.lister.positions.shared.clone(),
+            keystone: self.keystone.clone(),
+            cursor_key: self.cursor_key.clone(),
+            in_flight: self.in_flight.clone(),
+        };
+        AppState::assemble(config, lasting, Some(self))
+    }
+
+    fn assemble(config: Config, lasting: Lasting, previous: Option<&AppState>) -> AppState {
+        let Lasting {
+            fleet,
+            keystone,
+            cursor_key,
+            in_flight,
+        } = lasting;
+        let regions = Regions::new(&config, fleet.clone(), previous.map(|p| &*p.regions));
+        // A flight per request in flight and region, and as many more for the ones whose
+        // clients went away or that refresh in the background.
+        let max_flights = config.server.max_in_flight * (config.regions.len() + 1) * 2;
+        let mut caches = Caches::new(&config.cache, max_flights);
+        caches.shared = fleet.clone().map(|fleet| crate::cache::shared::SharedResponses {
+            fleet,
+            policy: caches.responses.policy(),
+        });
+        let (regions, caches) = (Arc::new(regions), Arc::new(caches));
+        let lister = Lister {
+            regions: regions.clone(),
+            caches: caches.clone(),
+            cursor_key: cursor_key.clone(),
+            positions: RememberedPositions::new(
+                Caches::positions_budget(&config.cache),
+                fleet.clone(),
+            ),
+            targets: crate::listing::target::Targets::new(Caches::targets_budget(&config.cache)),
+            settings: Settings {
+                max_limit: config.server.max_limit,
+                collation: config.merge.collation,
+                partial_grace: config.upstream.partial_grace,
+            },
+        };
+        let metrics = Metrics::new(
+            &caches,
+            &regions,
+            &lister.positions,
+            fleet.as_deref(),
+            config.regions_from_catalog.service_type.is_some(),
+            previous.map(|p| &*p.metrics),
+        );
+        AppState(Arc::new(StateInner {
+            keystone,
+            regions,
+            caches,
+            metrics: Arc::new(metrics),
+            in_flight,
+            cursor_key,
+            lister: Arc::new(lister),
+            config: Arc::new(config),
+        }))
+    }
+}
+
+/// What outlives a change of regions.
+struct Lasting {
+    fleet: Option<Arc<crate::fleet::Fleet>>,
+    keystone: Option<Arc<crate::identity::Keystone>>,
+    cursor_key: Arc<CursorKey>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl FromRef<AppState> for Arc<Regions> {
+    fn from_ref(state: &AppState) -> Arc<Regions> {
+        state.regions.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Caches> {
+    fn from_ref(state: &AppState) -> Arc<Caches> {
+        state.caches.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Arc<Metrics> {
+        state.metrics.clone()
+    }
+}
