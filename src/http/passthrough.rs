@@ -50,10 +50,10 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let region = state.config.primary_index();
+    let region = state.regions.region(state.config.primary_index());
     let url = match parts.uri.query() {
-        Some(q) => format!("{}{path}?{q}", state.regions.client.regions[region].base),
-        None => format!("{}{path}", state.regions.client.regions[region].base),
+        Some(q) => format!("{}{path}?{q}", region.base),
+        None => format!("{}{path}", region.base),
     };
     let limit = state.config.server.max_request_body.as_u64() as usize;
     let body = match axum::body::to_bytes(body, limit).await {
@@ -68,15 +68,13 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
             .into_response()
         }
     };
-    let request = state
-        .regions
-        .client
-        .client(region)
+    let request = region
+        .http()
         .request(parts.method.clone(), &url)
         .headers(copy_headers(&parts.headers))
         .body(body);
-    let name = &state.regions.client.regions[region].name;
-    match state.regions.client.forward(region, request).await {
+    let name = &region.name;
+    match region.forward(request).await {
         Ok((upstream, permit)) => {
             // A successful write changes what the project's listings would show.
             if parts.method != axum::http::Method::GET

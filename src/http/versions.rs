@@ -88,10 +88,10 @@ pub async fn readyz(State(regions): State<Arc<Regions>>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "no region reachable".to_string())
     };
     // Names only: the regions' URLs stay out of what any caller can read (the log has them).
-    for i in (0..regions.len()).filter(|&i| regions.misconfigured(i)) {
+    for region in regions.iter().filter(|r| r.misconfigured()) {
         body.push_str(&format!(
             "\nregion {}: answers 404 to project listings; check its url",
-            regions.name(i)
+            region.name
         ));
     }
     (status, body).into_response()

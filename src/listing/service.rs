@@ -317,7 +317,7 @@ fn cursor_binding(
     for (k, v) in &query.filters {
         crate::cinder::query::push_pair(&mut b, k, v);
     }
-    for r in &regions.client.regions {
+    for r in regions.iter() {
         b.push('\n');
         b.push_str(&r.name);
     }

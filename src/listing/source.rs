@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::cache::coalescing::{FetchOutcome, Lookup};
-use crate::regions::protection::Refusal;
+use crate::regions::guard::Refusal;
 use crate::cinder::item::ListPage;
-use crate::regions::{CallContext, RegionError, Regions, Upstream};
+use crate::regions::{CallContext, RegionClient, RegionError, Regions};
 
 /// What a page asks of the regions, for one caller.
 pub struct Asking<'a> {
@@ -94,12 +94,12 @@ impl Source for RegionSource<'_> {
         let regions = self.regions.clone();
         let enabled = self.caches.enabled;
         let fetch = move |_: &_| async move {
-            let upstream = &regions.client;
-            let result = upstream
-                .list(region, resource, &scope, &params, &fields, &ctx)
+            let client = regions.region(region);
+            let result = client
+                .list(resource, &scope, &params, &fields, &ctx)
                 .await;
             if let Err(e) = &result {
-                log_failure(upstream, region, "list", e);
+                log_failure(client, "list", e);
             }
             // A wrong endpoint URL shows as 404s to listings that cannot be 404 otherwise.
             let answered = match &result {
@@ -108,7 +108,7 @@ impl Source for RegionSource<'_> {
             };
             if scope != "/v3" && !params.iter().any(|(k, _)| k == "marker") {
                 if let Some(status) = answered {
-                    regions.listed(region, status);
+                    client.listed(status);
                 }
             }
             let failed = result
@@ -147,8 +147,8 @@ impl Source for RegionSource<'_> {
     }
 }
 
-fn log_failure(upstream: &Upstream, region: usize, call: &str, e: &RegionError) {
-    let name = &upstream.regions[region].name;
+fn log_failure(region: &RegionClient, call: &str, e: &RegionError) {
+    let name = &region.name;
     match e {
         // A 4xx is usually the caller's (bad filter, no permission): not the region's fault.
         RegionError::Status { status, .. } if status.is_client_error() => {
@@ -169,27 +169,28 @@ pub async fn find_item(
     fields: &[&str],
     ctx: &CallContext,
 ) -> Result<(usize, Item), RequestError> {
-    let upstream = &regions.client;
     if !crate::cinder::path::is_path_segment(id) {
         // Not an id any region could hold, nor one that can be asked for without becoming
         // another route: Cinder's answer for an unknown id, and no region call.
         return Err(RequestError::NotFound(resource.not_found(id)));
     }
     if let Some(region) = caches.holders.get(id) {
-        if let Ok(item) = upstream
-            .show(region, resource, scope, id, fields, ctx)
+        if let Ok(item) = regions
+            .region(region)
+            .show(resource, scope, id, fields, ctx)
             .await
         {
             return Ok((region, item));
         }
     }
-    let calls = (0..upstream.regions.len())
-        .map(|i| async move { (i, upstream.show(i, resource, scope, id, fields, ctx).await) });
+    let calls = regions.iter().enumerate().map(|(i, region)| async move {
+        (i, region.show(resource, scope, id, fields, ctx).await)
+    });
     let mut failures = Vec::new();
     for (i, result) in futures::future::join_all(calls).await {
         match result {
             Ok(item) => {
-                if upstream.regions.len() > 1 {
+                if regions.len() > 1 {
                     caches.holders.insert(id.into(), i);
                 }
                 return Ok((i, item));
@@ -203,8 +204,8 @@ pub async fn find_item(
     let unavailable: Vec<_> = failures
         .iter()
         .filter(|(_, e)| !e.is_not_here())
-        .inspect(|(i, e)| log_failure(upstream, *i, "show", e))
-        .map(|(i, e)| format!("{} ({e})", upstream.regions[*i].name))
+        .inspect(|(i, e)| log_failure(regions.region(*i), "show", e))
+        .map(|(i, e)| format!("{} ({e})", regions.name(*i)))
         .collect();
     if unavailable.is_empty() {
         Err(RequestError::NotFound(resource.not_found(id)))

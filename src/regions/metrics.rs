@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::protection::BreakerState;
+use super::guard::BreakerState;
 use super::Regions;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -84,7 +84,7 @@ pub struct StateGauges {
 impl Regions {
     /// Register the regions' families in `registry`.
     pub fn register_metrics(&self, registry: &mut Registry) {
-        let u = &self.client.metrics;
+        let u = &self.metrics;
         registry.register(
             "upstream_calls",
             "Upstream calls by region and outcome",
@@ -114,9 +114,8 @@ impl Regions {
 
     /// Set the breaker and misconfiguration gauges from the regions' state now.
     pub fn update_gauges(&self) {
-        let upstream = &self.client;
-        for (i, (region, guard)) in upstream.regions.iter().zip(&upstream.guards).enumerate() {
-            let state = match guard.breaker() {
+        for region in self.iter() {
+            let state = match region.guard.breaker() {
                 BreakerState::Closed => 0,
                 BreakerState::HalfOpen => 1,
                 BreakerState::Open { .. } => 2,
@@ -128,7 +127,7 @@ impl Regions {
             self.gauges
                 .misconfigured
                 .get_or_create(&label)
-                .set(i64::from(self.misconfigured(i)));
+                .set(i64::from(region.misconfigured()));
         }
     }
 }

@@ -1,94 +1,130 @@
-//! The regions: one client per regional Cinder behind its protection (`protection.rs`: breaker,
-//! retry budget, rate and concurrency limits, `Retry-After`), what their version documents
-//! said (`versions.rs`) and their metrics (`metrics.rs`). Nothing here knows the listing, the
-//! caches or HTTP's front: the listing reads the regions through `listing/source.rs`.
+//! The regions: one [`RegionClient`] per regional Cinder (`client.rs`), every call through
+//! the region's guard (`guard/`: `Retry-After`, breaker and probe, rate, fleet, concurrency,
+//! retry budget), the Cinder endpoints it calls (`endpoints.rs`), what a call can come to
+//! (`error.rs`), what the version documents said (`versions.rs`) and the regions' metrics
+//! (`metrics.rs`). Nothing here knows the listing, the caches or the HTTP front: the listing
+//! reads the regions through `listing/source.rs`.
 
 pub mod client;
+mod endpoints;
+pub mod error;
+pub mod guard;
 pub mod metrics;
-pub mod protection;
 pub mod versions;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config::{Config, FailurePolicy};
 
-pub use client::{CallContext, RegionError, Upstream};
+pub use client::{CallContext, RegionClient};
+pub use error::RegionError;
 
-/// The regions as the rest of the proxy sees them: their clients (behind their protection),
+/// The regions as the rest of the proxy sees them: their clients (behind their guards),
 /// what their version documents said, their endpoint roots (for href rewriting), and what to
 /// do when some fail.
 pub struct Regions {
-    pub client: Upstream,
+    clients: Vec<RegionClient>,
     pub versions: versions::VersionBook,
     /// Endpoint roots, for href rewriting.
     pub bases: Vec<String>,
     pub on_failure: FailurePolicy,
-    /// Per region: project listings it answered 404 in a row (see [`Regions::listed`]).
-    listing_404s: Vec<AtomicU32>,
+    /// Calls, retries and latency by region; they go on when the regions change.
+    pub(crate) metrics: metrics::UpstreamMetrics,
     /// Breaker and misconfiguration, as the scrape shows them (`metrics.rs`).
     gauges: metrics::StateGauges,
 }
 
-/// Project listings answered 404 in a row before a region is called misconfigured.
-const MISCONFIGURED_AFTER: u32 = 3;
-
 impl Regions {
     /// The regions of `config`; with a `fleet`, their limits, `Retry-After` and open breakers
-    /// are the fleet's. With `previous`, the regions that stayed keep their clients and
-    /// guards (see [`Upstream::new`]).
+    /// are the fleet's. With `previous`, a region of the same name and URL keeps its client
+    /// and its guard (see [`RegionClient::new`]), and the call metrics go on.
     pub fn new(
         config: &Config,
         fleet: Option<Arc<crate::fleet::Fleet>>,
         previous: Option<&Regions>,
     ) -> Regions {
-        let client = Upstream::new(config, fleet, previous.map(|p| &p.client));
+        let metrics: metrics::UpstreamMetrics =
+            previous.map(|p| p.metrics.clone()).unwrap_or_default();
+        let clients: Vec<RegionClient> = config
+            .regions
+            .iter()
+            .map(|r| {
+                let base = r.url.trim_end_matches('/');
+                let kept = previous.and_then(|p| {
+                    p.clients
+                        .iter()
+                        .find(|old| old.name == r.name && old.base == base)
+                });
+                RegionClient::new(r, metrics.clone(), fleet.clone(), kept)
+            })
+            .collect();
         Regions {
-            versions: versions::VersionBook::new(client.regions.len()),
-            bases: client.regions.iter().map(|r| r.base.clone()).collect(),
+            versions: versions::VersionBook::new(clients.len()),
+            bases: clients.iter().map(|r| r.base.clone()).collect(),
             on_failure: config.upstream.on_region_failure,
-            listing_404s: client.regions.iter().map(|_| AtomicU32::new(0)).collect(),
             gauges: metrics::StateGauges::default(),
-            client,
+            metrics,
+            clients,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.client.regions.len()
+        self.clients.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.client.regions.is_empty()
+        self.clients.is_empty()
+    }
+
+    /// Region `i`'s client.
+    pub fn region(&self, i: usize) -> &RegionClient {
+        &self.clients[i]
+    }
+
+    /// Every region's client, in the configured order (a region's index is its place here).
+    pub fn iter(&self) -> std::slice::Iter<'_, RegionClient> {
+        self.clients.iter()
     }
 
     pub fn name(&self, region: usize) -> &str {
-        &self.client.regions[region].name
+        &self.clients[region].name
     }
+}
 
-    /// What a region answered to a listing in a project's scope without a marker. Cinder
-    /// answers such a listing 200, or 4xx for the request (400, 401, 403) — never 404, unless
-    /// the configured URL is not its endpoint (a path prefix too many, or too few). After a
-    /// few in a row the region is misconfigured: logged once (WARN), shown in
-    /// `vbs_upstream_misconfigured` and in `/readyz`, until it answers a listing again.
-    pub fn listed(&self, region: usize, status: http::StatusCode) {
-        let count = &self.listing_404s[region];
-        if status != http::StatusCode::NOT_FOUND {
-            count.store(0, Ordering::Relaxed);
-            return;
-        }
-        if count.fetch_add(1, Ordering::Relaxed) + 1 == MISCONFIGURED_AFTER {
-            tracing::warn!(
-                region = %self.name(region),
-                url = %self.bases[region],
-                "the region answers 404 to project listings: its url is probably not the Cinder \
-                 endpoint (give the root, e.g. https://cinder.example:8776, or the catalog's \
-                 .../v3/%(project_id)s)"
-            );
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// Does the region look misconfigured (see [`Regions::listed`])?
-    pub fn misconfigured(&self, region: usize) -> bool {
-        self.listing_404s[region].load(Ordering::Relaxed) >= MISCONFIGURED_AFTER
+    #[test]
+    fn regions_that_stay_in_the_catalog_keep_their_guards() {
+        let config = |regions: &[(&str, &str)]| {
+            let toml: String = regions
+                .iter()
+                .map(|(name, url)| format!("[[regions]]\nname = \"{name}\"\nurl = \"{url}\"\n"))
+                .collect();
+            Config::from_toml(&toml).unwrap()
+        };
+        let before = Regions::new(
+            &config(&[("a", "http://127.0.0.1:1"), ("b", "http://127.0.0.1:2")]),
+            None,
+            None,
+        );
+        // b moved, c is new, a stayed (now second).
+        let after = Regions::new(
+            &config(&[
+                ("c", "http://127.0.0.1:3"),
+                ("a", "http://127.0.0.1:1"),
+                ("b", "http://127.0.0.1:9"),
+            ]),
+            None,
+            Some(&before),
+        );
+        let kept = |i: usize, j: usize| {
+            Arc::ptr_eq(&after.region(i).guard, &before.region(j).guard)
+        };
+        assert!(kept(1, 0), "a keeps its breaker and budget");
+        assert!(!kept(2, 1), "b at another URL is another region");
+        assert_eq!(after.len(), 3);
+        assert_eq!(after.region(2).base, "http://127.0.0.1:9");
     }
 }

@@ -89,13 +89,15 @@ impl VersionBook {
 
 /// Read every region's version document once, concurrently.
 pub async fn refresh(regions: &Regions) {
-    let client = &regions.client;
-    let calls = (0..client.regions.len()).map(|i| async move { (i, client.versions(i).await) });
+    let calls = regions
+        .iter()
+        .enumerate()
+        .map(|(i, region)| async move { (i, region.versions().await) });
     for (i, result) in futures::future::join_all(calls).await {
         match result {
             Ok(doc) => regions.versions.record(i, Some(&doc)),
             Err(e) => {
-                tracing::warn!(region = %client.regions[i].name, kind = e.kind(), error = %e, "version document unavailable");
+                tracing::warn!(region = %regions.name(i), kind = e.kind(), error = %e, "version document unavailable");
                 regions.versions.record(i, None);
             }
         }

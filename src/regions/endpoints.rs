@@ -1,0 +1,100 @@
+//! The Cinder endpoints the proxy calls on a region, each through the region's guarded call:
+//! a listing's detail view, one item, and the version document. Paths are built from
+//! percent-encoded segments (`crate::cinder::path`) and stay under the scope they were given.
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde_json::Value;
+
+use super::client::{CallContext, RegionClient};
+use super::RegionError;
+use crate::cinder::item::{self, Item, ListPage};
+use crate::cinder::path::encode_segment;
+use crate::cinder::resource::Resource;
+
+impl RegionClient {
+    /// A GET on the region with the caller's token, microversion and request id.
+    fn get(&self, url: &str, ctx: &CallContext) -> reqwest::RequestBuilder {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-auth-token"), ctx.token.clone());
+        headers.insert(
+            HeaderName::from_static("openstack-api-version"),
+            HeaderValue::try_from(format!("volume {}", ctx.version)).expect("ascii"),
+        );
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-openstack-request-id"),
+            ctx.request_id.clone(),
+        );
+        self.http.get(url).headers(headers)
+    }
+
+    /// `GET {base}{scope}/{collection}/detail?{params}`, items parsed for `fields`. `scope` is
+    /// `/v3/{project}` or, project-less (Cinder ≥ 3.67 routes), `/v3`.
+    pub async fn list(
+        &self,
+        resource: &Resource,
+        scope: &str,
+        params: &[(String, String)],
+        fields: &[&str],
+        ctx: &CallContext,
+    ) -> Result<ListPage, RegionError> {
+        let mut query = String::new();
+        for (k, v) in params {
+            crate::cinder::query::push_pair(&mut query, k, v);
+        }
+        let url = format!(
+            "{}{scope}/{}/detail?{query}",
+            self.base, resource.collection
+        );
+        let request = self.get(&url, ctx);
+        self.call(
+            request,
+            ctx.traceparent.as_ref(),
+            &[StatusCode::OK],
+            |body| item::parse_list(body, fields, resource),
+        )
+        .await
+    }
+
+    /// `GET {base}{scope}/{collection}/{id}`: the item, or the region's refusal. `id` must
+    /// pass [`is_path_segment`]; it is sent as one percent-encoded segment.
+    pub async fn show(
+        &self,
+        resource: &Resource,
+        scope: &str,
+        id: &str,
+        fields: &[&str],
+        ctx: &CallContext,
+    ) -> Result<Item, RegionError> {
+        let url = format!(
+            "{}{scope}/{}/{}",
+            self.base,
+            resource.collection,
+            encode_segment(id)
+        );
+        let request = self.get(&url, ctx);
+        self.call(
+            request,
+            ctx.traceparent.as_ref(),
+            &[StatusCode::OK],
+            |body| item::parse_show(body, fields, resource),
+        )
+        .await
+    }
+
+    /// `GET {base}/`: the version document (Cinder answers 300 there).
+    pub async fn versions(&self) -> Result<Value, RegionError> {
+        let url = format!("{}/", self.base);
+        let request = self.http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        let ok = [StatusCode::OK, StatusCode::MULTIPLE_CHOICES];
+        self.call(request, None, &ok, |body| {
+            serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+        })
+        .await
+    }
+}

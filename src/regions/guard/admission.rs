@@ -1,0 +1,155 @@
+//! A call through the guard: admitted by each policy in turn (or refused, counted, nothing
+//! sent), and its outcome judged: counted, recorded by the breaker, a 429's `Retry-After`
+//! honoured, and told to the fleet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::{later, Health, Refusal};
+use crate::regions::{RegionClient, RegionError};
+
+/// What one attempt came to, as the metrics, the span and the guard record it.
+pub(crate) struct Judged {
+    /// HTTP status; 0 when there was no answer.
+    pub status: u16,
+    pub outcome: &'static str,
+    pub health: Health,
+    pub retry_after: Option<Duration>,
+    /// What went wrong, for the breaker to tell when it refuses.
+    pub failure: Option<String>,
+}
+
+impl Judged {
+    pub fn ok() -> Judged {
+        Judged {
+            status: 200,
+            outcome: "ok",
+            health: Health::Healthy,
+            retry_after: None,
+            failure: None,
+        }
+    }
+
+    pub fn of(e: &RegionError) -> Judged {
+        Judged {
+            status: e.status().map_or(0, |s| s.as_u16()),
+            outcome: e.kind(),
+            health: e.health(),
+            retry_after: match e {
+                RegionError::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            },
+            failure: Some(e.to_string()),
+        }
+    }
+
+    /// A pass-through answer, judged by its status alone (its body is the client's).
+    pub fn status(status: StatusCode, retry_after: Option<Duration>) -> Judged {
+        if status.is_success() || status.is_redirection() || status.is_informational() {
+            return Judged {
+                status: status.as_u16(),
+                ..Judged::ok()
+            };
+        }
+        Judged::of(&RegionError::Status {
+            status,
+            content_type: None,
+            body: Bytes::new(),
+            retry_after,
+            www_authenticate: None,
+        })
+    }
+}
+
+impl RegionClient {
+    /// Through the guard: `Retry-After`, breaker, rate limit (waiting up to the queue
+    /// timeout for a token), the fleet, then a concurrency slot (same bound); never past
+    /// `deadline`. A refusal is counted here: nothing is sent.
+    pub(crate) async fn admitted(
+        &self,
+        first: bool,
+        deadline: Instant,
+    ) -> Result<OwnedSemaphorePermit, RegionError> {
+        let guard = &self.guard;
+        let queue_until = deadline.min(later(Instant::now(), guard.settings.queue_timeout));
+        if guard.take_probe(Instant::now()) {
+            self.spawn_probe();
+        }
+        let outcome = async {
+            guard
+                .admit(Instant::now(), first)
+                .map_err(|refusal| self.refused(refusal))?;
+            if let Err(wait) = guard.take_token(Instant::now()) {
+                let ready = later(Instant::now(), wait);
+                if ready > queue_until {
+                    return Err(RegionError::Refused(Refusal::RateLimited));
+                }
+                tokio::time::sleep_until(ready).await;
+                guard
+                    .take_token(Instant::now())
+                    .map_err(|_| RegionError::Refused(Refusal::RateLimited))?;
+            }
+            self.fleet_admits(queue_until).await?;
+            let permit = guard.permits.clone().acquire_owned();
+            match tokio::time::timeout_at(queue_until, permit).await {
+                Ok(Ok(permit)) => Ok(permit),
+                _ => Err(RegionError::Refused(Refusal::Overloaded)),
+            }
+        }
+        .await;
+        if let Err(refused) = &outcome {
+            self.metrics.count(&self.name, refused.kind());
+        }
+        outcome
+    }
+
+    /// A refusal of this replica's guard, with what opened the breaker when it is that.
+    fn refused(&self, refusal: Refusal) -> RegionError {
+        match refusal {
+            Refusal::CircuitOpen => self.guard.open_since(Instant::now()).map_or(
+                RegionError::Refused(Refusal::CircuitOpen),
+                |(cause, retry_in)| RegionError::CircuitOpen {
+                    cause,
+                    retry_in_secs: retry_in.as_secs_f64().ceil() as u64,
+                },
+            ),
+            other => RegionError::Refused(other),
+        }
+    }
+
+    /// Count an attempt, and let the guard learn from it (a 429's `Retry-After` included).
+    pub(crate) fn judge(&self, span: &tracing::Span, started: Instant, judged: Judged) {
+        let guard = &self.guard;
+        let name = &self.name;
+        span.record("http.response.status_code", judged.status);
+        span.record("outcome", judged.outcome);
+        self.metrics.observe_latency(name, started.elapsed());
+        self.metrics.count(name, judged.outcome);
+        let opened = guard.record(judged.health, Instant::now(), judged.failure.as_deref());
+        let back_off = (judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16())
+            // Nothing goes to the region before the time it named (1 s if none).
+            .then(|| judged.retry_after.unwrap_or(Duration::from_secs(1)));
+        if let Some(wait) = back_off {
+            guard.back_off_until(later(Instant::now(), wait));
+        }
+        // Told to the fleet in the background: the answer does not wait for Redis.
+        if let (Some(fleet), true) = (&self.fleet, back_off.is_some() || opened) {
+            let (fleet, name) = (Arc::clone(fleet), name.clone());
+            let cooldown = guard.settings.breaker_cooldown;
+            let cause = judged.failure.unwrap_or_default();
+            tokio::spawn(async move {
+                if let Some(wait) = back_off {
+                    fleet.publish_back_off(&name, wait).await;
+                }
+                if opened {
+                    fleet.publish_breaker_open(&name, &cause, cooldown).await;
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The region's own `Retry-After` (a 429's): nothing goes to the region before the time it
+//! named, clamped so that a hostile or mistaken value cannot switch a region off for good.
+
+use tokio::time::{Duration, Instant};
+
+/// A 429's `Retry-After`, read (and clamped) now.
+pub fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
+    if response.status() != http::StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    parse_retry_after(value.to_str().ok()?, std::time::SystemTime::now())
+}
+
+/// `now + wait` without overflowing the clock: a wait too long for it is as good as forever,
+/// which a year stands in for.
+pub fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
+}
+
+/// The longest `Retry-After` the proxy honours. A region may ask for more (or send
+/// `18446744073709551615`); past this the proxy asks it again, so a typo or a hostile value
+/// cannot switch a region off for good, nor overflow the clock.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3), at most
+/// [`MAX_RETRY_AFTER`]; `None` if unreadable.
+pub fn parse_retry_after(value: &str, now_system: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let when = httpdate::parse_http_date(value).ok()?;
+            when.duration_since(now_system).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_values() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(parse_retry_after("30", now), Some(Duration::from_secs(30)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
+        assert_eq!(parse_retry_after("soon", now), None);
+        // Absurd values are clamped, never an overflow later.
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        let far = httpdate::fmt_http_date(now + Duration::from_secs(86_400 * 365 * 100));
+        assert_eq!(parse_retry_after(&far, now), Some(MAX_RETRY_AFTER));
+    }
+}
