@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod caller;
 pub mod error;
 pub mod list;
 pub mod listener;
@@ -14,19 +15,15 @@ pub mod protect;
 pub mod show;
 pub mod versions;
 
-use std::net::SocketAddr;
-
-use axum::extract::ConnectInfo;
-use axum::http::{request::Parts, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::routing::get;
-
 use axum::Router;
 
-use crate::state::AppState;
+pub use caller::Caller;
+use crate::cinder::microversion::Version;
+use crate::cinder::resource::{Resource, RESOURCES};
 use crate::listing::render::View;
-use crate::cinder::resource::RESOURCES;
-use crate::cinder::microversion::{self, Version};
-use crate::regions::CallContext;
+use crate::state::AppState;
 use error::ApiError;
 
 pub const API_VERSION: HeaderName = HeaderName::from_static("openstack-api-version");
@@ -36,36 +33,83 @@ pub const MISSING_REGIONS: HeaderName = HeaderName::from_static("x-aggregate-mis
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
-/// The whole application, and the middleware order, in one place: every request is observed
-/// (request id, span, log event, metrics);
-/// API requests then pass the inbound protection (header size, load shedding, request
-/// timeout); the operational routes (`/healthz`, `/readyz`, `/metrics`) skip it so probes and
-/// scrapes still answer under overload.
+/// The whole application as an axum `Router` (what `axum::serve` and the tests take): the
+/// [`edge`] as its one service.
 pub fn router(state: AppState) -> Router {
-    // Layers run outside in: the inbound limits, then the token check (only with Keystone:
-    // without it the cache-hit path has no layer more).
-    let mut api = routes(state.clone());
-    if state.keystone.is_some() {
-        api = api.layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ));
-    }
-    let api = api.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        protect::inbound,
-    ));
-    api.merge(ops_routes(state.clone()))
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            observe::observe,
-        ))
+    Router::new().fallback_service(edge(state))
 }
 
-/// Every route, in one place. Each listed resource has its detail and summary listings and
-/// its show route, also without the project segment (Cinder ≥ 3.67 routes; python-cinderclient's
-/// noauth mode uses them), and backups the VBS alias `/native/backups/detail`.
-pub fn routes(state: AppState) -> Router {
+/// The routes inside the edge's layers, outermost first: every request is observed (request
+/// id, span, log event, metrics); API requests then pass the inbound protection (path, header
+/// size, load shedding) and the request timeout, then the token check (a layer that does
+/// nothing without `[keystone_authtoken]`). The operational routes (`/healthz`, `/readyz`,
+/// `/metrics`) pass the protection untouched, so probes and scrapes still answer under
+/// overload. Tower layers around the router, not middlewares inside it: axum boxes and clones
+/// a middleware per route and request.
+pub fn edge(state: AppState) -> Edge {
+    let server = &state.config.server;
+    let inbound = protect::InboundLayer::new(
+        server.max_header_bytes.as_u64(),
+        state.in_flight.clone(),
+        state.metrics.http.shed.clone(),
+    );
+    tower::ServiceBuilder::new()
+        .layer(observe::ObserveLayer::new(state.metrics.http.clone()))
+        .layer(inbound)
+        .layer(protect::TimeoutLayer::new(server.request_timeout))
+        .layer(auth::AuthLayer::new(state.keystone.clone()))
+        .service(routes(state))
+}
+
+/// The application's service: the routes inside the edge's layers (see [`edge`]).
+pub type Edge = observe::Observe<protect::Inbound<protect::Timeout<auth::Authenticate<Router>>>>;
+
+/// What answers a resource's route.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    List(View, &'static Resource),
+    Show(&'static Resource),
+}
+
+/// Each listed resource has its detail and summary listings and its show route, also without
+/// the project segment (Cinder ≥ 3.67 routes; python-cinderclient's noauth mode uses them),
+/// and backups the VBS alias `/native/backups/detail`.
+fn resource_routes() -> Vec<(String, Endpoint)> {
+    let mut routes = Vec::new();
+    for resource in RESOURCES {
+        let c = resource.collection;
+        for scope in ["/v3/{project_id}", "/v3"] {
+            let detail = Endpoint::List(View::Detail, resource);
+            routes.push((format!("{scope}/{c}/detail"), detail));
+            let summary = Endpoint::List(View::Summary, resource);
+            routes.push((format!("{scope}/{c}"), summary));
+            routes.push((format!("{scope}/{c}/{{id}}"), Endpoint::Show(resource)));
+            if resource.native_alias {
+                routes.push((format!("{scope}/native/{c}/detail"), detail));
+            }
+        }
+    }
+    routes
+}
+
+/// The routes that are not a resource's.
+const FIXED_ROUTES: [&str; 7] = [
+    "/",
+    "/v3",
+    "/v3/",
+    "/admin/cache/purge",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
+/// Liveness, readiness and metrics: outside the inbound protection and the token check.
+pub fn is_ops_route(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Every route, in one place; any other request is passed through.
+fn routes(state: AppState) -> Router {
     let list = |view, resource| {
         get(move |s, c, r| list::handle(s, c, r, view, resource)).fallback(passthrough::handle)
     };
@@ -75,33 +119,71 @@ pub fn routes(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3))
-        .route("/v3/", get(versions::v3));
-    for resource in RESOURCES {
-        let c = resource.collection;
-        for scope in ["/v3/{project_id}", "/v3"] {
-            router = router
-                .route(&format!("{scope}/{c}/detail"), list(View::Detail, resource))
-                .route(&format!("{scope}/{c}"), list(View::Summary, resource))
-                .route(&format!("{scope}/{c}/{{id}}"), show(resource));
-            if resource.native_alias {
-                let alias = format!("{scope}/native/{c}/detail");
-                router = router.route(&alias, list(View::Detail, resource));
-            }
-        }
-    }
-    router
+        .route("/v3/", get(versions::v3))
         .route("/admin/cache/purge", axum::routing::post(admin::purge))
-        .fallback(passthrough::handle)
-        .with_state(state)
-}
-
-/// Liveness, readiness and metrics: outside the inbound protection.
-pub fn ops_routes(state: AppState) -> Router {
-    Router::new()
         .route("/healthz", get(|| async { "OK" }))
         .route("/readyz", get(versions::readyz))
-        .route("/metrics", get(admin::metrics))
-        .with_state(state)
+        .route("/metrics", get(admin::metrics));
+    for (template, endpoint) in resource_routes() {
+        router = match endpoint {
+            Endpoint::List(view, resource) => router.route(&template, list(view, resource)),
+            Endpoint::Show(resource) => router.route(&template, show(resource)),
+        };
+    }
+    router.fallback(passthrough::handle).with_state(state)
+}
+
+/// A route's template split into its segments: a literal, or `None` for a parameter.
+type Template = (Box<str>, Vec<Option<Box<str>>>);
+
+/// The template of the route that serves `path` (as axum's `MatchedPath` would say it), or
+/// `unmatched`: the label of the request's metrics and log line, worked out before the router
+/// sees the request. As the router (matchit) matches: segment by segment, a parameter matches
+/// any segment but an empty last one, and where two templates match, the one with a literal
+/// segment first wins (`/v3/backups/detail` over `/v3/backups/{id}`). The test below holds it
+/// to the router's own answer.
+pub fn route_template(path: &str) -> &'static str {
+    static TEMPLATES: std::sync::OnceLock<Vec<Template>> = std::sync::OnceLock::new();
+    let templates = TEMPLATES.get_or_init(|| {
+        let resources = resource_routes().into_iter().map(|(t, _)| t);
+        let all = FIXED_ROUTES.iter().map(|t| t.to_string()).chain(resources);
+        all.map(|template| {
+            let segments = template[1..]
+                .split('/')
+                .map(|s| (!s.starts_with('{')).then(|| s.into()))
+                .collect();
+            (template.into_boxed_str(), segments)
+        })
+        .collect()
+    });
+    let Some(path) = path.strip_prefix('/') else {
+        return "unmatched";
+    };
+    // Literal segments as bits, the first segment highest: the larger, the more specific.
+    let mut best: Option<(&Template, u64)> = None;
+    for template in templates {
+        let mut segments = path.split('/');
+        let mut literals = 0u64;
+        let mut matched = true;
+        let last = template.1.len() - 1;
+        for (i, want) in template.1.iter().enumerate() {
+            match (segments.next(), want) {
+                (Some(segment), Some(literal)) if segment == &**literal => {
+                    literals |= 1 << (63 - i.min(63));
+                }
+                (Some(segment), None) if i < last || !segment.is_empty() => {}
+                _ => {
+                    matched = false;
+                    break;
+                }
+            }
+        }
+        let better = best.is_none_or(|(_, l)| literals > l);
+        if matched && segments.next().is_none() && better {
+            best = Some((template, literals));
+        }
+    }
+    best.map_or("unmatched", |(template, _)| &template.0)
 }
 
 /// The part of a backups path before the collection: `/v3/{project}` (the project
@@ -147,167 +229,6 @@ fn api_version_header(version: Version) -> HeaderValue {
     made[version.minor as usize].clone()
 }
 
-/// What an aggregated route needs from the request before it goes upstream.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub ctx: CallContext,
-    pub public_base: String,
-    /// Who the token is, when Keystone checked it (`http::auth`).
-    pub token_info: Option<std::sync::Arc<crate::identity::TokenInfo>>,
-}
-
-impl Caller {
-    /// Token (401 without one, no upstream call), microversion, request id, public base.
-    pub fn from_parts(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTH_TOKEN)
-            .filter(|t| !t.is_empty())
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::Unauthorized("The request you have made requires authentication.".into())
-            })?;
-        let version = microversion::negotiate(
-            parts.headers.get(API_VERSION).map(HeaderValue::as_bytes),
-            state.regions.versions.max(),
-        )?;
-        let request_id = parts
-            .extensions
-            .get::<observe::RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_else(|| {
-                HeaderValue::from_static("req-00000000-0000-0000-0000-000000000000")
-            });
-        let ctx = CallContext {
-            token,
-            version,
-            request_id,
-            traceparent: parts.headers.get("traceparent").cloned(),
-        };
-        Ok(Caller {
-            ctx,
-            public_base: public_base(state, parts)?,
-            token_info: parts.extensions.get().cloned(),
-        })
-    }
-}
-
-/// A handler that takes a `Caller` gets one, or the request is answered with the fault
-/// (401 without a token, 400/406 for the microversion, 400 for a bad Host) before it runs.
-impl axum::extract::FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        Caller::from_parts(state, parts)
-    }
-}
-
-impl Caller {
-    /// `response` (an answer or a fault) with the headers every answer to this caller carries.
-    pub fn answered(&self, mut response: axum::response::Response) -> axum::response::Response {
-        self.response_headers(response.headers_mut());
-        response
-    }
-
-    /// Headers every aggregated answer carries.
-    pub fn response_headers(&self, headers: &mut HeaderMap) {
-        set_version_headers(headers, self.ctx.version);
-        headers.insert(REQUEST_ID, self.ctx.request_id.clone());
-        headers.insert(COMPUTE_REQUEST_ID, self.ctx.request_id.clone());
-    }
-}
-
-/// `server.public_url`, else the request's scheme and Host. `X-Forwarded-Proto/Host` count
-/// only from `server.trusted_proxies`: Cinder trusts `X-Forwarded-Host` from anyone, which
-/// behind a cache is a poisoning vector. A Host that is not an RFC 3986 authority is the
-/// caller's mistake (400): it would otherwise reach every href of the answer, and its key.
-pub fn public_base(state: &AppState, parts: &Parts) -> Result<String, ApiError> {
-    if let Some(url) = &state.config.server.public_url {
-        return Ok(url.trim_end_matches('/').to_string());
-    }
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let trusted = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ci| state.config.server.trusted_proxies.contains(&ci.0.ip()));
-    let mut scheme = match parts.extensions.get::<listener::ServedOverTls>() {
-        Some(_) => "https",
-        None => "http",
-    };
-    let mut host = match parts.headers.get("host") {
-        None => "localhost",
-        Some(h) => h.to_str().map_err(|_| bad_host())?,
-    };
-    if trusted {
-        if let Some(proto) = header("x-forwarded-proto").and_then(|p| p.split(',').next()) {
-            match proto.trim() {
-                "https" => scheme = "https",
-                "http" => scheme = "http",
-                _ => {}
-            }
-        }
-        // As Cinder's get_request_url: the last entry of a list.
-        if let Some(fwd) = header("x-forwarded-host").and_then(|h| h.split(',').next_back()) {
-            if !fwd.trim().is_empty() {
-                host = fwd.trim();
-            }
-        }
-    }
-    if !is_authority(host) {
-        return Err(bad_host());
-    }
-    Ok(format!("{scheme}://{host}"))
-}
-
-fn bad_host() -> ApiError {
-    ApiError::bad_request("Invalid Host header.")
-}
-
-/// RFC 3986 §3.2 `host [ ":" port ]` (no userinfo: a Host header has none), at most 255
-/// bytes of host: `reg-name` (unreserved, sub-delims, pct-encoded), IPv4, or `[IP-literal]`.
-pub fn is_authority(s: &str) -> bool {
-    let (host, port) = match s.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((literal, after)) => {
-                let ok = !literal.is_empty()
-                    && literal
-                        .bytes()
-                        .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
-                if !ok {
-                    return false;
-                }
-                match after {
-                    "" => return true,
-                    _ => match after.strip_prefix(':') {
-                        Some(port) => ("x", Some(port)),
-                        None => return false,
-                    },
-                }
-            }
-            None => return false,
-        },
-        None => match s.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (s, None),
-        },
-    };
-    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    port_ok && host.len() <= 255 && is_reg_name(host.as_bytes())
-}
-
-/// `reg-name = *( unreserved / pct-encoded / sub-delims )`, not empty (an IPv4 address is one).
-fn is_reg_name(b: &[u8]) -> bool {
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if b.len() > i + 2 && b[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit) => i += 3,
-            c if c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&c) => i += 1,
-            _ => return false,
-        }
-    }
-    !b.is_empty()
-}
-
 /// A path segment as the client meant it (percent-decoded).
 pub fn decode_segment(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
@@ -331,34 +252,49 @@ mod tests {
         assert!(super::scope("/v3/../backups").is_err());
     }
 
-    #[test]
-    fn hosts_are_authorities() {
-        for good in [
-            "proxy.example",
-            "proxy.example:8776",
-            "127.0.0.1:1",
-            "[::1]:8776",
-            "[fe80::1]",
-            "a%20b",
-            "x'y",
-        ] {
-            assert!(super::is_authority(good), "{good}");
+    /// The label worked out before routing is the template the router matches, for every
+    /// route and for paths near them.
+    #[tokio::test]
+    async fn route_templates_agree_with_the_router() {
+        use axum::extract::MatchedPath;
+        use tower::ServiceExt;
+        let templates: Vec<String> = super::FIXED_ROUTES
+            .iter()
+            .map(|t| t.to_string())
+            .chain(super::resource_routes().into_iter().map(|(t, _)| t))
+            .collect();
+        let mut router = axum::Router::new();
+        for t in &templates {
+            let answer = axum::routing::any(|m: MatchedPath| async move { m.as_str().to_owned() });
+            router = router.route(t, answer);
         }
-        for bad in [
-            "",
-            ":80",
-            "evil.example/x\", \"injected\": \"yes",
-            "a\"b\\",
-            "user@host",
-            "host:port",
-            "host:123456",
-            "[::1",
-            "[::1]x",
-            "a%2",
-            "a b",
-            &"h".repeat(256),
-        ] {
-            assert!(!super::is_authority(bad), "{bad}");
+        let router = router.fallback(|| async { "unmatched" });
+        let mut paths = vec![
+            "/v3/abc/backups/".to_string(),
+            "/v3//backups".to_string(),
+            "/v3/abc/volumes/1".to_string(),
+            "/nope".to_string(),
+            "/v3/abc".to_string(),
+            "//".to_string(),
+        ];
+        for t in &templates {
+            for value in ["abc", "backups", "detail", "native", "snapshots", "a%2Fb"] {
+                let path = t
+                    .split('/')
+                    .map(|s| if s.starts_with('{') { value } else { s })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                paths.push(path.clone());
+                paths.push(format!("{path}/more"));
+            }
+        }
+        for path in paths {
+            let request = axum::http::Request::get(&path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+            assert_eq!(super::route_template(&path).as_bytes(), &*body, "{path}");
         }
     }
 }

@@ -1,14 +1,24 @@
-//! One place that watches every request: its request id, its SERVER span (a child of the
-//! client's `traceparent`), one log event, and the request metrics.
+//! The outermost layer: every request gets its request id, its SERVER span (a child of the
+//! client's `traceparent`), one log event and the request metrics, labelled by the route's
+//! template (`super::route_template`). A tower layer around the router, not a middleware
+//! inside it: nothing is boxed or cloned per request.
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
-use axum::middleware::Next;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method};
 use axum::response::Response;
+use tokio::time::Instant;
+use tower::{Layer, Service};
+use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
 use super::{CACHE_STATUS, COMPUTE_REQUEST_ID, REQUEST_ID};
-use crate::state::AppState;
+use crate::state::metrics::HttpMetrics;
 
 /// The request's `X-Openstack-Request-Id`: the client's when it sent a sane one.
 #[derive(Debug, Clone)]
@@ -34,55 +44,146 @@ fn request_id(request: &Request) -> HeaderValue {
         })
 }
 
-pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let started = tokio::time::Instant::now();
-    // The router's template (a shared string: cloning it does not copy it).
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = request.method().clone();
-    let id = request_id(&request);
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!(
-        "request",
-        otel.kind = "server",
-        otel.name = %format!("{method} {route}"),
-        http.request.method = %method,
-        http.route = %route,
-        http.response.status_code = tracing::field::Empty,
-        request_id = %id.to_str().unwrap_or(""),
-    );
-    crate::telemetry::adopt_parent(&span, request.headers());
-    let metrics = &state.metrics.http;
-    metrics.in_flight.inc();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    metrics.in_flight.dec();
-    let status = response.status().as_u16();
-    let took = started.elapsed();
-    metrics.observe(route, status, took);
-    span.record("http.response.status_code", status);
-    let headers = response.headers_mut();
-    if !headers.contains_key(REQUEST_ID) {
-        headers.insert(REQUEST_ID, id.clone());
-        headers.insert(COMPUTE_REQUEST_ID, id);
+#[derive(Clone)]
+pub struct ObserveLayer {
+    metrics: Arc<HttpMetrics>,
+}
+
+impl ObserveLayer {
+    pub fn new(metrics: Arc<HttpMetrics>) -> ObserveLayer {
+        ObserveLayer { metrics }
     }
-    // The fields are read only when the event is logged (log.level info or finer).
-    let upstream_calls = response
-        .extensions()
-        .get::<UpstreamCalls>()
-        .map_or(0, |c| c.0);
-    tracing::info!(
-        parent: &span,
-        method = %method,
-        route = %route,
-        status,
-        duration_ms = took.as_secs_f64() * 1000.0,
-        cache = %response
-            .headers()
-            .get(CACHE_STATUS)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-"),
-        upstream_calls,
-        "request"
-    );
-    response
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    metrics: Arc<HttpMetrics>,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let route = super::route_template(request.uri().path());
+        let method = request.method().clone();
+        let id = request_id(&request);
+        request.extensions_mut().insert(RequestId(id.clone()));
+        let span = tracing::info_span!(
+            "request",
+            otel.kind = "server",
+            otel.name = %format!("{method} {route}"),
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+            request_id = %id.to_str().unwrap_or(""),
+        );
+        crate::telemetry::adopt_parent(&span, request.headers());
+        self.metrics.in_flight.inc();
+        Observed {
+            inner: self.inner.call(request).instrument(span.clone()),
+            watch: Some(Watch {
+                started,
+                route,
+                method,
+                id,
+                span,
+                metrics: self.metrics.clone(),
+            }),
+        }
+    }
+}
+
+/// What the answer is recorded with once it is ready.
+struct Watch {
+    started: Instant,
+    route: &'static str,
+    method: Method,
+    id: HeaderValue,
+    span: tracing::Span,
+    metrics: Arc<HttpMetrics>,
+}
+
+pin_project_lite::pin_project! {
+    pub struct Observed<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        watch: Option<Watch>,
+    }
+}
+
+impl<F> Future for Observed<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        let watch = this.watch.take().expect("polled after it was ready");
+        watch.answered(&mut response);
+        Poll::Ready(Ok(response))
+    }
+}
+
+impl Drop for Watch {
+    /// A request whose client went away before its answer still leaves the in-flight count.
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+    }
+}
+
+impl Watch {
+    fn answered(self, response: &mut Response) {
+        let status = response.status().as_u16();
+        let took = self.started.elapsed();
+        self.metrics.observe(self.route, status, took);
+        self.span.record("http.response.status_code", status);
+        let headers = response.headers_mut();
+        if !headers.contains_key(REQUEST_ID) {
+            headers.insert(REQUEST_ID, self.id.clone());
+            headers.insert(COMPUTE_REQUEST_ID, self.id.clone());
+        }
+        // The fields are read only when the event is logged (log.level info or finer).
+        let upstream_calls = response
+            .extensions()
+            .get::<UpstreamCalls>()
+            .map_or(0, |c| c.0);
+        tracing::info!(
+            parent: &self.span,
+            method = %self.method,
+            route = %self.route,
+            status,
+            duration_ms = took.as_secs_f64() * 1000.0,
+            cache = %response
+                .headers()
+                .get(CACHE_STATUS)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-"),
+            upstream_calls,
+            "request"
+        );
+    }
 }

@@ -54,7 +54,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
 /// `GET /`: Cinder answers 300 Multiple Choices, without authentication.
 pub async fn root(State(state): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    let base = match super::public_base(&state, &parts) {
+    let base = match super::caller::public_base(&state.config, &parts) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -72,7 +72,7 @@ pub async fn v3(State(state): State<AppState>, request: Request) -> Response {
         return ApiError::Unauthorized("The request you have made requires authentication.".into())
             .into_response();
     }
-    let base = match super::public_base(&state, &parts) {
+    let base = match super::caller::public_base(&state.config, &parts) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };

@@ -18,7 +18,7 @@ use crate::listing::positions::RememberedPositions;
 use crate::regions::Regions;
 
 pub struct Metrics {
-    pub http: HttpMetrics,
+    pub http: std::sync::Arc<HttpMetrics>,
     /// Keystone catalog reads by outcome (`same`, `changed`, `failed`), with
     /// `[regions_from_catalog]` only.
     pub catalog_reads: Family<OutcomeLabel, Counter>,

@@ -158,6 +158,18 @@ impl FromRef<AppState> for Arc<Caches> {
     }
 }
 
+impl FromRef<AppState> for Arc<Config> {
+    fn from_ref(state: &AppState) -> Arc<Config> {
+        state.config.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Lister> {
+    fn from_ref(state: &AppState) -> Arc<Lister> {
+        state.lister.clone()
+    }
+}
+
 impl FromRef<AppState> for Arc<Metrics> {
     fn from_ref(state: &AppState) -> Arc<Metrics> {
         state.metrics.clone()
