@@ -91,7 +91,7 @@ fn bench(c: &mut Criterion) {
         let path = format!("/v3/p/backups/detail?{raw}");
         let raw_key = Targets::raw_key(&BACKUPS, View::Detail, version, "http://h", &path);
         let target = targets
-            .get_or_work_out::<()>(raw_key, || {
+            .get_or_work_out::<()>(&raw_key, || {
                 let query = ListQuery::parse(Some(raw), version, 1000, &BACKUPS).unwrap();
                 Ok(Target::new(
                     &BACKUPS,
@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
                 ))
             })
             .unwrap();
-        target.response_key(&caches.identity(token))
+        target.response_key(caches.identity(token))
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -4,6 +4,7 @@
 //! by an HMAC of the token, never the token itself.
 
 pub mod coalescing;
+pub mod key;
 pub mod metrics;
 pub mod shared;
 
@@ -59,16 +60,8 @@ impl RenderedPage {
     }
 }
 
-/// Lower-case hex, without a formatting call per byte (this runs on every request).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 15) as usize] as char);
-    }
-    out
-}
+pub use key::hex;
+use key::{Identity, PageKey, ResponseKey};
 
 pub type PageResult = Arc<Result<ListPage, RegionError>>;
 
@@ -81,8 +74,8 @@ pub struct Caches {
     pub enabled: bool,
     pub honor_client_no_cache: bool,
     pub ttl: std::time::Duration,
-    pub responses: CoalescingCache<String, Arc<Answer>>,
-    pub pages: CoalescingCache<String, PageResult>,
+    pub responses: CoalescingCache<ResponseKey, Arc<Answer>>,
+    pub pages: CoalescingCache<PageKey, PageResult>,
     /// Backup id → the region that holds it, learnt from listings and look-ups (for show and
     /// plain-id markers). Counted in bytes like the layers.
     pub holders: moka::sync::Cache<Box<str>, usize>,
@@ -153,12 +146,12 @@ impl Caches {
         config.max_bytes.as_u64() / 16
     }
 
-    /// The caller's part of every key: HMAC-SHA-256 of the token, hex. The token itself is
-    /// never stored, logged or counted.
-    pub fn identity(&self, token: &[u8]) -> String {
+    /// The caller's part of every key: HMAC-SHA-256 of the token. The token itself is never
+    /// stored, logged or counted.
+    pub fn identity(&self, token: &[u8]) -> Identity {
         let mut mac = self.identity_mac.clone();
         mac.update(token);
-        hex(&mac.finalize().into_bytes())
+        Identity(mac.finalize().into_bytes().into())
     }
 
     /// Drop the entries of `scope` (`/v3/{project}`) and the project-less ones (whose project
@@ -204,8 +197,8 @@ mod tests {
             Caches::new(&config.cache, 16),
         );
         let id = a.identity(b"secret-token");
-        assert_eq!(id.len(), 64);
-        assert!(!id.contains("secret"));
+        assert_eq!(id.0.len(), 32);
+        assert!(!hex(&id.0).contains(&hex(b"secret")));
         assert_eq!(id, a.identity(b"secret-token"));
         assert_ne!(id, a.identity(b"other-token"));
         assert_ne!(

@@ -4,8 +4,8 @@
 //! others wait for its page (polling Redis, up to `fleet.flight_wait`, then they fetch it
 //! themselves: a holder that dies never blocks them).
 //!
-//! Keyed exactly like L1 (the key holds the caller's identity HMAC, never a token), hashed to a
-//! fixed length. A value is `vbs2\n` then the page: a format version first, so a rolling
+//! Keyed exactly like L1 (the key holds the caller's identity HMAC, never a token), in its
+//! fixed-length text form (`key.rs`). A value is `vbs2\n` then the page: a format version first, so a rolling
 //! upgrade never reads a layout it does not know (a value of another layout is a miss). A
 //! value's age is what its Redis expiry says, and purges are Redis timestamps: no two replicas'
 //! clocks are ever compared.
@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use sha2::{Digest, Sha256};
 
 use super::coalescing::{FetchOutcome, Policy};
+use super::key::ResponseKey;
 use super::{hex, Answer, RenderedPage};
 use crate::fleet::{Fleet, Flight};
 
@@ -35,12 +35,18 @@ impl SharedResponses {
     /// The page for `key`: fresh from another replica, or produced here (by the lock holder,
     /// or after waiting for it in vain) and shared. `refresh` (a client's `no-cache`) skips
     /// the lookup, not the sharing.
-    pub async fn fetch<F, Fut>(&self, key: &str, scope: &str, refresh: bool, produce: F) -> Outcome
+    pub async fn fetch<F, Fut>(
+        &self,
+        key: &ResponseKey,
+        scope: &str,
+        refresh: bool,
+        produce: F,
+    ) -> Outcome
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Outcome>,
     {
-        let digest = hex(&Sha256::digest(key.as_bytes()));
+        let digest = key.encode();
         let value_key = self.fleet.key("response", &digest);
         let lock_key = self.fleet.key("flight", &digest);
         let token = hex(&rand::random::<[u8; 16]>());

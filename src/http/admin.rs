@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use std::sync::Arc;
 
-use crate::state::AppState;
+use crate::config::Config;
 use crate::cache::Caches;
 use crate::state::metrics::Metrics;
 use crate::regions::Regions;
@@ -37,8 +37,12 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 /// `{"project_id": "..."}` drops that project's entries, `{}` drops all; answers how many.
-pub async fn purge(State(state): State<AppState>, request: Request) -> Response {
-    let Some(expected) = &state.config.admin.token else {
+pub async fn purge(
+    State(config): State<Arc<Config>>,
+    State(caches): State<Arc<Caches>>,
+    request: Request,
+) -> Response {
+    let Some(expected) = &config.admin.token else {
         return ApiError::NotFound("The resource could not be found.".into()).into_response();
     };
     let (parts, body) = request.into_parts();
@@ -89,9 +93,9 @@ pub async fn purge(State(state): State<AppState>, request: Request) -> Response 
             crate::cinder::path::encode_segment(&super::decode_segment(p))
         )
     });
-    let purged = state.caches.purge(scope.as_deref());
+    let purged = caches.purge(scope.as_deref());
     // The other replicas' pages too; if Redis cannot be told, the answer says so.
-    let fleet_purged = match &state.caches.shared {
+    let fleet_purged = match &caches.shared {
         Some(shared) => Some(shared.purge(scope.as_deref()).await),
         None => None,
     };

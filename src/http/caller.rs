@@ -20,7 +20,7 @@ use crate::regions::{CallContext, Regions};
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub ctx: CallContext,
-    pub public_base: String,
+    pub public_base: PublicBase,
     /// Who the token is, when Keystone checked it (`http::auth`).
     pub token_info: Option<std::sync::Arc<crate::identity::TokenInfo>>,
 }
@@ -28,7 +28,7 @@ pub struct Caller {
 impl Caller {
     /// Token (401 without one, no upstream call), microversion, request id, public base.
     pub fn from_parts(
-        config: &Config,
+        config: &Arc<Config>,
         regions: &Regions,
         parts: &Parts,
     ) -> Result<Caller, ApiError> {
@@ -59,7 +59,7 @@ impl Caller {
         };
         Ok(Caller {
             ctx,
-            public_base: public_base(config, parts)?,
+            public_base: PublicBase::of(config, parts)?,
             token_info: parts.extensions.get().cloned(),
         })
     }
@@ -96,46 +96,107 @@ impl Caller {
     }
 }
 
-/// `server.public_url`, else the request's scheme and Host. `X-Forwarded-Proto/Host` count
-/// only from `server.trusted_proxies`: Cinder trusts `X-Forwarded-Host` from anyone, which
-/// behind a cache is a poisoning vector. A Host that is not an RFC 3986 authority is the
-/// caller's mistake (400): it would otherwise reach every href of the answer, and its key.
-pub fn public_base(config: &Config, parts: &Parts) -> Result<String, ApiError> {
-    if let Some(url) = &config.server.public_url {
-        return Ok(url.trim_end_matches('/').to_string());
-    }
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let trusted = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ci| config.server.trusted_proxies.contains(&ci.0.ip()));
-    let mut scheme = match parts.extensions.get::<super::listener::ServedOverTls>() {
-        Some(_) => "https",
-        None => "http",
-    };
-    let mut host = match parts.headers.get("host") {
-        None => "localhost",
-        Some(h) => h.to_str().map_err(|_| bad_host())?,
-    };
-    if trusted {
-        if let Some(proto) = header("x-forwarded-proto").and_then(|p| p.split(',').next()) {
-            match proto.trim() {
-                "https" => scheme = "https",
-                "http" => scheme = "http",
-                _ => {}
+/// The proxy's base URL as this caller sees it (see [`PublicBase::of`]), as a string.
+pub fn public_base(config: &Arc<Config>, parts: &Parts) -> Result<String, ApiError> {
+    PublicBase::of(config, parts).map(|base| base.to_string())
+}
+
+/// The proxy's base URL as this caller sees it, kept as the parts it is made of: a cache hit
+/// only writes it into its target's key, and never needs it as a string of its own.
+#[derive(Debug, Clone)]
+pub enum PublicBase {
+    /// `server.public_url` (without its trailing `/`).
+    Configured(Arc<Config>),
+    /// The scheme, and the authority: `header[range]` (the Host, or a trusted proxy's
+    /// `X-Forwarded-Host` entry), checked.
+    Request {
+        scheme: &'static str,
+        header: HeaderValue,
+        range: std::ops::Range<usize>,
+    },
+}
+
+impl PublicBase {
+    /// `server.public_url`, else the request's scheme and Host. `X-Forwarded-Proto/Host`
+    /// count only from `server.trusted_proxies`: Cinder trusts `X-Forwarded-Host` from anyone,
+    /// which behind a cache is a poisoning vector. A Host that is not an RFC 3986 authority is
+    /// the caller's mistake (400): it would otherwise reach every href of the answer, and its
+    /// key.
+    pub fn of(config: &Arc<Config>, parts: &Parts) -> Result<PublicBase, ApiError> {
+        if config.server.public_url.is_some() {
+            return Ok(PublicBase::Configured(config.clone()));
+        }
+        let trusted = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ci| config.server.trusted_proxies.contains(&ci.0.ip()));
+        let mut scheme = match parts.extensions.get::<super::listener::ServedOverTls>() {
+            Some(_) => "https",
+            None => "http",
+        };
+        let host = parts
+            .headers
+            .get("host")
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("localhost"));
+        let text = host.to_str().map_err(|_| bad_host())?;
+        let mut base = (host.clone(), 0..text.len());
+        if trusted {
+            let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+            if let Some(proto) = header("x-forwarded-proto").and_then(|p| p.split(',').next()) {
+                match proto.trim() {
+                    "https" => scheme = "https",
+                    "http" => scheme = "http",
+                    _ => {}
+                }
+            }
+            // As Cinder's get_request_url: the last entry of a list.
+            if let Some(forwarded) = parts.headers.get("x-forwarded-host") {
+                let text = forwarded.to_str().unwrap_or("");
+                let last = text.rsplit(',').next().unwrap_or("");
+                let trimmed = last.trim();
+                if !trimmed.is_empty() {
+                    let start = trimmed.as_ptr() as usize - text.as_ptr() as usize;
+                    base = (forwarded.clone(), start..start + trimmed.len());
+                }
             }
         }
-        // As Cinder's get_request_url: the last entry of a list.
-        if let Some(fwd) = header("x-forwarded-host").and_then(|h| h.split(',').next_back()) {
-            if !fwd.trim().is_empty() {
-                host = fwd.trim();
+        let (header, range) = base;
+        let authority = &header.to_str().map_err(|_| bad_host())?[range.clone()];
+        if !is_authority(authority) {
+            return Err(bad_host());
+        }
+        Ok(PublicBase::Request {
+            scheme,
+            header,
+            range,
+        })
+    }
+
+    /// The base URL's parts, in order: written one after the other they make it.
+    pub fn parts(&self) -> [&str; 3] {
+        match self {
+            PublicBase::Configured(config) => {
+                let url = config.server.public_url.as_deref().unwrap_or_default();
+                [url.trim_end_matches('/'), "", ""]
+            }
+            PublicBase::Request {
+                scheme,
+                header,
+                range,
+            } => {
+                // Checked to be visible ASCII when it was made.
+                let authority = header.to_str().map_or("", |h| &h[range.clone()]);
+                [scheme, "://", authority]
             }
         }
     }
-    if !is_authority(host) {
-        return Err(bad_host());
+}
+
+impl std::fmt::Display for PublicBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.parts().iter().try_for_each(|part| f.write_str(part))
     }
-    Ok(format!("{scheme}://{host}"))
 }
 
 fn bad_host() -> ApiError {

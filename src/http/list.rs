@@ -12,32 +12,34 @@ use bytes::Bytes;
 
 use super::error::ApiError;
 use super::{body::Chunks, Caller};
-use crate::state::AppState;
 use crate::cache::coalescing::Lookup;
 use crate::cache::RenderedPage;
+use crate::cinder::resource::Resource;
+use crate::config::Config;
 use crate::listing::render::View;
 use crate::listing::request::ListQuery;
-use crate::cinder::resource::Resource;
-use crate::listing::service::{self, ListRequest};
-use crate::listing::target::{Target, Targets};
+use crate::listing::service::{self, Lister, ListRequest};
+use crate::listing::target::{RawRequest, Target};
 
 pub async fn handle(
-    State(state): State<AppState>,
+    State(lister): State<Arc<Lister>>,
+    State(config): State<Arc<Config>>,
     caller: Caller,
     request: Request,
     view: View,
     resource: &'static Resource,
 ) -> Response {
     let (parts, _body) = request.into_parts();
-    match prepare(&state, &parts, &caller, view, resource) {
-        Ok(request) => serve(state, request, &caller, &parts.headers).await,
+    match prepare(&lister, &config, &parts, &caller, view, resource) {
+        Ok(request) => serve(&lister, request, &caller, &parts.headers).await,
         Err(e) => caller.answered(e.into_response()),
     }
 }
 
 /// Everything decided from the request alone; its errors (bad input) are never cached.
 fn prepare(
-    state: &AppState,
+    lister: &Lister,
+    config: &Config,
     parts: &axum::http::request::Parts,
     caller: &Caller,
     view: View,
@@ -46,24 +48,30 @@ fn prepare(
     // The target is the same for every caller: worked out once per raw request (and version
     // and base URL), then found again (listing/target.rs).
     let version = caller.ctx.version;
-    let raw = parts.uri.path_and_query().map_or("", |p| p.as_str());
-    let raw = Targets::raw_key(resource, view, version, &caller.public_base, raw);
-    let target = state.lister.targets.get_or_work_out(raw, || {
+    let raw = RawRequest {
+        resource,
+        view,
+        version,
+        public_base: caller.public_base.parts(),
+        path_and_query: parts.uri.path_and_query().map_or("", |p| p.as_str()),
+    };
+    let target = lister.targets.target_of(&raw, || {
         let path = parts.uri.path();
         let scope = super::scope(path)?;
-        let max_limit = state.config.server.max_limit;
+        let max_limit = config.server.max_limit;
         let query = ListQuery::parse(parts.uri.query(), version, max_limit, resource)?;
-        let base = caller.public_base.clone();
+        let base = caller.public_base.to_string();
         Ok::<_, ApiError>(Target::new(resource, scope, path, query, view, version, base))
     })?;
     // `cache.scope = "project"`: who the token is (its project and role set), not the token.
-    let identity = match (&caller.token_info, state.config.cache.scope) {
+    let caches = &lister.caches;
+    let identity = match (&caller.token_info, config.cache.scope) {
         (Some(info), crate::config::CacheScope::Project) => {
-            state.caches.identity(info.scope_key().as_bytes())
+            caches.identity(info.scope_key().as_bytes())
         }
-        _ => state.caches.identity(caller.ctx.token.as_bytes()),
+        _ => caches.identity(caller.ctx.token.as_bytes()),
     };
-    let refresh = state.caches.honor_client_no_cache && asks_no_cache(&parts.headers);
+    let refresh = caches.honor_client_no_cache && asks_no_cache(&parts.headers);
     Ok(ListRequest {
         target,
         ctx: caller.ctx.clone(),
@@ -86,15 +94,15 @@ fn asks_no_cache(headers: &HeaderMap) -> bool {
 }
 
 async fn serve(
-    state: AppState,
+    lister: &Arc<Lister>,
     request: ListRequest,
     caller: &Caller,
     headers: &HeaderMap,
 ) -> Response {
     let request = Arc::new(request);
     let refresh = request.refresh;
-    let served = service::answer(&state.lister, request.clone()).await;
-    let ttl = state.caches.ttl;
+    let served = service::answer(lister, request.clone()).await;
+    let ttl = lister.caches.ttl;
     let recent = matches!(served, Lookup::Recent(_));
     let mut calls = 0;
     let (produced, cache_status, age) = match served {
@@ -116,7 +124,7 @@ async fn serve(
             };
             (
                 e.value.clone(),
-                format!("vbs-proxy; hit; ttl={left}{detail}"),
+                header_of(format_args!("vbs-proxy; hit; ttl={left}{detail}")),
                 Some(age.as_secs()),
             )
         }
@@ -124,7 +132,7 @@ async fn serve(
             let age = e.age(tokio::time::Instant::now());
             (
                 e.value.clone(),
-                "vbs-proxy; hit; fwd=stale".to_string(),
+                HeaderValue::from_static("vbs-proxy; hit; fwd=stale"),
                 Some(age.as_secs()),
             )
         }
@@ -132,7 +140,7 @@ async fn serve(
             let age = e.age(tokio::time::Instant::now());
             (
                 e.value.clone(),
-                "vbs-proxy; hit; fwd=stale; detail=stale-if-error".to_string(),
+                HeaderValue::from_static("vbs-proxy; hit; fwd=stale; detail=stale-if-error"),
                 Some(age.as_secs()),
             )
         }
@@ -151,6 +159,7 @@ async fn serve(
             if fetched.value.as_ref().as_ref().is_ok_and(|p| p.degraded) {
                 status.push_str("; detail=stale-if-error");
             }
+            let status = HeaderValue::try_from(status).expect("ascii");
             (fetched.value.clone(), status, None)
         }
     };
@@ -158,8 +167,7 @@ async fn serve(
         Ok(page) => respond(page, &request, caller, headers, cache_status, age),
         Err(e) => {
             let mut r = caller.answered(ApiError::from(e.clone()).into_response());
-            let status = HeaderValue::try_from(cache_status).expect("ascii");
-            r.headers_mut().insert(super::CACHE_STATUS, status);
+            r.headers_mut().insert(super::CACHE_STATUS, cache_status);
             r
         }
     };
@@ -177,7 +185,7 @@ fn respond(
     request: &ListRequest,
     caller: &Caller,
     headers: &HeaderMap,
-    cache_status: String,
+    cache_status: HeaderValue,
     age: Option<u64>,
 ) -> Response {
     let not_modified = produced
@@ -223,12 +231,9 @@ fn respond(
     if let Some(etag) = &produced.etag {
         h.insert(header::ETAG, etag.clone());
     }
-    h.insert(
-        super::CACHE_STATUS,
-        HeaderValue::try_from(cache_status).expect("ascii"),
-    );
+    h.insert(super::CACHE_STATUS, cache_status);
     if let Some(age) = age {
-        h.insert(header::AGE, HeaderValue::from(age));
+        h.insert(header::AGE, age_header(age));
     }
     response
 }
@@ -245,4 +250,35 @@ fn matches_etag(headers: &HeaderMap, etag: &HeaderValue) -> bool {
                 .map(str::trim)
                 .any(|t| t == "*" || t.trim_start_matches("W/") == ours)
         })
+}
+
+/// A header value written on the stack and copied once (a `format!` and a `HeaderValue` from
+/// its `String` cost two allocations on every hit).
+fn header_of(text: std::fmt::Arguments<'_>) -> HeaderValue {
+    use std::io::Write;
+    let mut buffer = [0u8; 96];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    match cursor.write_fmt(text) {
+        Ok(()) => {
+            let written = cursor.position() as usize;
+            HeaderValue::from_bytes(&buffer[..written]).expect("ascii")
+        }
+        Err(_) => HeaderValue::try_from(text.to_string()).expect("ascii"),
+    }
+}
+
+/// `Age: N`: made once for the first ten minutes' values and shared (a hit's answer is most
+/// often younger than that), written for the others.
+fn age_header(secs: u64) -> HeaderValue {
+    const KEPT: u64 = 600;
+    static MADE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    if secs >= KEPT {
+        return HeaderValue::from(secs);
+    }
+    let made = MADE.get_or_init(|| {
+        let shared = |n: u64| Bytes::from_owner(n.to_string());
+        let value = |n| HeaderValue::from_maybe_shared(shared(n)).expect("digits");
+        (0..KEPT).map(value).collect()
+    });
+    made[secs as usize].clone()
 }

@@ -111,10 +111,12 @@ pub fn is_ops_route(path: &str) -> bool {
 /// Every route, in one place; any other request is passed through.
 fn routes(state: AppState) -> Router {
     let list = |view, resource| {
-        get(move |s, c, r| list::handle(s, c, r, view, resource)).fallback(passthrough::handle)
+        let handler = move |l, s, c, r| list::handle(l, s, c, r, view, resource);
+        get(handler).fallback(passthrough::handle)
     };
     let show = |resource| {
-        get(move |s, c, r| show::handle(s, c, r, resource)).fallback(passthrough::handle)
+        let handler = move |l, s, c, r| show::handle(l, s, c, r, resource);
+        get(handler).fallback(passthrough::handle)
     };
     let mut router = Router::new()
         .route("/", get(versions::root))

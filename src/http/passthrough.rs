@@ -10,7 +10,11 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::error::ApiError;
-use crate::state::AppState;
+use std::sync::Arc;
+
+use crate::cache::Caches;
+use crate::config::Config;
+use crate::regions::Regions;
 use crate::regions::RegionError;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy must not pass on.
@@ -39,9 +43,14 @@ fn copy_headers(from: &HeaderMap) -> HeaderMap {
         .collect()
 }
 
-pub async fn handle(State(state): State<AppState>, request: Request) -> Response {
+pub async fn handle(
+    State(config): State<Arc<Config>>,
+    State(regions): State<Arc<Regions>>,
+    State(caches): State<Arc<Caches>>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
-    if !state.config.server.passthrough {
+    if !config.server.passthrough {
         return ApiError::NotFound("The resource could not be found.".into()).into_response();
     }
     // Only `/v3/{project}/...`, rebuilt from encoded segments: never `/`, `/healthcheck` or a
@@ -50,12 +59,12 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let region = state.regions.region(state.config.primary_index());
+    let region = regions.region(config.primary_index());
     let url = match parts.uri.query() {
         Some(q) => format!("{}{path}?{q}", region.base),
         None => format!("{}{path}", region.base),
     };
-    let limit = state.config.server.max_request_body.as_u64() as usize;
+    let limit = config.server.max_request_body.as_u64() as usize;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
@@ -82,8 +91,8 @@ pub async fn handle(State(state): State<AppState>, request: Request) -> Response
                 && upstream.status().is_success()
             {
                 if let Ok(scope) = super::scope(parts.uri.path()) {
-                    let purged = state.caches.purge(Some(&scope));
-                    if let Some(shared) = &state.caches.shared {
+                    let purged = caches.purge(Some(&scope));
+                    if let Some(shared) = &caches.shared {
                         shared.purge(Some(&scope)).await;
                     }
                     tracing::debug!(scope, purged, "write passed through: listings dropped");

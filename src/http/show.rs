@@ -4,14 +4,18 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
 use super::Caller;
-use crate::state::AppState;
-use crate::listing::links::Rewriter;
+use crate::cache::Caches;
 use crate::cinder::resource::Resource;
+use crate::listing::links::Rewriter;
 use crate::listing::source;
+use crate::regions::Regions;
 
 pub async fn handle(
-    State(state): State<AppState>,
+    State(regions): State<Arc<Regions>>,
+    State(caches): State<Arc<Caches>>,
     caller: Caller,
     request: Request,
     resource: &'static Resource,
@@ -23,10 +27,10 @@ pub async fn handle(
         Err(e) => return caller.answered(e.into_response()),
     };
     let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
-    let (regions, caches) = (&state.regions, &state.caches);
-    match source::find_item(resource, regions, caches, &scope, &id, &[], &caller.ctx).await {
+    match source::find_item(resource, &regions, &caches, &scope, &id, &[], &caller.ctx).await {
         Ok((_, item)) => {
-            let rewriter = Rewriter::new(&state.regions.bases, &caller.public_base);
+            let base = caller.public_base.to_string();
+            let rewriter = Rewriter::new(&regions.bases, &base);
             let mut body = Vec::with_capacity(item.raw().len() + 16);
             body.extend_from_slice(format!("{{\"{}\": ", resource.member).as_bytes());
             rewriter.write_json(item.raw(), &mut body);

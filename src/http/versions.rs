@@ -10,14 +10,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::state::AppState;
+use crate::config::Config;
 use crate::cinder::microversion::Version;
 use crate::regions::Regions;
 
 /// The version document, or a 503 while no region's version document has been read: the
 /// proxy does not know which microversions it can offer, and says so rather than guess 3.0.
-fn document(state: &AppState, base: &str, status: StatusCode) -> Response {
-    let Some(max) = state.regions.versions.known_max() else {
+fn document(regions: &Regions, base: &str, status: StatusCode) -> Response {
+    let Some(max) = regions.versions.known_max() else {
         return ApiError::Regions {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "The supported microversions are not known yet: no region's version \
@@ -31,7 +31,7 @@ fn document(state: &AppState, base: &str, status: StatusCode) -> Response {
         "status": "CURRENT",
         "version": max.to_string(),
         "min_version": Version::MIN.to_string(),
-        "updated": state.regions.versions.updated(),
+        "updated": regions.versions.updated(),
         "links": [
             {"rel": "describedby", "type": "text/html", "href": "https://docs.openstack.org/"},
             {"rel": "self", "href": format!("{base}/v3/")}
@@ -52,17 +52,25 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// `GET /`: Cinder answers 300 Multiple Choices, without authentication.
-pub async fn root(State(state): State<AppState>, request: Request) -> Response {
+pub async fn root(
+    State(config): State<Arc<Config>>,
+    State(regions): State<Arc<Regions>>,
+    request: Request,
+) -> Response {
     let (parts, _) = request.into_parts();
-    let base = match super::caller::public_base(&state.config, &parts) {
+    let base = match super::caller::public_base(&config, &parts) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    document(&state, &base, StatusCode::MULTIPLE_CHOICES)
+    document(&regions, &base, StatusCode::MULTIPLE_CHOICES)
 }
 
 /// `GET /v3/`: behind authentication in Cinder, 200.
-pub async fn v3(State(state): State<AppState>, request: Request) -> Response {
+pub async fn v3(
+    State(config): State<Arc<Config>>,
+    State(regions): State<Arc<Regions>>,
+    request: Request,
+) -> Response {
     let (parts, _) = request.into_parts();
     if parts
         .headers
@@ -72,11 +80,11 @@ pub async fn v3(State(state): State<AppState>, request: Request) -> Response {
         return ApiError::Unauthorized("The request you have made requires authentication.".into())
             .into_response();
     }
-    let base = match super::caller::public_base(&state.config, &parts) {
+    let base = match super::caller::public_base(&config, &parts) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    document(&state, &base, StatusCode::OK)
+    document(&regions, &base, StatusCode::OK)
 }
 
 /// 200 when at least one region answered its last version probe; a line per region that

@@ -12,6 +12,8 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
+
+use crate::cache::key::Identity;
 use sha2::{Digest, Sha256};
 
 use super::cursor::Position;
@@ -71,9 +73,9 @@ impl RememberedPositions {
         );
     }
 
-    pub fn key(identity: &str, binding: &[u8], id: &str) -> Key {
+    pub fn key(identity: Identity, binding: &[u8], id: &str) -> Key {
         let mut h = Sha256::new();
-        for part in [identity.as_bytes(), binding, id.as_bytes()] {
+        for part in [&identity.0[..], binding, id.as_bytes()] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part);
         }
@@ -156,15 +158,16 @@ mod tests {
 
     #[test]
     fn keys_separate_callers_queries_and_rows() {
-        let k = RememberedPositions::key("me", b"q", "row");
-        assert_eq!(k, RememberedPositions::key("me", b"q", "row"));
-        assert_ne!(k, RememberedPositions::key("you", b"q", "row"));
-        assert_ne!(k, RememberedPositions::key("me", b"q2", "row"));
-        assert_ne!(k, RememberedPositions::key("me", b"q", "row2"));
+        let (me, you) = (Identity([1; 32]), Identity([2; 32]));
+        let k = RememberedPositions::key(me, b"q", "row");
+        assert_eq!(k, RememberedPositions::key(me, b"q", "row"));
+        assert_ne!(k, RememberedPositions::key(you, b"q", "row"));
+        assert_ne!(k, RememberedPositions::key(me, b"q2", "row"));
+        assert_ne!(k, RememberedPositions::key(me, b"q", "row2"));
         // Lengths are part of the key: no two splits of the same bytes collide.
         assert_ne!(
-            RememberedPositions::key("ab", b"c", "d"),
-            RememberedPositions::key("a", b"bc", "d")
+            RememberedPositions::key(me, b"ab", "c"),
+            RememberedPositions::key(me, b"a", "bc")
         );
     }
 
@@ -204,7 +207,7 @@ mod tests {
             .collect();
         for row in 0..10_000 {
             map.insert(
-                RememberedPositions::key("me", b"q", &row.to_string()),
+                RememberedPositions::key(Identity([1; 32]), b"q", &row.to_string()),
                 positions.clone(),
             );
         }

@@ -22,6 +22,7 @@ use super::target::Target;
 use std::mem::size_of;
 
 use crate::cache::coalescing::{FetchOutcome, Lookup};
+use crate::cache::key::{Identity, ResponseKey};
 use crate::cache::{Answer, Caches, RenderedPage};
 use crate::config::Collation;
 use crate::error::RequestError;
@@ -55,7 +56,7 @@ pub struct ListRequest {
     pub target: Arc<Target>,
     pub ctx: CallContext,
     /// HMAC of the token: the caller's part of every cache key.
-    pub identity: String,
+    pub identity: Identity,
     /// The client asked for `Cache-Control: no-cache` (and that is honoured).
     pub refresh: bool,
 }
@@ -63,17 +64,17 @@ pub struct ListRequest {
 /// The answer to `request` from the response cache, or produced (once for every concurrent
 /// request with the same key, in a task of its own) and stored when it is whole.
 pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<Arc<Answer>> {
-    let key = request.target.response_key(&request.identity);
+    let key = request.target.response_key(request.identity);
     let refresh = request.refresh;
     let producer = lister.clone();
-    let produce = move |key: &String| {
+    let produce = move |key: &ResponseKey| {
         // Fleet mode: the page may come from another replica (L2), under the same key.
         let shared_key = producer
             .caches
             .shared
             .as_ref()
             .filter(|_| producer.caches.enabled)
-            .map(|_| key.clone());
+            .map(|_| *key);
         async move {
             match (&producer.caches.shared, shared_key) {
                 (Some(shared), Some(key)) => {
@@ -121,8 +122,6 @@ async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutco
     }
 }
 
-/// The response-layer key: which resource and view, who, which version, which canonical
-/// query (and the base and path its links are written on).
 /// The page for `request`: resolve its marker, merge the regions from there, render.
 pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage, RequestError> {
     let Target {
@@ -170,7 +169,7 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
                 ctx,
             )
             .await?;
-            let key = RememberedPositions::key(&request.identity, &binding, id);
+            let key = RememberedPositions::key(request.identity, &binding, id);
             let found = match rememberable {
                 true => lister.positions.find(&key).await,
                 false => None,
@@ -197,7 +196,7 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         scope,
         fields: &fields,
         ctx,
-        identity: &request.identity,
+        identity: request.identity,
         refresh: request.refresh,
     };
     let source = RegionSource::new(&lister.regions, &lister.caches, asking);
@@ -253,7 +252,7 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
             .rev()
             .take(super::positions::REMEMBERED_ROWS)
             .map(|((_, item), after)| {
-                let key = RememberedPositions::key(&request.identity, &binding, item.id());
+                let key = RememberedPositions::key(request.identity, &binding, item.id());
                 (key, Arc::from(&after[..]))
             })
             .collect();

@@ -4,6 +4,7 @@
 
 use http::StatusCode;
 
+use crate::cache::key::{Identity, KeyHasher, PageKey};
 use crate::cache::Caches;
 use crate::config::FailurePolicy;
 use crate::error::RequestError;
@@ -26,7 +27,7 @@ pub struct Asking<'a> {
     pub fields: &'a [&'static str],
     pub ctx: &'a CallContext,
     /// The caller's part of the region-page keys.
-    pub identity: &'a str,
+    pub identity: Identity,
     /// Forced refresh (`no-cache`).
     pub refresh: bool,
 }
@@ -39,7 +40,7 @@ pub struct RegionSource<'a> {
     /// A region's failure was covered by a stale page: the answer must not be stored.
     pub degraded: AtomicBool,
     /// The region-page keys this page was made from (see [`RegionSource::forget_pages`]).
-    used: std::sync::Mutex<Vec<String>>,
+    used: std::sync::Mutex<Vec<PageKey>>,
 }
 
 impl<'a> RegionSource<'a> {
@@ -64,20 +65,27 @@ impl<'a> RegionSource<'a> {
         }
     }
 
-    fn key(&self, region: usize, params: &[(String, String)]) -> String {
+    fn key(&self, region: usize, params: &[(String, String)]) -> PageKey {
         let a = &self.asking;
-        let mut key = format!(
-            "{}\n{}\n{}\n{region}\n{}\n{}\n",
-            a.resource.collection,
-            a.identity,
-            a.ctx.version,
-            a.scope,
-            a.fields.join(",")
-        );
-        for (k, v) in params {
-            crate::cinder::query::push_pair(&mut key, k, v);
+        let mut request = KeyHasher::new();
+        request
+            .part(a.resource.collection.as_bytes())
+            .part(a.ctx.version.to_string().as_bytes())
+            .part(a.scope.as_bytes());
+        for field in a.fields {
+            request.part(field.as_bytes());
         }
-        key
+        // The query as it is sent: what the region answers depends on nothing else.
+        let mut query = String::new();
+        for (k, v) in params {
+            crate::cinder::query::push_pair(&mut query, k, v);
+        }
+        request.part(query.as_bytes());
+        PageKey {
+            identity: a.identity,
+            region: region as u32,
+            request: request.finish(),
+        }
     }
 }
 
@@ -130,7 +138,7 @@ impl Source for RegionSource<'_> {
             }
         };
         if self.caches.enabled {
-            self.used.lock().expect("not poisoned").push(key.clone());
+            self.used.lock().expect("not poisoned").push(key);
         }
         let served = self.caches.pages.get(key, a.refresh, fetch).await;
         let result = match served {

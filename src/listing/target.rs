@@ -10,8 +10,9 @@ use bytes::Bytes;
 
 use super::render::View;
 use super::request::ListQuery;
-use crate::cinder::resource::Resource;
+use crate::cache::key::{Digest, Identity, KeyHasher, ResponseKey};
 use crate::cinder::microversion::Version;
+use crate::cinder::resource::Resource;
 
 /// A request's target: everything about it but the caller.
 #[derive(Debug)]
@@ -23,9 +24,9 @@ pub struct Target {
     pub view: View,
     /// The proxy's base URL as this client sees it.
     pub public_base: String,
-    /// The response key without the caller (who is put in front of it); it holds the path
-    /// and version the target was worked out for, as the next link's head holds the path.
-    pub key: String,
+    /// The response key without the caller (who is put beside it): the resource, version,
+    /// view, base URL, path and canonical query the target was worked out for.
+    pub key: Digest,
     /// The next link as JSON, up to its marker's value: `"https://proxy/v3/p/backups/detail?limit=50&marker=`.
     pub next_href_head: Bytes,
 }
@@ -40,11 +41,13 @@ impl Target {
         version: Version,
         public_base: String,
     ) -> Target {
-        let key = format!(
-            "{}\n{version}\n{view:?}\n{public_base}{path}\n{}",
-            resource.collection,
-            query.canonical()
-        );
+        let mut key = KeyHasher::new();
+        key.part(resource.collection.as_bytes())
+            .part(version.to_string().as_bytes())
+            .part(format!("{view:?}").as_bytes())
+            .part(public_base.as_bytes())
+            .part(path.as_bytes())
+            .part(query.canonical().as_bytes());
         // The query string of the next link ends with `marker=`; the marker follows.
         let href = format!("{public_base}{path}?{}", query.next_query(""));
         let mut head = serde_json::to_vec(&href).expect("a string serialises");
@@ -55,18 +58,17 @@ impl Target {
             query,
             view,
             public_base,
-            key,
+            key: key.finish(),
             next_href_head: Bytes::from(head),
         }
     }
 
     /// The response key of `identity`'s request for this target.
-    pub fn response_key(&self, identity: &str) -> String {
-        let mut key = String::with_capacity(identity.len() + 1 + self.key.len());
-        key.push_str(identity);
-        key.push('\n');
-        key.push_str(&self.key);
-        key
+    pub fn response_key(&self, identity: Identity) -> ResponseKey {
+        ResponseKey {
+            identity,
+            target: self.key,
+        }
     }
 
     /// Bytes held, as weighed: the strings, the parameters, and a fixed allowance for the
@@ -76,7 +78,7 @@ impl Target {
         let strings = raw.len()
             + self.scope.len()
             + self.public_base.len()
-            + self.key.len()
+            + std::mem::size_of::<Digest>()
             + self.next_href_head.len()
             + 2 * params;
         (strings + 512).min(u32::MAX as usize) as u32
@@ -112,6 +114,18 @@ impl Targets {
         }
     }
 
+    /// Targets held, after pending maintenance.
+    pub fn entry_count(&self) -> u64 {
+        self.known.run_pending_tasks();
+        self.known.entry_count()
+    }
+
+    /// Bytes held (by the weigher, keys included), after pending maintenance.
+    pub fn weighted_size(&self) -> u64 {
+        self.known.run_pending_tasks();
+        self.known.weighted_size()
+    }
+
     /// The raw request's key: what the target depends on besides the URL.
     pub fn raw_key(
         resource: &Resource,
@@ -120,31 +134,90 @@ impl Targets {
         public_base: &str,
         path_and_query: &str,
     ) -> String {
-        use std::fmt::Write;
-        let mut key = String::with_capacity(
-            resource.collection.len() + public_base.len() + path_and_query.len() + 24,
-        );
-        let _ = write!(
-            key,
-            "{}\n{view:?}\n{version}\n{public_base}\n{path_and_query}",
-            resource.collection
-        );
+        let mut key = String::new();
+        let raw = RawRequest {
+            resource,
+            view,
+            version,
+            public_base: [public_base, "", ""],
+            path_and_query,
+        };
+        raw.write_key(&mut key);
         key
+    }
+
+    /// The target of `raw`, worked out by `work_out` the first time. Its key is written into
+    /// a buffer of the thread's, so that finding a target known already allocates nothing.
+    pub fn target_of<E>(
+        &self,
+        raw: &RawRequest<'_>,
+        work_out: impl FnOnce() -> Result<Target, E>,
+    ) -> Result<Arc<Target>, E> {
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with_borrow_mut(|key| {
+            key.clear();
+            raw.write_key(key);
+            let found = self.known.get(key.as_str());
+            // A key as long as a client makes it is not kept in the buffer.
+            if key.capacity() > 4096 {
+                *key = String::new();
+            }
+            found
+        })
+        .map_or_else(
+            || {
+                let mut key = String::new();
+                raw.write_key(&mut key);
+                self.get_or_work_out(&key, work_out)
+            },
+            Ok,
+        )
     }
 
     /// The target of `raw`, worked out by `work_out` the first time (its errors are not kept:
     /// bad input costs its sender, never the budget).
     pub fn get_or_work_out<E>(
         &self,
-        raw: String,
+        raw: &str,
         work_out: impl FnOnce() -> Result<Target, E>,
     ) -> Result<Arc<Target>, E> {
-        if let Some(target) = self.known.get(raw.as_str()) {
+        if let Some(target) = self.known.get(raw) {
             return Ok(target);
         }
         let target = Arc::new(work_out()?);
-        self.known.insert(raw.into_boxed_str(), target.clone());
+        self.known.insert(raw.into(), target.clone());
         Ok(target)
+    }
+}
+
+/// What a listing request's target depends on: the URL, and what the request is answered at
+/// (its resource and view, its microversion, and the base URL, in parts).
+pub struct RawRequest<'a> {
+    pub resource: &'a Resource,
+    pub view: View,
+    pub version: Version,
+    pub public_base: [&'a str; 3],
+    pub path_and_query: &'a str,
+}
+
+impl RawRequest<'_> {
+    fn write_key(&self, key: &mut String) {
+        use std::fmt::Write;
+        let base = &self.public_base;
+        key.reserve(self.resource.collection.len() + self.path_and_query.len() + 64);
+        let _ = write!(
+            key,
+            "{}\n{:?}\n{}\n{}{}{}\n{}",
+            self.resource.collection,
+            self.view,
+            self.version,
+            base[0],
+            base[1],
+            base[2],
+            self.path_and_query
+        );
     }
 }
 
@@ -182,17 +255,18 @@ mod tests {
         let (a, b) = (target("limit=2&name=x"), target("name=x&limit=2"));
         assert_eq!(a.key, b.key);
         assert_ne!(a.next_href_head, b.next_href_head);
-        assert_ne!(a.response_key("id1"), a.response_key("id2"));
+        let (id1, id2) = (Identity([1; 32]), Identity([2; 32]));
+        assert_ne!(a.response_key(id1), a.response_key(id2));
     }
 
     #[test]
     fn errors_are_not_kept() {
         let targets = Targets::new(1 << 20);
-        let failed: Result<_, &str> = targets.get_or_work_out("k".into(), || Err("bad"));
+        let failed: Result<_, &str> = targets.get_or_work_out("k", || Err("bad"));
         assert!(failed.is_err());
-        let worked = targets.get_or_work_out::<&str>("k".into(), || Ok(target("limit=1")));
+        let worked = targets.get_or_work_out::<&str>("k", || Ok(target("limit=1")));
         assert_eq!(worked.unwrap().query.limit, 1);
-        let kept = targets.get_or_work_out::<&str>("k".into(), || Err("not asked again"));
+        let kept = targets.get_or_work_out::<&str>("k", || Err("not asked again"));
         assert!(kept.is_ok());
     }
 }

@@ -1,0 +1,118 @@
+//! The caches' keys, typed: fixed-size values with a stable encoding, not strings joined with
+//! a separator. A key's parts are hashed once, length-prefixed (so no two different sets of
+//! parts make the same bytes), into a SHA-256 [`Digest`]; who asks is an HMAC of the token
+//! ([`Identity`]), never the token. A key costs no allocation to make or to look up, and its
+//! size in a cache entry is fixed (`coalescing::KeySize`).
+
+use sha2::{Digest as _, Sha256};
+
+use super::coalescing::KeySize;
+
+/// SHA-256 of a key's parts (see [`KeyHasher`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Digest(pub [u8; 32]);
+
+/// Writes a key's parts, each prefixed with its length, into SHA-256.
+#[derive(Clone, Default)]
+pub struct KeyHasher(Sha256);
+
+impl KeyHasher {
+    pub fn new() -> KeyHasher {
+        KeyHasher::default()
+    }
+
+    /// One part of the key.
+    pub fn part(&mut self, bytes: &[u8]) -> &mut KeyHasher {
+        self.0.update((bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    pub fn finish(self) -> Digest {
+        Digest(self.0.finalize().into())
+    }
+}
+
+/// Who asks: HMAC-SHA-256 of the caller's token (or of who Keystone said the token is, with
+/// `cache.scope = "project"`), keyed with `cache.key_secret`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Identity(pub [u8; 32]);
+
+/// A listing answer in the response layer: who asks, and what (the request's target, the
+/// same for every caller: `listing/target.rs`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ResponseKey {
+    pub identity: Identity,
+    pub target: Digest,
+}
+
+impl ResponseKey {
+    /// Its stable text form (the fleet's Redis key): the identity's and the target's hex.
+    pub fn encode(&self) -> String {
+        let mut out = hex(&self.identity.0);
+        out.push_str(&hex(&self.target.0));
+        out
+    }
+}
+
+/// A region's page in the region-page layer: who asks, which region, and what it is asked
+/// (collection, version, scope, the fields decoded, the query: `listing/source.rs`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PageKey {
+    pub identity: Identity,
+    pub region: u32,
+    pub request: Digest,
+}
+
+impl KeySize for ResponseKey {
+    fn key_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+}
+
+impl KeySize for PageKey {
+    fn key_size(&self) -> usize {
+        std::mem::size_of::<Self>()
+    }
+}
+
+/// Lower-case hex, without a formatting call per byte.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_length_prefixed() {
+        let of = |parts: &[&str]| {
+            let mut h = KeyHasher::new();
+            for p in parts {
+                h.part(p.as_bytes());
+            }
+            h.finish()
+        };
+        assert_eq!(of(&["ab", "c"]), of(&["ab", "c"]));
+        assert_ne!(of(&["ab", "c"]), of(&["a", "bc"]));
+        assert_ne!(of(&["a\nb"]), of(&["a", "b"]));
+    }
+
+    #[test]
+    fn a_response_key_encodes_both_parts() {
+        let key = ResponseKey {
+            identity: Identity([0xab; 32]),
+            target: Digest([0x01; 32]),
+        };
+        let text = key.encode();
+        assert_eq!(text.len(), 128);
+        assert!(text.starts_with("abab") && text.ends_with("0101"));
+    }
+}
