@@ -4,11 +4,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::http::router;
+use crate::http::{edge, Edge};
 use crate::state::AppState;
 
 /// `config` with its regions read from Keystone's catalog, when `[regions_from_catalog]` asks
@@ -57,7 +56,7 @@ fn region_endpoints(config: &Config) -> Vec<(&str, &str)> {
 /// swapped in under the listener (requests in flight finish on the one they started on);
 /// then the regions' version documents are read again. A catalog that cannot be read, or
 /// lists none of the regions asked for, leaves the regions as they are (WARN, counted).
-async fn keep_fresh(mut state: AppState, routers: tokio::sync::watch::Sender<Router>) {
+async fn keep_fresh(mut state: AppState, routers: tokio::sync::watch::Sender<Edge>) {
     let mut tick = tokio::time::interval(state.config.upstream.version_refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first refresh ran before serving
@@ -66,7 +65,7 @@ async fn keep_fresh(mut state: AppState, routers: tokio::sync::watch::Sender<Rou
         if let Some(next) = catalog_changed(&state).await {
             crate::regions::versions::refresh(&next.regions).await;
             // The old router is dropped here; its state goes with its last request.
-            drop(routers.send_replace(router(next.clone())));
+            drop(routers.send_replace(edge(next.clone())));
             // Counted once the new regions serve: whoever sees the count sees them.
             count_catalog_read(&next, "changed");
             state = next;
@@ -114,7 +113,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::regions::versions::refresh(&state.regions).await;
-    let (routers, app) = tokio::sync::watch::channel(router(state.clone()));
+    let (routers, app) = tokio::sync::watch::channel(edge(state.clone()));
     let refresher = tokio::spawn(keep_fresh(state.clone(), routers));
     let server = &state.config.server;
     let limits = crate::http::listener::Limits {

@@ -50,19 +50,7 @@ pub async fn purge(
         return ApiError::Unauthorized("X-Admin-Token is required.".into()).into_response();
     };
     if !same_secret(given.as_bytes(), expected.as_bytes()) {
-        let (status, body) = (
-            StatusCode::FORBIDDEN,
-            r#"{"forbidden": {"code": 403, "message": "Invalid admin token."}}"#,
-        );
-        return (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response();
+        return ApiError::Forbidden("Invalid admin token.".into()).into_response();
     }
     let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
         Ok(b) => b,

@@ -16,6 +16,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     NotAcceptable(String),
@@ -91,6 +93,7 @@ impl ApiError {
         let (status, kind, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "badRequest", m.as_str()),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m.as_str()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.as_str()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "itemNotFound", m.as_str()),
             // Cinder reports an unsupported version under `computeFault`.
             ApiError::NotAcceptable(m) => (StatusCode::NOT_ACCEPTABLE, "computeFault", m.as_str()),

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use tokio::sync::watch;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -217,11 +216,11 @@ pub struct ServedOverTls;
 /// Serve `app` on `listener` within `limits` until `shutdown` resolves; then stop accepting,
 /// close idle connections at once, and give the others `limits.grace` to finish. With `tls`,
 /// every connection is TLS; its handshake must be done within `limits.header_read_timeout`.
-/// Each request is served by the router `app` holds when it arrives (a new set of regions
-/// swaps it; see `app::keep_fresh`).
+/// Each request is served by the application `app` holds when it arrives (the edge and its
+/// routes; a new set of regions swaps it, see `app::keep_fresh`).
 pub async fn run(
     listener: TcpListener,
-    app: watch::Receiver<Router>,
+    app: watch::Receiver<super::Edge>,
     limits: Limits,
     tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl Future<Output = ()>,
@@ -292,7 +291,7 @@ pub async fn run(
 
 /// One accepted connection, before its requests are served.
 struct Connection {
-    app: watch::Receiver<Router>,
+    app: watch::Receiver<super::Edge>,
     activity: Arc<Activity>,
     peer: SocketAddr,
     limits: Limits,
