@@ -1,4 +1,4 @@
-//! The cache-hit path's budget (README, "Performance"): allocations and bytes allocated per hit
+//! The cache-hit path's budget (docs/performance.md, "The cache-hit path"): allocations and bytes allocated per hit
 //! of a 50-item page, through the whole router (observation, inbound protection, the listing
 //! handler, the body), counted by a counting global allocator on the test's thread. The
 //! figures are deterministic (the same code allocates the same) where timings are not, so CI

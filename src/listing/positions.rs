@@ -26,7 +26,7 @@ type Key = [u8; 32];
 /// (Horizon asks for one row more than it shows and takes the last row shown). A marker from
 /// elsewhere in a page takes the cold path, which gives the same answer at a higher cost;
 /// keeping every row cost a cached 50-item page about 20 KB more of RSS (61.7 against 42.0 KB
-/// measured; README, "Performance").
+/// measured; docs/performance.md, "Against the targets").
 pub const REMEMBERED_ROWS: usize = 2;
 
 /// How long positions are kept: long enough for a person paging through a dashboard, short

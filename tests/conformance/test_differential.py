@@ -88,7 +88,7 @@ def params():
 
 
 def deviation(ctx, version, query):
-    """A documented difference (README, "Deliberate differences from Cinder"), or None."""
+    """A documented difference (docs/api.md, "Deliberate differences from Cinder"), or None."""
     # Below 3.45 `with_count` is an ordinary filter; for an admin, a filter that is not a
     # column makes Cinder answer [] before it looks at the sort keys. The proxy rejects an
     # invalid sort key (`name` below 3.37) itself, without asking the regions.

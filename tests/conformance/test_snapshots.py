@@ -86,7 +86,7 @@ def test_snapshot_detail_list_matches_union(world, markers, ctx, version, query)
     query = query.format(**markers)
     minor = gated(version, query)
     if minor:
-        # README, "Deliberate differences from Cinder": Cinder sorts on a column its view
+        # docs/api.md, "Deliberate differences from Cinder": Cinder sorts on a column its view
         # does not show at this version; the proxy has no value to merge on and says so.
         proxy = get(world.proxy_url, DETAIL, token, version, query)
         assert proxy.status_code == 400, proxy.text

@@ -60,6 +60,9 @@ const DOCUMENTS: &[(&str, &str)] = &[
     ("ARCHITECTURE.md, \"", "ARCHITECTURE.md"),
     ("docs/cinder-behaviour.md, \"", "docs/cinder-behaviour.md"),
     ("docs/api.md, \"", "docs/api.md"),
+    ("docs/deploying.md, \"", "docs/deploying.md"),
+    ("docs/performance.md, \"", "docs/performance.md"),
+    ("docs/testing.md, \"", "docs/testing.md"),
 ];
 
 #[test]
