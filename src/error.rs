@@ -35,7 +35,7 @@ impl RequestError {
     }
 
     /// The regions failed (not the caller): stale data may stand in.
-    pub fn is_upstream_failure(&self) -> bool {
+    pub(crate) fn is_upstream_failure(&self) -> bool {
         match self {
             RequestError::Regions { .. } => true,
             RequestError::Upstream { status, .. } => {

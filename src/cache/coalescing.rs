@@ -40,21 +40,21 @@ impl KeySize for &'static str {
 
 /// What moka and the layer keep per entry besides key and value (hash table slot, access
 /// deques, timer wheel node, the `Stored` header): measured roughly, rounded up.
-pub const ENTRY_OVERHEAD: usize = 256;
+pub(crate) const ENTRY_OVERHEAD: usize = 256;
 
 /// TTL and the two staleness windows after it (README, "Cache").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub ttl: Duration,
-    pub stale_while_revalidate: Duration,
-    pub stale_if_error: Duration,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
     /// A forced refresh (`Cache-Control: no-cache`) of an entry younger than this is answered
     /// with the entry: a client that always sends it refreshes a key at most this often.
     pub min_refresh_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
+pub(crate) enum Freshness {
     Fresh,
     /// Serve it and refresh in the background.
     StaleWhileRevalidate,
@@ -64,7 +64,7 @@ pub enum Freshness {
 }
 
 impl Policy {
-    pub fn classify(&self, age: Duration) -> Freshness {
+    pub(crate) fn classify(&self, age: Duration) -> Freshness {
         if age < self.ttl {
             Freshness::Fresh
         } else if age < self.ttl + self.stale_while_revalidate {
@@ -86,8 +86,8 @@ impl Policy {
 #[derive(Debug)]
 pub struct Stored<V> {
     pub value: V,
-    pub stored_at: Instant,
-    pub weight: u32,
+    pub(crate) stored_at: Instant,
+    pub(crate) weight: u32,
     /// The scope (`/v3/{project}`) it belongs to, for purges.
     pub scope: Arc<str>,
     /// Stored by a forced refresh (`no-cache`): the start of its `min_refresh_interval`.
@@ -213,7 +213,7 @@ where
         &self.0.metrics
     }
 
-    pub fn metrics_arc(&self) -> Arc<LayerMetrics> {
+    pub(crate) fn metrics_arc(&self) -> Arc<LayerMetrics> {
         self.0.metrics.clone()
     }
 
@@ -342,7 +342,7 @@ where
     }
 
     /// Drop the entry of `key`, if any (flights in progress are not touched).
-    pub fn forget(&self, key: &K) {
+    pub(crate) fn forget(&self, key: &K) {
         self.0.entries.invalidate(key);
     }
 

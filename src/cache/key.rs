@@ -14,7 +14,7 @@ pub struct Digest(pub [u8; 32]);
 
 /// Writes a key's parts, each prefixed with its length, into SHA-256.
 #[derive(Clone, Default)]
-pub struct KeyHasher(Sha256);
+pub(crate) struct KeyHasher(Sha256);
 
 impl KeyHasher {
     pub fn new() -> KeyHasher {

@@ -20,13 +20,13 @@ pub struct LayerMetrics {
     /// Requests that joined a fetch already in flight.
     pub coalesced: Counter,
     /// Entries pushed out by the byte bound or by age.
-    pub evictions: Counter,
+    pub(crate) evictions: Counter,
 }
 
 impl Caches {
     /// Register the layers' families in `registry`; their sizes are read by
     /// [`Caches::update_gauges`] when the scrape is written.
-    pub fn register_metrics(&self, registry: &mut Registry) {
+    pub(crate) fn register_metrics(&self, registry: &mut Registry) {
         registry.register_collector(Box::new(CacheCollector {
             layers: [
                 ("responses", self.responses.metrics_arc(), self.bytes[0].clone()),
@@ -36,7 +36,7 @@ impl Caches {
     }
 
     /// The layers' sizes now, for the scrape.
-    pub fn update_gauges(&self) {
+    pub(crate) fn update_gauges(&self) {
         self.bytes[0].set(self.responses.weighted_size() as i64);
         self.bytes[1].set(self.pages.weighted_size() as i64);
     }

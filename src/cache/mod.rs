@@ -63,22 +63,22 @@ impl RenderedPage {
 pub use key::hex;
 use key::{Identity, PageKey, ResponseKey};
 
-pub type PageResult = Arc<Result<ListPage, RegionError>>;
+pub(crate) type PageResult = Arc<Result<ListPage, RegionError>>;
 
 /// What the response layer holds for a listing request: the page, or why there is none (only
 /// pages are stored; errors are shared by the requests that waited for them).
-pub type Answer = Result<RenderedPage, crate::error::RequestError>;
+pub(crate) type Answer = Result<RenderedPage, crate::error::RequestError>;
 
 pub struct Caches {
     /// `cache.ttl > 0`: store answers (coalescing happens either way).
-    pub enabled: bool,
-    pub honor_client_no_cache: bool,
+    pub(crate) enabled: bool,
+    pub(crate) honor_client_no_cache: bool,
     pub ttl: std::time::Duration,
     pub responses: CoalescingCache<ResponseKey, Arc<Answer>>,
     pub pages: CoalescingCache<PageKey, PageResult>,
     /// Backup id → the region that holds it, learnt from listings and look-ups (for show and
     /// plain-id markers). Counted in bytes like the layers.
-    pub holders: moka::sync::Cache<Box<str>, usize>,
+    pub(crate) holders: moka::sync::Cache<Box<str>, usize>,
     /// Fleet mode: the responses the replicas share (L2, behind `responses`).
     pub shared: Option<shared::SharedResponses>,
     /// HMAC-SHA-256 keyed with `cache.key_secret` (or a random key), its key already
@@ -136,13 +136,13 @@ impl Caches {
     }
 
     /// The share of `cache.max_bytes` left to the listing's remembered positions.
-    pub fn positions_budget(config: &CacheConfig) -> u64 {
+    pub(crate) fn positions_budget(config: &CacheConfig) -> u64 {
         config.max_bytes.as_u64() / 8
     }
 
     /// The share of `cache.max_bytes` left to the requests' targets worked out
     /// (`listing::target`).
-    pub fn targets_budget(config: &CacheConfig) -> u64 {
+    pub(crate) fn targets_budget(config: &CacheConfig) -> u64 {
         config.max_bytes.as_u64() / 16
     }
 
@@ -176,7 +176,7 @@ fn holder_weight(id: &Box<str>, _region: &usize) -> u32 {
 }
 
 /// Whether a region failure is one that stale data may stand in for (README, "Cache").
-pub fn upstream_failed(e: &RegionError) -> bool {
+pub(crate) fn upstream_failed(e: &RegionError) -> bool {
     match e.status() {
         Some(s) => s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error(),
         None => true,

@@ -72,8 +72,9 @@ impl Item {
         })))
     }
 
-    /// An item built from a JSON object of its own (tests, benches, the simulated region).
-    pub fn from_json(json: &[u8], fields: &[&str]) -> Result<Item, String> {
+    /// An item built from a JSON object of its own (the comparator's tests).
+    #[cfg(test)]
+    pub(crate) fn from_json(json: &[u8], fields: &[&str]) -> Result<Item, String> {
         let body = Bytes::copy_from_slice(json);
         let raw: &RawValue = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         Item::parse(&body, raw, fields)
@@ -175,7 +176,7 @@ pub struct ListPage {
 
 impl ListPage {
     /// Bytes held: the region's answers the items point into, plus per-item bookkeeping.
-    pub fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         let mut bodies: Vec<(*const u8, usize)> = self
             .items
             .iter()
@@ -283,7 +284,7 @@ impl<'de> Visitor<'de> for ListingVisitor<'_> {
 }
 
 /// Parse `{"<member>": {...}}`.
-pub fn parse_show(body: Bytes, fields: &[&str], resource: &Resource) -> Result<Item, String> {
+pub(crate) fn parse_show(body: Bytes, fields: &[&str], resource: &Resource) -> Result<Item, String> {
     let parsed: Envelope<'_> =
         serde_json::from_slice(&body).map_err(|e| format!("not a {}: {e}", resource.member))?;
     let raw = parsed

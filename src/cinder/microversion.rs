@@ -15,9 +15,7 @@ pub struct Version {
 impl Version {
     pub const MIN: Version = Version::new(3, 0);
     /// `with_count` (SUPPORT_COUNT_INFO).
-    pub const COUNT: Version = Version::new(3, 45);
-    /// `sort=name` maps to `display_name` (BACKUP_SORT_NAME).
-    pub const SORT_NAME: Version = Version::new(3, 37);
+    pub(crate) const COUNT: Version = Version::new(3, 45);
 
     pub const fn new(major: u32, minor: u32) -> Version {
         Version { major, minor }

@@ -5,13 +5,13 @@
 /// library and HTTP server on the way would remove or resolve them (`%2E%2E` included, per
 /// the WHATWG URL standard), so the request would reach another route. No Cinder object has
 /// such an id.
-pub fn is_path_segment(s: &str) -> bool {
+pub(crate) fn is_path_segment(s: &str) -> bool {
     !matches!(s, "" | "." | "..")
 }
 
 /// Percent-encode one path segment (everything but RFC 3986 unreserved characters), so a `/`,
 /// `?` or `%` in an id stays inside its segment.
-pub fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'.')

@@ -3,7 +3,7 @@
 
 /// `application/x-www-form-urlencoded` decoding as webob does it (`+` is a space, invalid
 /// UTF-8 replaced); empty values kept, bare keys get an empty value.
-pub fn decode_query(raw: &str) -> Vec<(String, String)> {
+pub(crate) fn decode_query(raw: &str) -> Vec<(String, String)> {
     raw.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -21,7 +21,7 @@ fn form_decode(s: &str) -> String {
 }
 
 /// One `k=v` pair as `urllib.parse.urlencode` writes it (`quote_plus`, safe = `_.-~`).
-pub fn push_pair(out: &mut String, k: &str, v: &str) {
+pub(crate) fn push_pair(out: &mut String, k: &str, v: &str) {
     if !out.is_empty() {
         out.push('&');
     }

@@ -28,13 +28,13 @@ pub struct Resource {
     /// Columns the proxy can merge on: rendered in every detail item.
     pub columns: &'static [Column],
     /// Real columns the detail view does not show (a sort on them cannot be merged).
-    pub hidden_columns: &'static [&'static str],
+    pub(crate) hidden_columns: &'static [&'static str],
     /// From this microversion, a sort on `name` means `display_name`.
     pub name_sort_since: Option<Version>,
     /// The summary view's fields, in Cinder's order.
-    pub summary_fields: &'static [&'static str],
+    pub(crate) summary_fields: &'static [&'static str],
     /// VBS also serves the detail listing at `/native/{collection}/detail`.
-    pub native_alias: bool,
+    pub(crate) native_alias: bool,
 }
 
 impl Resource {
@@ -83,7 +83,7 @@ pub static SNAPSHOTS: Resource = Resource {
 };
 
 /// Every resource the proxy lists.
-pub static RESOURCES: [&Resource; 2] = [&BACKUPS, &SNAPSHOTS];
+pub(crate) static RESOURCES: [&Resource; 2] = [&BACKUPS, &SNAPSHOTS];
 
 /// A column the proxy can merge on: it is rendered in every detail item (from `since` on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

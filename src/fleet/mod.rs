@@ -26,11 +26,11 @@ use tokio::time::Instant;
 use crate::config::FleetConfig;
 
 /// While Redis is down, one operation in this long is tried (the others are skipped).
-pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 /// Fleet operations by kind and outcome (`ok`, `error`, `timeout`, `skipped`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OpLabels {
+pub(crate) struct OpLabels {
     pub op: &'static str,
     pub outcome: &'static str,
 }
@@ -39,7 +39,7 @@ pub struct OpLabels {
 pub struct FleetMetrics {
     /// 1 while the last operation tried succeeded.
     pub up: Gauge,
-    pub ops: Family<OpLabels, Counter>,
+    pub(crate) ops: Family<OpLabels, Counter>,
 }
 
 /// A page's value as another replica stored it, or the lock to fetch it.
@@ -55,7 +55,7 @@ pub enum Flight {
 
 /// What the fleet says about a call to a region.
 #[derive(Debug, PartialEq)]
-pub enum Admission {
+pub(crate) enum Admission {
     Go,
     /// The fleet's rate limit: a token in this long.
     Wait(Duration),
@@ -128,7 +128,7 @@ pub struct Fleet {
     conn: ConnectionManager,
     prefix: String,
     op_timeout: Duration,
-    pub flight_wait: Duration,
+    pub(crate) flight_wait: Duration,
     up: AtomicBool,
     /// While down: when the last operation was tried.
     last_try: Mutex<Option<Instant>>,
@@ -143,7 +143,7 @@ pub struct Fleet {
 impl Fleet {
     /// Register the store's families in `registry` (fleet mode only: a replica without Redis
     /// has no fleet store to be down).
-    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+    pub(crate) fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(
             "fleet_up",
             "1 while the fleet store (Redis) answers, 0 while this replica runs on its own",
@@ -205,7 +205,7 @@ impl Fleet {
         format!("{}{kind}:{name}", self.prefix)
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }
 
@@ -321,7 +321,7 @@ impl Fleet {
     }
 
     /// Store `value` under `key` for `keep`.
-    pub async fn put(&self, key: &str, value: &[u8], keep: Duration) -> bool {
+    pub(crate) async fn put(&self, key: &str, value: &[u8], keep: Duration) -> bool {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("SET");
         cmd.arg(key).arg(value).arg("PX").arg(millis(keep));
@@ -340,7 +340,7 @@ impl Fleet {
     }
 
     /// Many values at once (one round trip), each for `keep`.
-    pub async fn put_many(&self, entries: &[(String, Vec<u8>)], keep: Duration) -> bool {
+    pub(crate) async fn put_many(&self, entries: &[(String, Vec<u8>)], keep: Duration) -> bool {
         if entries.is_empty() {
             return true;
         }
@@ -360,7 +360,7 @@ impl Fleet {
     }
 
     /// Give the lock back (only if this replica still holds it).
-    pub async fn unlock(&self, lock: &str, token: &str) {
+    pub(crate) async fn unlock(&self, lock: &str, token: &str) {
         let mut conn = self.conn.clone();
         let mut invocation = self.unlock.key(lock);
         invocation.arg(token);
@@ -371,7 +371,7 @@ impl Fleet {
 
     /// May a call go to `region` now, fleet-wide? `rate` calls per second (0: no limit), with
     /// a burst of `max(rate, 1)` like each replica's own bucket.
-    pub async fn admit(&self, region: &str, rate: f64) -> Option<Admission> {
+    pub(crate) async fn admit(&self, region: &str, rate: f64) -> Option<Admission> {
         let interval = if rate > 0.0 { (1000.0 / rate).ceil() as u64 } else { 0 };
         let tolerance = interval * (rate.max(1.0) as u64).saturating_sub(1);
         let mut conn = self.conn.clone();
@@ -403,7 +403,7 @@ impl Fleet {
     }
 
     /// A region's `Retry-After`, for every replica to honour.
-    pub async fn publish_back_off(&self, region: &str, wait: Duration) {
+    pub(crate) async fn publish_back_off(&self, region: &str, wait: Duration) {
         let mut conn = self.conn.clone();
         let mut invocation = self.back_off.key(self.key("backoff", region));
         invocation.arg(millis(wait).max(1));
@@ -413,7 +413,7 @@ impl Fleet {
     }
 
     /// A region's breaker opened after `cause`: every replica fails fast for `cooldown`.
-    pub async fn publish_breaker_open(&self, region: &str, cause: &str, cooldown: Duration) {
+    pub(crate) async fn publish_breaker_open(&self, region: &str, cause: &str, cooldown: Duration) {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key("breaker", region))

@@ -25,7 +25,7 @@ use crate::identity::{Keystone, Verdict};
 /// With `[keystone_authtoken]`, the token check; without it, nothing (a request passes
 /// straight through, with no box and no clone).
 #[derive(Clone)]
-pub struct AuthLayer {
+pub(crate) struct AuthLayer {
     keystone: Option<Arc<Keystone>>,
 }
 

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-pub struct Chunks<const N: usize> {
+pub(crate) struct Chunks<const N: usize> {
     chunks: [Bytes; N],
     next: usize,
 }

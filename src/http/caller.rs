@@ -22,12 +22,12 @@ pub struct Caller {
     pub ctx: CallContext,
     pub public_base: PublicBase,
     /// Who the token is, when Keystone checked it (`http::auth`).
-    pub token_info: Option<std::sync::Arc<crate::identity::TokenInfo>>,
+    pub(crate) token_info: Option<std::sync::Arc<crate::identity::TokenInfo>>,
 }
 
 impl Caller {
     /// Token (401 without one, no upstream call), microversion, request id, public base.
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         config: &Arc<Config>,
         regions: &Regions,
         parts: &Parts,
@@ -89,7 +89,7 @@ impl Caller {
     }
 
     /// Headers every aggregated answer carries.
-    pub fn response_headers(&self, headers: &mut HeaderMap) {
+    pub(crate) fn response_headers(&self, headers: &mut HeaderMap) {
         set_version_headers(headers, self.ctx.version);
         headers.insert(REQUEST_ID, self.ctx.request_id.clone());
         headers.insert(COMPUTE_REQUEST_ID, self.ctx.request_id.clone());
@@ -174,7 +174,7 @@ impl PublicBase {
     }
 
     /// The base URL's parts, in order: written one after the other they make it.
-    pub fn parts(&self) -> [&str; 3] {
+    pub(crate) fn parts(&self) -> [&str; 3] {
         match self {
             PublicBase::Configured(config) => {
                 let url = config.server.public_url.as_deref().unwrap_or_default();
@@ -205,7 +205,7 @@ fn bad_host() -> ApiError {
 
 /// RFC 3986 §3.2 `host [ ":" port ]` (no userinfo: a Host header has none), at most 255
 /// bytes of host: `reg-name` (unreserved, sub-delims, pct-encoded), IPv4, or `[IP-literal]`.
-pub fn is_authority(s: &str) -> bool {
+pub(crate) fn is_authority(s: &str) -> bool {
     let (host, port) = match s.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((literal, after)) => {

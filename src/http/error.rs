@@ -139,7 +139,7 @@ impl ApiError {
     }
 
     /// Status, content type and body bytes.
-    pub fn into_parts(self) -> (StatusCode, Option<HeaderValue>, Bytes) {
+    pub(crate) fn into_parts(self) -> (StatusCode, Option<HeaderValue>, Bytes) {
         match self {
             ApiError::Upstream {
                 status,
@@ -164,7 +164,7 @@ impl ApiError {
 
 /// Every 503 of the proxy's says when to come back (load shedding, regions unavailable),
 /// whether it is made now or served from a produced answer.
-pub fn set_retry_after(status: StatusCode, headers: &mut axum::http::HeaderMap) {
+pub(crate) fn set_retry_after(status: StatusCode, headers: &mut axum::http::HeaderMap) {
     if status == StatusCode::SERVICE_UNAVAILABLE {
         headers
             .entry(header::RETRY_AFTER)

@@ -35,7 +35,7 @@ use tower::ServiceExt;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     pub idle_timeout: Duration,
     /// After shutdown starts: how long requests in flight may take to finish.
     pub grace: Duration,
@@ -211,7 +211,7 @@ impl Body for Tracked {
 
 /// Marks a request that came over the listener's TLS: its links say `https`.
 #[derive(Debug, Clone, Copy)]
-pub struct ServedOverTls;
+pub(crate) struct ServedOverTls;
 
 /// Serve `app` on `listener` within `limits` until `shutdown` resolves; then stop accepting,
 /// close idle connections at once, and give the others `limits.grace` to finish. With `tls`,

@@ -8,10 +8,10 @@ pub mod caller;
 pub mod error;
 pub mod list;
 pub mod listener;
-pub mod observe;
-pub mod passthrough;
+pub(crate) mod observe;
+pub(crate) mod passthrough;
 pub mod path;
-pub mod protect;
+pub(crate) mod protect;
 pub mod show;
 pub mod versions;
 
@@ -19,18 +19,18 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::routing::get;
 use axum::Router;
 
-pub use caller::Caller;
+pub(crate) use caller::Caller;
 use crate::cinder::microversion::Version;
 use crate::cinder::resource::{Resource, RESOURCES};
 use crate::listing::render::View;
 use crate::state::AppState;
 use error::ApiError;
 
-pub const API_VERSION: HeaderName = HeaderName::from_static("openstack-api-version");
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-openstack-request-id");
-pub const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-request-id");
-pub const MISSING_REGIONS: HeaderName = HeaderName::from_static("x-aggregate-missing-regions");
-pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+pub(crate) const API_VERSION: HeaderName = HeaderName::from_static("openstack-api-version");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-openstack-request-id");
+pub(crate) const COMPUTE_REQUEST_ID: HeaderName = HeaderName::from_static("x-compute-request-id");
+pub(crate) const MISSING_REGIONS: HeaderName = HeaderName::from_static("x-aggregate-missing-regions");
+pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const AUTH_TOKEN: HeaderName = HeaderName::from_static("x-auth-token");
 
 /// The whole application as an axum `Router` (what `axum::serve` and the tests take): the
@@ -62,7 +62,7 @@ pub fn edge(state: AppState) -> Edge {
 }
 
 /// The application's service: the routes inside the edge's layers (see [`edge`]).
-pub type Edge = observe::Observe<protect::Inbound<protect::Timeout<auth::Authenticate<Router>>>>;
+pub(crate) type Edge = observe::Observe<protect::Inbound<protect::Timeout<auth::Authenticate<Router>>>>;
 
 /// What answers a resource's route.
 #[derive(Clone, Copy)]
@@ -104,7 +104,7 @@ const FIXED_ROUTES: [&str; 7] = [
 ];
 
 /// Liveness, readiness and metrics: outside the inbound protection and the token check.
-pub fn is_ops_route(path: &str) -> bool {
+pub(crate) fn is_ops_route(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
@@ -144,7 +144,7 @@ type Template = (Box<str>, Vec<Option<Box<str>>>);
 /// any segment but an empty last one, and where two templates match, the one with a literal
 /// segment first wins (`/v3/backups/detail` over `/v3/backups/{id}`). The test below holds it
 /// to the router's own answer.
-pub fn route_template(path: &str) -> &'static str {
+pub(crate) fn route_template(path: &str) -> &'static str {
     static TEMPLATES: std::sync::OnceLock<Vec<Template>> = std::sync::OnceLock::new();
     let templates = TEMPLATES.get_or_init(|| {
         let resources = resource_routes().into_iter().map(|(t, _)| t);
@@ -207,7 +207,7 @@ pub fn scope(path: &str) -> Result<String, ApiError> {
 /// The headers of every API answer made for a caller: the microversion it was made at, and
 /// that it is this caller's alone (a shared HTTP cache in front must neither serve it to
 /// another token nor mix versions).
-pub fn set_version_headers(headers: &mut HeaderMap, version: Version) {
+pub(crate) fn set_version_headers(headers: &mut HeaderMap, version: Version) {
     headers.insert(API_VERSION, api_version_header(version));
     headers.insert(
         axum::http::header::VARY,
@@ -232,7 +232,7 @@ fn api_version_header(version: Version) -> HeaderValue {
 }
 
 /// A path segment as the client meant it (percent-decoded).
-pub fn decode_segment(s: &str) -> String {
+pub(crate) fn decode_segment(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()

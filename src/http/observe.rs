@@ -22,11 +22,11 @@ use crate::state::metrics::HttpMetrics;
 
 /// The request's `X-Openstack-Request-Id`: the client's when it sent a sane one.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub HeaderValue);
+pub(crate) struct RequestId(pub HeaderValue);
 
 /// Upstream calls a response cost (set by the listing handler on a miss).
 #[derive(Debug, Clone, Copy)]
-pub struct UpstreamCalls(pub u32);
+pub(crate) struct UpstreamCalls(pub u32);
 
 fn request_id(request: &Request) -> HeaderValue {
     request
@@ -46,7 +46,7 @@ fn request_id(request: &Request) -> HeaderValue {
 }
 
 #[derive(Clone)]
-pub struct ObserveLayer {
+pub(crate) struct ObserveLayer {
     metrics: Arc<HttpMetrics>,
 }
 

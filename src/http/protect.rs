@@ -22,7 +22,7 @@ use super::error::ApiError;
 
 /// The limits of `[server]` the inbound layer holds a request to, and its shed count.
 #[derive(Clone)]
-pub struct InboundLayer {
+pub(crate) struct InboundLayer {
     max_header_bytes: u64,
     in_flight: Arc<Semaphore>,
     shed: Counter,
@@ -141,7 +141,7 @@ where
 
 /// `server.request_timeout` over an admitted API request: past it, Cinder's 504 fault.
 #[derive(Clone)]
-pub struct TimeoutLayer {
+pub(crate) struct TimeoutLayer {
     limit: Duration,
 }
 

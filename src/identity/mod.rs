@@ -30,9 +30,9 @@ pub struct TokenInfo {
     pub user_id: String,
     /// Project-scoped tokens: the project and its domain.
     pub project_id: Option<String>,
-    pub project_domain_id: Option<String>,
+    pub(crate) project_domain_id: Option<String>,
     /// Domain-scoped tokens: the domain.
-    pub domain_id: Option<String>,
+    pub(crate) domain_id: Option<String>,
     /// Role names, sorted (implied roles included, as Keystone lists them).
     pub roles: Vec<String>,
     pub expires_at: SystemTime,
@@ -42,7 +42,7 @@ impl TokenInfo {
     /// What the token may see, as the cache keys it under `cache.scope = "project"`: its
     /// project (and domain) and its role set. Two users with the same roles in one project
     /// see the same listings; any other difference is another key.
-    pub fn scope_key(&self) -> String {
+    pub(crate) fn scope_key(&self) -> String {
         format!(
             "project\n{}\n{}\n{}\n{}",
             self.project_id.as_deref().unwrap_or(""),
@@ -77,7 +77,7 @@ pub struct Keystone {
     auth_url: String,
     auth_body: Value,
     /// `Keystone uri="..."`, for 401 answers.
-    pub www_authenticate: String,
+    pub(crate) www_authenticate: String,
     service: tokio::sync::Mutex<Option<ServiceToken>>,
     verdicts: moka::future::Cache<[u8; 32], Verdict>,
     key: [u8; 32],
@@ -295,12 +295,6 @@ impl Keystone {
         found.sort();
         found.dedup_by(|a, b| a.0 == b.0);
         Ok(found)
-    }
-
-    /// Verdicts held (after pending maintenance), for tests.
-    pub async fn verdicts_held(&self) -> u64 {
-        self.verdicts.run_pending_tasks().await;
-        self.verdicts.entry_count()
     }
 }
 

@@ -48,7 +48,7 @@ impl CursorKey {
         CursorKey(secret.to_vec())
     }
 
-    pub fn random() -> CursorKey {
+    pub(crate) fn random() -> CursorKey {
         CursorKey(rand::random::<[u8; 32]>().to_vec())
     }
 
@@ -65,7 +65,7 @@ impl CursorKey {
 }
 
 /// A proxy cursor, as opposed to a plain backup id given by a client.
-pub fn is_cursor(marker: &str) -> bool {
+pub(crate) fn is_cursor(marker: &str) -> bool {
     marker.starts_with(PREFIX)
 }
 

@@ -36,7 +36,7 @@ pub struct Start {
     /// or one) read again: the first call asks for the page plus these rather than a whole
     /// chunk, and a re-read row must still sort at or before `after`. If it does not, rows
     /// were deleted since and the page is marked [`Page::stale_start`].
-    pub reread: Option<u64>,
+    pub(crate) reread: Option<u64>,
 }
 
 pub struct PageRequest<'a> {
@@ -62,9 +62,9 @@ pub struct Page {
     /// Where each region stands after the page's last item.
     pub positions: Vec<Position>,
     /// Where each region stood just after each item (parallel to `items`), when asked for.
-    pub after_each: Vec<Box<[Position]>>,
+    pub(crate) after_each: Vec<Box<[Position]>>,
     /// A remembered start no longer held (see [`Start::reread`]): the page is not exact.
-    pub stale_start: bool,
+    pub(crate) stale_start: bool,
     /// Sum of the answering regions' counts, when asked for.
     pub count: Option<u64>,
     /// Regions that failed, with why; they contributed nothing after failing.

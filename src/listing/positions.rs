@@ -27,7 +27,7 @@ type Key = [u8; 32];
 /// elsewhere in a page takes the cold path, which gives the same answer at a higher cost;
 /// keeping every row cost a cached 50-item page about 20 KB more of RSS (61.7 against 42.0 KB
 /// measured; docs/performance.md, "Against the targets").
-pub const REMEMBERED_ROWS: usize = 2;
+pub(crate) const REMEMBERED_ROWS: usize = 2;
 
 /// How long positions are kept: long enough for a person paging through a dashboard, short
 /// enough that a region whose rows are restored or moved does not keep old positions for long.
@@ -60,7 +60,7 @@ impl RememberedPositions {
     }
 
     /// Register the plain-id marker counters in `registry`.
-    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+    pub(crate) fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(
             "plain_markers_remembered",
             "Plain-id markers resumed from remembered positions",
@@ -104,7 +104,7 @@ impl RememberedPositions {
 
     /// Remember a page's positions here, and for the fleet in the background (one round
     /// trip; the answer does not wait for it).
-    pub fn remember(&self, entries: Vec<(Key, Arc<[Position]>)>) {
+    pub(crate) fn remember(&self, entries: Vec<(Key, Arc<[Position]>)>) {
         if let Some(fleet) = &self.shared {
             let shared: Vec<(String, Vec<u8>)> = entries
                 .iter()

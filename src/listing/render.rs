@@ -16,7 +16,7 @@ pub enum View {
 
 /// `common.py _get_collection_links`: a link when the page is non-empty and `limit` is at
 /// most the page length — or the total count when with_count is on (`count or len(items)`).
-pub fn next_link(query: &ListQuery, len: usize, count: Option<u64>) -> bool {
+pub(crate) fn next_link(query: &ListQuery, len: usize, count: Option<u64>) -> bool {
     let item_count = match count {
         Some(c) if c > 0 => c,
         _ => len as u64,

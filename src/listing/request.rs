@@ -153,7 +153,7 @@ fn parse_offset(raw: Option<&str>) -> Result<u64, RequestError> {
 
 /// Python's `int(str)` for base 10: surrounding whitespace, a sign, digits with single
 /// underscores between them. Saturates instead of growing without bound.
-pub fn py_int(s: &str) -> Option<i128> {
+pub(crate) fn py_int(s: &str) -> Option<i128> {
     let s = s.trim();
     let (neg, digits) = match s.as_bytes().first()? {
         b'-' => (true, &s[1..]),
@@ -179,7 +179,7 @@ pub fn py_int(s: &str) -> Option<i128> {
 }
 
 /// oslo `strutils.bool_from_string(strict=True)`.
-pub fn parse_bool(s: &str) -> Option<bool> {
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "t" | "true" | "on" | "y" | "yes" => Some(true),
         "0" | "f" | "false" | "off" | "n" | "no" => Some(false),

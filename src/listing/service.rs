@@ -34,7 +34,7 @@ use crate::regions::{CallContext, Regions};
 pub struct Lister {
     pub regions: Arc<Regions>,
     pub caches: Arc<Caches>,
-    pub cursor_key: Arc<CursorKey>,
+    pub(crate) cursor_key: Arc<CursorKey>,
     /// Where each region stood after each row served: plain-id markers resume there.
     pub positions: RememberedPositions,
     /// Requests' targets already worked out, by raw request.

@@ -10,7 +10,7 @@ use crate::cinder::item::{Item, SortValue};
 use crate::cinder::microversion::Version;
 
 use crate::cinder::resource::Resource;
-pub use crate::cinder::resource::{Column, ColumnType};
+pub(crate) use crate::cinder::resource::{Column, ColumnType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dir {
@@ -182,7 +182,7 @@ impl Comparator {
     /// default loses or repeats rows (docs/cinder-behaviour.md, "Walks over nullable sort
     /// keys"). Such items are never sent as a marker; the proxy counts past them with `offset`
     /// instead.
-    pub fn safe_marker(&self, item: &Item) -> bool {
+    pub(crate) fn safe_marker(&self, item: &Item) -> bool {
         self.keys
             .iter()
             .zip(item.values())
@@ -197,7 +197,7 @@ impl Comparator {
     }
 }
 
-pub fn compare_values(
+pub(crate) fn compare_values(
     a: &SortValue,
     b: &SortValue,
     kind: ColumnType,

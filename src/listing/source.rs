@@ -19,7 +19,7 @@ use crate::cinder::item::ListPage;
 use crate::regions::{CallContext, RegionClient, RegionError, Regions};
 
 /// What a page asks of the regions, for one caller.
-pub struct Asking<'a> {
+pub(crate) struct Asking<'a> {
     pub resource: &'static Resource,
     /// `/v3/{project}` or `/v3`, as the client addressed the proxy.
     pub scope: &'a str,
@@ -33,7 +33,7 @@ pub struct Asking<'a> {
 }
 
 /// The regions as the merge reads them, through the region-page cache.
-pub struct RegionSource<'a> {
+pub(crate) struct RegionSource<'a> {
     regions: &'a Arc<Regions>,
     caches: &'a Caches,
     asking: Asking<'a>,
@@ -58,7 +58,7 @@ impl<'a> RegionSource<'a> {
     /// layer keeps it, so they would be held twice (a parsed region page weighs more than the
     /// answer made of it). What is lost: a different query that asks a region exactly the
     /// same thing within the TTL asks it again (README, "Cache").
-    pub fn forget_pages(&self) {
+    pub(crate) fn forget_pages(&self) {
         let used = std::mem::take(&mut *self.used.lock().expect("not poisoned"));
         for key in &used {
             self.caches.pages.forget(key);
@@ -168,7 +168,7 @@ fn log_failure(region: &RegionClient, call: &str, e: &RegionError) {
 
 /// Which region holds item `id`: the one remembered from a listing, else every region at
 /// once, lowest index among the 200s. 404 only when every region says so.
-pub async fn find_item(
+pub(crate) async fn find_item(
     resource: &Resource,
     regions: &Regions,
     caches: &Caches,
@@ -252,7 +252,7 @@ fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<RequestError> {
 
 /// A page some regions failed: `Ok(names)` of the missing regions when answering partially,
 /// else the error the failure policy (`upstream.on_region_failure`) makes of it.
-pub fn judge_failures(
+pub(crate) fn judge_failures(
     regions: &Regions,
     failed: &[(usize, RegionError)],
 ) -> Result<Vec<String>, RequestError> {

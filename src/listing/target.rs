@@ -28,7 +28,7 @@ pub struct Target {
     /// view, base URL, path and canonical query the target was worked out for.
     pub key: Digest,
     /// The next link as JSON, up to its marker's value: `"https://proxy/v3/p/backups/detail?limit=50&marker=`.
-    pub next_href_head: Bytes,
+    pub(crate) next_href_head: Bytes,
 }
 
 impl Target {
@@ -87,7 +87,7 @@ impl Target {
 
 /// `marker` as it stands in a next link: URL-encoded like the link's other parameters, then
 /// JSON-escaped (a cursor is neither changed by one nor the other; a marker might be).
-pub fn marker_in_link(marker: &str) -> Bytes {
+pub(crate) fn marker_in_link(marker: &str) -> Bytes {
     let mut encoded = String::with_capacity(marker.len());
     crate::cinder::query::quote_plus(&mut encoded, marker);
     let json = serde_json::to_vec(&encoded).expect("a string serialises");
@@ -148,7 +148,7 @@ impl Targets {
 
     /// The target of `raw`, worked out by `work_out` the first time. Its key is written into
     /// a buffer of the thread's, so that finding a target known already allocates nothing.
-    pub fn target_of<E>(
+    pub(crate) fn target_of<E>(
         &self,
         raw: &RawRequest<'_>,
         work_out: impl FnOnce() -> Result<Target, E>,
@@ -194,7 +194,7 @@ impl Targets {
 
 /// What a listing request's target depends on: the URL, and what the request is answered at
 /// (its resource and view, its microversion, and the base URL, in parts).
-pub struct RawRequest<'a> {
+pub(crate) struct RawRequest<'a> {
     pub resource: &'a Resource,
     pub view: View,
     pub version: Version,

@@ -25,7 +25,7 @@ use crate::config::RegionConfig;
 pub struct CallContext {
     pub token: HeaderValue,
     pub version: Version,
-    pub request_id: HeaderValue,
+    pub(crate) request_id: HeaderValue,
     pub traceparent: Option<HeaderValue>,
 }
 
@@ -159,7 +159,7 @@ impl RegionClient {
     /// as one attempt, never retried. The answer's head goes back whatever its status (the
     /// client gets the region's own answer), judged for the region's health like any other;
     /// the concurrency permit comes with it, for the caller to hold until the body is out.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::Response, OwnedSemaphorePermit), RegionError> {

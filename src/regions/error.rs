@@ -125,7 +125,7 @@ impl RegionError {
     /// The region answered, and what it said means "no such backup here": a 4xx other than
     /// an authorization refusal or 429, or an answer that is not a backup at all (the id
     /// routed to another view).
-    pub fn is_not_here(&self) -> bool {
+    pub(crate) fn is_not_here(&self) -> bool {
         match self {
             RegionError::Status { status, .. } => {
                 status.is_client_error()

@@ -12,13 +12,13 @@ use super::guard::BreakerState;
 use super::Regions;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct RegionOutcome {
+pub(crate) struct RegionOutcome {
     pub region: String,
     pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct RegionLabel {
+pub(crate) struct RegionLabel {
     pub region: String,
 }
 
@@ -26,10 +26,10 @@ pub struct RegionLabel {
 /// `connect`, `tls`, `transport`, `body`, `circuit_open`, `backing_off`, `rate_limited`,
 /// `overloaded`), retries, and latency.
 #[derive(Debug, Clone)]
-pub struct UpstreamMetrics {
+pub(crate) struct UpstreamMetrics {
     pub calls: Family<RegionOutcome, Counter>,
     pub retries: Family<RegionLabel, Counter>,
-    pub latency: Family<RegionLabel, Histogram>,
+    pub(crate) latency: Family<RegionLabel, Histogram>,
 }
 
 impl Default for UpstreamMetrics {
@@ -56,7 +56,7 @@ impl UpstreamMetrics {
             .inc();
     }
 
-    pub fn count_retry(&self, region: &str) {
+    pub(crate) fn count_retry(&self, region: &str) {
         self.retries
             .get_or_create(&RegionLabel {
                 region: region.to_string(),
@@ -64,7 +64,7 @@ impl UpstreamMetrics {
             .inc();
     }
 
-    pub fn observe_latency(&self, region: &str, took: std::time::Duration) {
+    pub(crate) fn observe_latency(&self, region: &str, took: std::time::Duration) {
         self.latency
             .get_or_create(&RegionLabel {
                 region: region.to_string(),
@@ -75,7 +75,7 @@ impl UpstreamMetrics {
 
 /// What a region's guard and listings say now, set when the scrape is written.
 #[derive(Debug, Default)]
-pub struct StateGauges {
+pub(crate) struct StateGauges {
     /// 0 closed, 1 half-open, 2 open; by region.
     breaker: Family<RegionLabel, Gauge>,
     misconfigured: Family<RegionLabel, Gauge>,
@@ -83,7 +83,7 @@ pub struct StateGauges {
 
 impl Regions {
     /// Register the regions' families in `registry`.
-    pub fn register_metrics(&self, registry: &mut Registry) {
+    pub(crate) fn register_metrics(&self, registry: &mut Registry) {
         let u = &self.metrics;
         registry.register(
             "upstream_calls",
@@ -113,7 +113,7 @@ impl Regions {
     }
 
     /// Set the breaker and misconfiguration gauges from the regions' state now.
-    pub fn update_gauges(&self) {
+    pub(crate) fn update_gauges(&self) {
         for region in self.iter() {
             let state = match region.guard.breaker() {
                 BreakerState::Closed => 0,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, FailurePolicy};
 
-pub use client::{CallContext, RegionClient};
+pub(crate) use client::{CallContext, RegionClient};
 pub use error::RegionError;
 
 /// The regions as the rest of the proxy sees them: their clients (behind their guards),
@@ -27,7 +27,7 @@ pub struct Regions {
     pub versions: versions::VersionBook,
     /// Endpoint roots, for href rewriting.
     pub bases: Vec<String>,
-    pub on_failure: FailurePolicy,
+    pub(crate) on_failure: FailurePolicy,
     /// Calls, retries and latency by region; they go on when the regions change.
     pub(crate) metrics: metrics::UpstreamMetrics,
     /// Breaker and misconfiguration, as the scrape shows them (`metrics.rs`).

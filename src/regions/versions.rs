@@ -38,12 +38,12 @@ impl VersionBook {
     }
 
     /// The lowest maximum over regions that reported one; `None` until any has.
-    pub fn known_max(&self) -> Option<Version> {
+    pub(crate) fn known_max(&self) -> Option<Version> {
         let regions = self.regions.read().expect("not poisoned");
         regions.iter().filter_map(|r| r.max).min()
     }
 
-    pub fn any_reachable(&self) -> bool {
+    pub(crate) fn any_reachable(&self) -> bool {
         self.regions
             .read()
             .expect("not poisoned")

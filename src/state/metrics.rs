@@ -21,7 +21,7 @@ pub struct Metrics {
     pub http: std::sync::Arc<HttpMetrics>,
     /// Keystone catalog reads by outcome (`same`, `changed`, `failed`), with
     /// `[regions_from_catalog]` only.
-    pub catalog_reads: Family<OutcomeLabel, Counter>,
+    pub(crate) catalog_reads: Family<OutcomeLabel, Counter>,
     registry: Registry,
 }
 
@@ -98,7 +98,7 @@ impl Metrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct OutcomeLabel {
+pub(crate) struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
@@ -109,14 +109,14 @@ pub struct RouteStatus {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-pub struct RouteLabel {
+pub(crate) struct RouteLabel {
     pub route: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
     pub requests: Family<RouteStatus, Counter>,
-    pub latency: Family<RouteLabel, Histogram>,
+    pub(crate) latency: Family<RouteLabel, Histogram>,
     pub in_flight: Gauge,
     /// Requests shed past `server.max_in_flight` (503 with Retry-After, no work done).
     pub shed: Counter,
@@ -150,7 +150,7 @@ impl Default for HttpMetrics {
 }
 
 impl HttpMetrics {
-    pub fn observe(&self, route: &str, status: u16, took: std::time::Duration) {
+    pub(crate) fn observe(&self, route: &str, status: u16, took: std::time::Duration) {
         let counted = {
             let handles = self.handles.read().expect("not poisoned");
             handles.get(route).is_some_and(|h| {

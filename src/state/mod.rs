@@ -37,7 +37,7 @@ pub struct StateInner {
     pub regions: Arc<Regions>,
     pub caches: Arc<Caches>,
     pub metrics: Arc<Metrics>,
-    pub cursor_key: Arc<CursorKey>,
+    pub(crate) cursor_key: Arc<CursorKey>,
     pub lister: Arc<Lister>,
     /// Inbound requests in flight (server.max_in_flight).
     pub in_flight: Arc<tokio::sync::Semaphore>,
@@ -75,7 +75,7 @@ impl AppState {
     /// pages and remembered positions (they are per region index); the same Keystone
     /// verdicts, fleet store, cursor key and inbound limit; the regions that stayed keep
     /// their guards and connections, and the request counters go on.
-    pub fn with_regions(&self, config: Config) -> AppState {
+    pub(crate) fn with_regions(&self, config: Config) -> AppState {
         let lasting = Lasting {
             fleet: self.lister.positions.shared.clone(),
             keystone: self.keystone.clone(),

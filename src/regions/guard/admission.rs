@@ -18,8 +18,8 @@ pub(crate) struct Judged {
     /// HTTP status; 0 when there was no answer.
     pub status: u16,
     pub outcome: &'static str,
-    pub health: Health,
-    pub retry_after: Option<Duration>,
+    pub(crate) health: Health,
+    pub(crate) retry_after: Option<Duration>,
     /// What went wrong, for the breaker to tell when it refuses.
     pub failure: Option<String>,
 }

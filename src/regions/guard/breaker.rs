@@ -37,8 +37,8 @@ pub(super) struct Breaker {
 /// What the breaker is told to judge by (from the region's settings).
 pub(super) struct Thresholds {
     pub failures: u32,
-    pub ratio: f64,
-    pub cooldown: Duration,
+    pub(crate) ratio: f64,
+    pub(crate) cooldown: Duration,
 }
 
 impl Breaker {

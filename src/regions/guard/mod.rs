@@ -13,7 +13,7 @@ mod budget;
 mod fleet;
 mod probe;
 mod rate;
-pub mod retry_after;
+pub(crate) mod retry_after;
 
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +21,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::config::RegionSettings;
 pub(super) use admission::Judged;
-pub use breaker::BreakerState;
+pub(crate) use breaker::BreakerState;
 use breaker::{Breaker, Thresholds};
 use budget::RetryBudget;
 use rate::TokenBucket;
@@ -61,7 +61,7 @@ struct State {
 pub struct Guard {
     pub settings: RegionSettings,
     state: Mutex<State>,
-    pub permits: Arc<tokio::sync::Semaphore>,
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Guard {
@@ -89,7 +89,7 @@ impl Guard {
     /// May a request go now? A `first` attempt (not a retry) also earns retry budget. While
     /// the breaker is open or half-open, no client request goes: a client never waits on a
     /// region that is known to be failing (the probe is the proxy's own, see `take_probe`).
-    pub fn admit(&self, now: Instant, first: bool) -> Result<(), Refusal> {
+    pub(crate) fn admit(&self, now: Instant, first: bool) -> Result<(), Refusal> {
         let mut s = self.state();
         if s.retry_after.is_some_and(|until| now < until) {
             return Err(Refusal::BackingOff);
@@ -105,12 +105,12 @@ impl Guard {
 
     /// Is the open breaker's cool-down over? Then this caller sends the one probe (the
     /// breaker is half-open until the probe's outcome is recorded).
-    pub fn take_probe(&self, now: Instant) -> bool {
+    pub(crate) fn take_probe(&self, now: Instant) -> bool {
         self.state().breaker.take_probe(now)
     }
 
     /// A rate token now, or how long until one.
-    pub fn take_token(&self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take_token(&self, now: Instant) -> Result<(), Duration> {
         self.state().bucket.take(self.settings.rate_limit, now)
     }
 
@@ -129,18 +129,18 @@ impl Guard {
 
     /// While the breaker is open or half-open: the failure that opened it and how long until
     /// the next probe may go (zero when it is due or in flight).
-    pub fn open_since(&self, now: Instant) -> Option<(Arc<str>, Duration)> {
+    pub(crate) fn open_since(&self, now: Instant) -> Option<(Arc<str>, Duration)> {
         self.state().breaker.open_since(now)
     }
 
     /// The region answered 429: nothing goes to it before `until`.
-    pub fn back_off_until(&self, until: Instant) {
+    pub(crate) fn back_off_until(&self, until: Instant) {
         let mut s = self.state();
         s.retry_after = Some(s.retry_after.map_or(until, |u| u.max(until)));
     }
 
     /// Take one retry from the budget, if there is one.
-    pub fn take_retry(&self) -> bool {
+    pub(crate) fn take_retry(&self) -> bool {
         self.state().budget.withdraw()
     }
 

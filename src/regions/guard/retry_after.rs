@@ -4,7 +4,7 @@
 use tokio::time::{Duration, Instant};
 
 /// A 429's `Retry-After`, read (and clamped) now.
-pub fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
+pub(crate) fn retry_after_of(response: &reqwest::Response) -> Option<Duration> {
     if response.status() != http::StatusCode::TOO_MANY_REQUESTS {
         return None;
     }
@@ -23,11 +23,11 @@ pub fn later(now: Instant, wait: Duration) -> Instant {
 /// The longest `Retry-After` the proxy honours. A region may ask for more (or send
 /// `18446744073709551615`); past this the proxy asks it again, so a typo or a hostile value
 /// cannot switch a region off for good, nor overflow the clock.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3), at most
 /// [`MAX_RETRY_AFTER`]; `None` if unreadable.
-pub fn parse_retry_after(value: &str, now_system: std::time::SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now_system: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     let wait = match value.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
