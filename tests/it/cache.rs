@@ -107,6 +107,23 @@ async fn a_client_that_goes_away_does_not_cancel_the_fetch() {
     assert_eq!(h.calls(), [1]);
 }
 
+/// A request whose client went away leaves the in-flight count (it stayed counted for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_leaves_the_in_flight_count() {
+    let h = Arc::new(one_region(CACHED).await);
+    let gate = close_gate(&h, 0);
+    let in_flight = || h.state.metrics.http.in_flight.get();
+    let first = tokio::spawn({
+        let h = h.clone();
+        async move { h.get(DETAIL, None).await }
+    });
+    h.regions[0].arrived.notified().await;
+    assert_eq!(in_flight(), 1);
+    first.abort(); // the connection drops mid-fetch
+    crate::support::until("the request to leave the count", || in_flight() == 0).await;
+    gate.add_permits(10);
+}
+
 #[tokio::test]
 async fn callers_never_share_entries() {
     let h = one_region(CACHED).await;
