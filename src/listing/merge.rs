@@ -39,6 +39,7 @@ pub struct Start {
     pub(crate) reread: Option<u64>,
 }
 
+#[derive(Clone)]
 pub struct PageRequest<'a> {
     pub filters: &'a [(String, String)],
     pub sort_param: String,

@@ -122,20 +122,17 @@ async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutco
     }
 }
 
-/// The page for `request`: resolve its marker, merge the regions from there, render.
+/// The page for `request`: resolve its marker, merge the regions from there, remember where
+/// the page left each region, render.
 pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage, RequestError> {
     let Target {
         resource,
         scope,
         query,
-        public_base,
-        view,
         ..
     } = &*request.target;
     let ctx = &request.ctx;
-    let scope = scope.as_str();
     let sort_param = query.sort.to_param();
-    let regions = lister.regions.len();
     let binding = cursor_binding(resource, &lister.regions, scope, ctx, query, &sort_param);
     // Cinder looks the marker up before it checks the sort keys; so does the proxy.
     let columns = query.sort.resolve(resource, ctx.version);
@@ -149,48 +146,11 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
     let rememberable = columns
         .as_deref()
         .is_ok_and(|keys| keys.iter().all(|(c, _)| c.stable));
-
-    let marker = match &query.marker {
-        None => Marker::None,
-        Some(m) if cursor::is_cursor(m) => Marker::Cursor(
-            Cursor::decode(m, &lister.cursor_key, &binding, regions)
-                .map_err(|e| RequestError::bad_request(format!("Invalid marker: {e}.")))?,
-        ),
-        Some(id) => {
-            // Looked up even when its positions are remembered: a row deleted since gets
-            // Cinder's 404, as on the cold path.
-            let (region, item) = source::find_item(
-                resource,
-                &lister.regions,
-                &lister.caches,
-                scope,
-                id,
-                &fields,
-                ctx,
-            )
-            .await?;
-            let key = RememberedPositions::key(request.identity, &binding, id);
-            let found = match rememberable {
-                true => lister.positions.find(&key).await,
-                false => None,
-            };
-            match found {
-                Some(positions) if positions.len() == regions => {
-                    Marker::Remembered {
-                        holder: region,
-                        item,
-                        positions,
-                    }
-                }
-                _ => Marker::Id(region, item),
-            }
-        }
-    };
+    let marker = resolve_marker(lister, request, &binding, &fields, rememberable).await?;
     let comparator = Comparator {
         keys: columns?,
         collation: lister.settings.collation,
     };
-
     let asking = Asking {
         resource,
         scope,
@@ -200,9 +160,9 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         refresh: request.refresh,
     };
     let source = RegionSource::new(&lister.regions, &lister.caches, asking);
-    let page_request = || PageRequest {
+    let page_request = PageRequest {
         filters: &query.filters,
-        sort_param: sort_param.clone(),
+        sort_param,
         comparator: &comparator,
         limit: query.limit,
         offset: query.offset,
@@ -211,40 +171,116 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         partial_grace: lister.settings.partial_grace,
         record_positions: rememberable,
     };
-    let starts = plan::starts(&marker, regions, &comparator);
-    let mut page = merge::paginate(&source, page_request(), starts).await;
-    match &marker {
+    let page = merge_from(lister, &source, page_request, &marker).await;
+    let missing = source::judge_failures(&lister.regions, &page.failed)?;
+    remember(lister, request, &binding, &page, rememberable);
+    let degraded = source.degraded.load(Ordering::Relaxed);
+    if missing.is_empty() && !degraded {
+        // Whole: the response layer keeps this page; its region pages need not be kept too.
+        source.forget_pages();
+    }
+    Ok(render_page(lister, request, &binding, page, missing, degraded))
+}
+
+/// Where the page starts: nowhere in particular, a cursor of ours, or a client's plain id
+/// (looked up in the regions, resumed from remembered positions when the proxy served that
+/// row before).
+async fn resolve_marker(
+    lister: &Lister,
+    request: &ListRequest,
+    binding: &[u8],
+    fields: &[&'static str],
+    rememberable: bool,
+) -> Result<Marker, RequestError> {
+    let target = &request.target;
+    let regions = lister.regions.len();
+    Ok(match &target.query.marker {
+        None => Marker::None,
+        Some(m) if cursor::is_cursor(m) => Marker::Cursor(
+            Cursor::decode(m, &lister.cursor_key, binding, regions)
+                .map_err(|e| RequestError::bad_request(format!("Invalid marker: {e}.")))?,
+        ),
+        Some(id) => {
+            // Looked up even when its positions are remembered: a row deleted since gets
+            // Cinder's 404, as on the cold path.
+            let (region, item) = source::find_item(
+                target.resource,
+                &lister.regions,
+                &lister.caches,
+                &target.scope,
+                id,
+                fields,
+                &request.ctx,
+            )
+            .await?;
+            let key = RememberedPositions::key(request.identity, binding, id);
+            let found = match rememberable {
+                true => lister.positions.find(&key).await,
+                false => None,
+            };
+            match found {
+                Some(positions) if positions.len() == regions => Marker::Remembered {
+                    holder: region,
+                    item,
+                    positions,
+                },
+                _ => Marker::Id(region, item),
+            }
+        }
+    })
+}
+
+/// The merge from `marker`'s starts. A remembered start whose row is gone from a region (or
+/// rows before it were) is walked again cold: the cold path does not depend on them.
+async fn merge_from(
+    lister: &Lister,
+    source: &RegionSource<'_>,
+    page_request: PageRequest<'_>,
+    marker: &Marker,
+) -> merge::Page {
+    let (regions, comparator) = (lister.regions.len(), page_request.comparator);
+    let starts = plan::starts(marker, regions, comparator);
+    let page = merge::paginate(source, page_request.clone(), starts).await;
+    match marker {
         Marker::Remembered { holder, item, .. } => {
             let gone = page
                 .failed
                 .iter()
                 .any(|(_, e)| e.status() == Some(http::StatusCode::NOT_FOUND));
             if gone || page.stale_start {
-                // A region's remembered row is gone (Cinder: marker not found), or rows before
-                // its position were: the cold path does not depend on them.
                 lister.positions.cold.inc();
                 let cold = Marker::Id(*holder, item.clone());
-                let starts = plan::starts(&cold, regions, &comparator);
-                page = merge::paginate(&source, page_request(), starts).await;
-            } else {
-                lister.positions.remembered.inc();
+                let starts = plan::starts(&cold, regions, comparator);
+                return merge::paginate(source, page_request, starts).await;
             }
+            lister.positions.remembered.inc();
         }
         Marker::Id(..) => {
             lister.positions.cold.inc();
         }
         Marker::None | Marker::Cursor(_) => {}
     }
-    let missing = source::judge_failures(&lister.regions, &page.failed)?;
-    // Which region holds each id (for show and plain-id markers); one region holds them all.
+    page
+}
+
+/// What the page teaches: which region holds each id (for show and plain-id markers; one
+/// region holds them all), and where each region stood after the rows clients take their next
+/// marker from (only a whole page's positions are exact for every region).
+fn remember(
+    lister: &Lister,
+    request: &ListRequest,
+    binding: &[u8],
+    page: &merge::Page,
+    rememberable: bool,
+) {
     if lister.regions.len() > 1 {
         for (region, item) in &page.items {
             lister.caches.holders.insert(item.id().into(), *region);
         }
     }
-    // Only a whole page's positions are exact for every region. Kept for the rows clients
-    // take their next marker from (positions.rs, REMEMBERED_ROWS), not for every row.
     if rememberable && page.failed.is_empty() {
+        // Kept for the rows clients take their next marker from (positions.rs,
+        // REMEMBERED_ROWS), not for every row.
         let entries = page
             .items
             .iter()
@@ -252,31 +288,37 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
             .rev()
             .take(super::positions::REMEMBERED_ROWS)
             .map(|((_, item), after)| {
-                let key = RememberedPositions::key(request.identity, &binding, item.id());
+                let key = RememberedPositions::key(request.identity, binding, item.id());
                 (key, Arc::from(&after[..]))
             })
             .collect();
         lister.positions.remember(entries);
     }
+}
 
-    let degraded = source.degraded.load(Ordering::Relaxed);
-    if missing.is_empty() && !degraded {
-        // Whole: the response layer keeps this page; its region pages need not be kept too.
-        source.forget_pages();
-    }
-
-    let rewriter = Rewriter::new(&lister.regions.bases, public_base);
-    let next_marker = render::next_link(query, page.items.len(), page.count).then(|| {
+/// Cinder's envelope around the page's rows (links on the proxy), split around the next
+/// link's marker (a cursor over where each region stands), with its validator.
+fn render_page(
+    lister: &Lister,
+    request: &ListRequest,
+    binding: &[u8],
+    page: merge::Page,
+    missing: Vec<String>,
+    degraded: bool,
+) -> RenderedPage {
+    let target = &request.target;
+    let rewriter = Rewriter::new(&lister.regions.bases, &target.public_base);
+    let next_marker = render::next_link(&target.query, page.items.len(), page.count).then(|| {
         let cursor = Cursor {
             positions: page.positions.clone(),
         }
-        .encode(&lister.cursor_key, &binding);
+        .encode(&lister.cursor_key, binding);
         super::target::marker_in_link(&cursor)
     });
     let (head, tail) = render::render(
-        resource,
+        target.resource,
         &page.items,
-        *view,
+        target.view,
         &rewriter,
         next_marker.is_some(),
         page.count,
@@ -286,7 +328,7 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
     let (mut head, mut tail) = (head, tail);
     head.shrink_to_fit();
     tail.shrink_to_fit();
-    Ok(RenderedPage {
+    RenderedPage {
         head: Bytes::from(head),
         next_marker,
         tail: Bytes::from(tail),
@@ -296,7 +338,7 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         }),
         degraded,
         calls: page.calls.iter().sum(),
-    })
+    }
 }
 
 /// A cursor is valid only for the query that produced it.
