@@ -44,7 +44,7 @@ pub struct ServerConfig {
     #[serde(default)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
     #[serde(default)]
-    pub cursor_secret: Option<String>,
+    pub cursor_secret: Option<Secret>,
     #[serde(default)]
     pub primary_region: Option<String>,
     /// Forward other `/v3/` paths to the primary region; off → 404.
@@ -83,7 +83,7 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -131,7 +131,7 @@ pub struct CacheConfig {
     pub min_refresh_interval: Duration,
     /// HMAC key for the identity part of cache keys; random at start when unset.
     #[serde(default)]
-    pub key_secret: Option<String>,
+    pub key_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -235,6 +235,32 @@ pub struct KeystoneConfig {
     /// PEM certificates trusted for an HTTPS Keystone besides the system trust store.
     #[serde(default)]
     pub cafile: Option<PathBuf>,
+}
+
+/// A secret of the configuration (a key, a token): used as the string it is, never printed
+/// (`Config`'s `Debug` shows `<hidden>`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
 }
 
 /// Passwords and secrets are never printed.
@@ -820,5 +846,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_prints_a_secret() {
+        let config = Config::from_toml(
+            "[server]\ncursor_secret = \"cursor-secret-0123456789\"\n\
+             [admin]\ntoken = \"admin-token-0123456789\"\n\
+             [cache]\nkey_secret = \"cache-key-0123456789ab\"\n\
+             [[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let printed = format!("{config:?}");
+        for secret in ["cursor-secret", "admin-token", "cache-key"] {
+            assert!(!printed.contains(secret), "{secret} printed");
+        }
+        assert!(printed.contains("<hidden>"));
+        assert_eq!(&*config.admin.token.unwrap(), "admin-token-0123456789");
     }
 }

@@ -61,7 +61,14 @@ pub async fn purge(
     let purge: Purge = if bytes.iter().all(u8::is_ascii_whitespace) {
         Purge::default()
     } else {
-        match serde_json::from_slice(&bytes) {
+        // An object only: serde reads a struct from an array too (`[]` was "purge all").
+        let parsed = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|v| match v.is_object() {
+                true => serde_json::from_value::<Purge>(v).map_err(|e| e.to_string()),
+                false => Err("a JSON object is expected".to_string()),
+            });
+        match parsed {
             Ok(p) => p,
             Err(e) => {
                 return ApiError::bad_request(format!("Invalid purge request: {e}")).into_response()

@@ -160,7 +160,8 @@ fn url_project(path: &str) -> Option<String> {
     let first = segments.next()?;
     segments.next()?;
     let project = super::decode_segment(first);
-    let collection = RESOURCES.iter().any(|r| r.collection == project);
+    // `/v3/native/backups/detail` is the VBS alias's project-less route, not a project.
+    let collection = project == "native" || RESOURCES.iter().any(|r| r.collection == project);
     (!collection).then_some(project)
 }
 
@@ -174,6 +175,7 @@ mod tests {
         assert_eq!(url_project("/v3/a%20b/volumes").as_deref(), Some("a b"));
         assert_eq!(url_project("/v3/backups/detail"), None);
         assert_eq!(url_project("/v3/snapshots/x"), None);
+        assert_eq!(url_project("/v3/native/backups/detail"), None);
         assert_eq!(url_project("/v3/"), None);
         assert_eq!(url_project("/v3/abc"), None);
         assert_eq!(url_project("/"), None);

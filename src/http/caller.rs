@@ -134,11 +134,16 @@ impl PublicBase {
             Some(_) => "https",
             None => "http",
         };
-        let host = parts
-            .headers
-            .get("host")
-            .cloned()
-            .unwrap_or(HeaderValue::from_static("localhost"));
+        // An absolute-form target's authority wins over `Host` (RFC 9112 §3.2.2); two Host
+        // lines, or none in HTTP/1.1, were refused at the door (`protect.rs`).
+        let host = match parts.uri.authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).map_err(|_| bad_host())?,
+            None => parts
+                .headers
+                .get("host")
+                .cloned()
+                .unwrap_or(HeaderValue::from_static("localhost")),
+        };
         let text = host.to_str().map_err(|_| bad_host())?;
         let mut base = (host.clone(), 0..text.len());
         if trusted {
@@ -231,7 +236,10 @@ pub(crate) fn is_authority(s: &str) -> bool {
             None => (s, None),
         },
     };
-    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    // RFC 3986 allows an empty port; a port is at most 65535 (RFC 9110 §4.2.1 needs a TCP port).
+    let port_ok = port.is_none_or(|p| {
+        p.is_empty() || (p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok_and(|n| n <= 65535))
+    });
     port_ok && host.len() <= 255 && is_reg_name(host.as_bytes())
 }
 
@@ -271,6 +279,8 @@ mod tests {
             "user@host",
             "host:port",
             "host:123456",
+            "host:65536",
+            "host:99999",
             "[::1",
             "[::1]x",
             "a%2",

@@ -17,6 +17,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A method the proxy does not serve (405, Cinder's `badMethod`).
+    #[error("{0}")]
+    BadMethod(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -94,6 +97,7 @@ impl ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "badRequest", m.as_str()),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m.as_str()),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.as_str()),
+            ApiError::BadMethod(m) => (StatusCode::METHOD_NOT_ALLOWED, "badMethod", m.as_str()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "itemNotFound", m.as_str()),
             // Cinder reports an unsupported version under `computeFault`.
             ApiError::NotAcceptable(m) => (StatusCode::NOT_ACCEPTABLE, "computeFault", m.as_str()),

@@ -28,11 +28,22 @@ pub(crate) struct RequestId(pub HeaderValue);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UpstreamCalls(pub u32);
 
+/// `req-` and a UUID in its hyphenated form, as oslo.context makes them: nothing else a client
+/// sends reaches the answer's headers or the log.
+fn is_request_id(value: &[u8]) -> bool {
+    value.len() == 40
+        && value.starts_with(b"req-")
+        && value[4..].iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 fn request_id(request: &Request) -> HeaderValue {
     request
         .headers()
         .get(REQUEST_ID)
-        .filter(|v| v.len() <= 64 && v.to_str().is_ok_and(|s| s.starts_with("req-")))
+        .filter(|v| is_request_id(v.as_bytes()))
         .cloned()
         .unwrap_or_else(|| {
             // The thread's RNG, not a getrandom syscall per request (uuid's new_v4); written
@@ -105,6 +116,7 @@ where
         Observed {
             inner: self.inner.call(request).instrument(span.clone()),
             watch: Some(Watch {
+                answered: false,
                 started,
                 route,
                 method,
@@ -118,6 +130,8 @@ where
 
 /// What the answer is recorded with once it is ready.
 struct Watch {
+    /// The answer was recorded; else, on drop, the client went away first.
+    answered: bool,
     started: Instant,
     route: &'static str,
     method: Method,
@@ -143,21 +157,40 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
-        let watch = this.watch.take().expect("polled after it was ready");
+        let mut watch = this.watch.take().expect("polled after it was ready");
         watch.answered(&mut response);
         Poll::Ready(Ok(response))
     }
 }
 
+/// What nginx logs for a request whose client closed the connection before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
 impl Drop for Watch {
-    /// A request whose client went away before its answer still leaves the in-flight count.
+    /// A request whose client went away before its answer still leaves the in-flight count,
+    /// and is counted and logged as nginx does (499).
     fn drop(&mut self) {
         self.metrics.in_flight.dec();
+        if !self.answered {
+            let took = self.started.elapsed();
+            self.metrics
+                .observe(self.route, CLIENT_CLOSED, took);
+            self.span.record("http.response.status_code", CLIENT_CLOSED);
+            tracing::info!(
+                parent: &self.span,
+                method = %self.method,
+                route = %self.route,
+                status = CLIENT_CLOSED,
+                duration_ms = took.as_secs_f64() * 1000.0,
+                "request abandoned: the client closed the connection before the answer"
+            );
+        }
     }
 }
 
 impl Watch {
-    fn answered(self, response: &mut Response) {
+    fn answered(&mut self, response: &mut Response) {
+        self.answered = true;
         let status = response.status().as_u16();
         let took = self.started.elapsed();
         self.metrics.observe(self.route, status, took);
@@ -186,5 +219,26 @@ impl Watch {
             upstream_calls,
             "request"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_request_id;
+
+    #[test]
+    fn request_ids_are_req_and_a_uuid() {
+        assert!(is_request_id(b"req-0b1f5c4e-6d2a-4f7b-9a3c-1e2d3f4a5b6c"));
+        assert!(is_request_id(b"req-0B1F5C4E-6D2A-4F7B-9A3C-1E2D3F4A5B6C"));
+        for bad in [
+            &b"req-"[..],
+            b"req-0b1f5c4e-6d2a-4f7b-9a3c-1e2d3f4a5b6",
+            b"req-0b1f5c4e 6d2a-4f7b-9a3c-1e2d3f4a5b6c",
+            b"req-{b1f5c4e-6d2a-4f7b-9a3c-1e2d3f4a5b6c",
+            b"req-x level=error msg=forged",
+            b"abc-0b1f5c4e-6d2a-4f7b-9a3c-1e2d3f4a5b6c",
+        ] {
+            assert!(!is_request_id(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }

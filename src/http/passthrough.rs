@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::regions::Regions;
 use crate::regions::RegionError;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy must not pass on.
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy must not pass on (a region's
+/// `Server` names its software and version to every tenant).
 fn forwardable(name: &HeaderName) -> bool {
     !matches!(
         name.as_str(),
@@ -33,6 +34,7 @@ fn forwardable(name: &HeaderName) -> bool {
             | "host"
             | "content-length"
             | "forwarded"
+            | "server"
     ) && !name.as_str().starts_with("x-forwarded-")
 }
 

@@ -1,5 +1,5 @@
-//! Inbound protection, answered in Cinder's fault format: a path that is not what it looks
-//! like, headers past `server.max_header_bytes`, and load past `server.max_in_flight` are
+//! Inbound protection, answered in Cinder's fault format: `TRACE` and `CONNECT`, a path that
+//! is not what it looks like, headers past `server.max_header_bytes`, and load past `server.max_in_flight` are
 //! refused before any work (nothing queues: past the limit a request is shed at once); an
 //! admitted request is bounded by `server.request_timeout`. Tower layers around the router;
 //! the operational routes (`/healthz`, `/readyz`, `/metrics`) pass them untouched, so probes
@@ -58,7 +58,23 @@ pub struct Inbound<S> {
 impl<S> Inbound<S> {
     /// The fault for a request refused at the door, or its slot among those in flight.
     fn admit(&self, request: &Request) -> Result<OwnedSemaphorePermit, ApiError> {
+        // TRACE would echo a request (its token) back; CONNECT would open a tunnel. Cinder
+        // serves neither.
+        let method = request.method();
+        if method == axum::http::Method::TRACE || method == axum::http::Method::CONNECT {
+            return Err(ApiError::BadMethod(format!(
+                "The method {method} is not allowed."
+            )));
+        }
         super::path::check(request.uri().path())?;
+        // RFC 9112 §3.2: an HTTP/1.1 request without a Host, or any with two Host lines, is a
+        // 400 (two Hosts are a request-smuggling and cache-poisoning vector).
+        let mut hosts = request.headers().get_all(axum::http::header::HOST).iter();
+        let (first, second) = (hosts.next(), hosts.next());
+        let lacks_host = first.is_none() && request.version() == axum::http::Version::HTTP_11;
+        if second.is_some() || (lacks_host && request.uri().authority().is_none()) {
+            return Err(ApiError::bad_request("Invalid Host header."));
+        }
         let header_bytes: usize = request
             .headers()
             .iter()

@@ -19,6 +19,10 @@ use crate::config::{KeystoneAuthType, KeystoneConfig};
 
 /// Verdicts kept at most (each a few hundred bytes: bounded like every other map).
 const MAX_VERDICTS: u64 = 100_000;
+/// Validations sent to Keystone at once: more tokens never seen before wait for a turn (each
+/// validation is bounded by the client's timeout), so a flood of random tokens costs Keystone
+/// this many concurrent requests, not one per token.
+pub const MAX_VALIDATIONS: usize = 32;
 /// Every call to Keystone is bounded.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The service token is renewed when this little of its life is left.
@@ -80,6 +84,8 @@ pub struct Keystone {
     pub(crate) www_authenticate: String,
     service: tokio::sync::Mutex<Option<ServiceToken>>,
     verdicts: moka::future::Cache<[u8; 32], Verdict>,
+    /// Turns to validate a token with Keystone ([`MAX_VALIDATIONS`]).
+    validations: tokio::sync::Semaphore,
     key: [u8; 32],
 }
 
@@ -159,6 +165,7 @@ impl Keystone {
                     token_cache_time: config.token_cache_time,
                 })
                 .build(),
+            validations: tokio::sync::Semaphore::new(MAX_VALIDATIONS),
             key: rand::random(),
         }))
     }
@@ -177,6 +184,11 @@ impl Keystone {
 
     /// One validation, with the service token renewed (once) if Keystone refuses it.
     async fn validate(&self, token: String) -> Result<Verdict, Unavailable> {
+        let _turn = self
+            .validations
+            .acquire()
+            .await
+            .map_err(|_| Unavailable("the validations are closed".into()))?;
         for attempt in 0..2 {
             let service = self.service_token(attempt > 0).await?;
             let answer = self

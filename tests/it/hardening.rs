@@ -606,3 +606,142 @@ async fn connections_are_capped() {
         "served past the cap"
     );
 }
+
+/// Round two (issue 23), class 6: a request whose client disconnects leaves the in-flight
+/// count and is counted and logged as abandoned (nginx's 499).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_requests_are_accounted() {
+    let h = std::sync::Arc::new(two_regions("").await);
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    *h.regions[0].gate.write().unwrap() = Some(gate.clone());
+    let in_flight = || h.state.metrics.http.in_flight.get();
+    for i in 1..=3 {
+        // A query of its own each time: a new fetch, which the region sees arrive.
+        let client = tokio::spawn({
+            let h = h.clone();
+            async move { h.get(&format!("{DETAIL}?limit={i}"), None).await }
+        });
+        h.regions[0].arrived.notified().await;
+        client.abort(); // the connection drops while the regions are asked
+        crate::support::until("the request to leave the count", || in_flight() == 0).await;
+    }
+    gate.add_permits(100);
+    let series =
+        "vbs_http_requests_total{route=\"/v3/{project_id}/backups/detail\",status=\"499\"}";
+    assert_eq!(metric(&h, series).await.as_deref(), Some("3"));
+}
+
+/// Round two, class 7: the smaller ones.
+#[tokio::test]
+async fn smaller_ones_round_two() {
+    let h = Harness::start(
+        vec![(SimConfig::default(), rows("a", 3))],
+        "[admin]\ntoken = \"0123456789abcdef\"\n[cache]\nttl = \"30s\"\n",
+    )
+    .await;
+    // A request id is `req-<uuid>` or replaced: nothing else reaches the headers or the log.
+    let forged = "req-x level=error msg={forged}";
+    let token = ("X-Auth-Token", crate::support::TOKEN);
+    let r = h
+        .get_with(DETAIL, &[token, ("X-Openstack-Request-Id", forged)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = r.header("x-openstack-request-id").unwrap();
+    assert!(
+        id != forged && id.len() == 40 && id.starts_with("req-"),
+        "{id}"
+    );
+    let sane = "req-0b1f5c4e-6d2a-4f7b-9a3c-1e2d3f4a5b6c";
+    let r = h
+        .get_with(DETAIL, &[token, ("X-Openstack-Request-Id", sane)])
+        .await;
+    assert_eq!(r.header("x-openstack-request-id"), Some(sane));
+
+    // The purge takes an object only: `[]` purged everything.
+    let purge = |body: &'static str| {
+        h.client
+            .post(format!("{}/admin/cache/purge", h.base))
+            .header("X-Admin-Token", "0123456789abcdef")
+            .body(body)
+            .send()
+    };
+    for body in ["[]", "[\"abc123\"]", "\"abc123\"", "1"] {
+        let r = purge(body).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    assert!(h
+        .get(DETAIL, None)
+        .await
+        .header("cache-status")
+        .unwrap()
+        .contains("hit"));
+
+    // TRACE would echo the token back; CONNECT would open a tunnel.
+    let trace = reqwest::Method::from_bytes(b"TRACE").unwrap();
+    let r = h
+        .client
+        .request(trace, format!("{}{DETAIL}", h.base))
+        .header("X-Auth-Token", crate::support::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("badMethod") && !body.contains(crate::support::TOKEN),
+        "{body}"
+    );
+    let connect = "CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n";
+    let connect = raw_request(&h, connect).await;
+    assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
+
+    // A port past 65535 is not a Host.
+    let r = h
+        .get_with(DETAIL, &[token, ("Host", "proxy.example:65536")])
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+
+    // Two Host lines, or none in HTTP/1.1, are a 400 (RFC 9112); an absolute-form target's
+    // authority wins over Host.
+    let token = crate::support::TOKEN;
+    let two = format!("GET {DETAIL} HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nX-Auth-Token: {token}\r\nConnection: close\r\n\r\n");
+    assert!(raw_request(&h, &two).await.starts_with("HTTP/1.1 400"));
+    let none =
+        format!("GET {DETAIL} HTTP/1.1\r\nX-Auth-Token: {token}\r\nConnection: close\r\n\r\n");
+    assert!(raw_request(&h, &none).await.starts_with("HTTP/1.1 400"));
+    let absolute = format!("GET http://proxy.example:8776{DETAIL}?limit=1 HTTP/1.1\r\nHost: other.example\r\nX-Auth-Token: {token}\r\nConnection: close\r\n\r\n");
+    let answer = raw_request(&h, &absolute).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("http://proxy.example:8776/v3/abc123/backups/detail?limit=1&marker="),
+        "{answer}"
+    );
+    assert!(!answer.contains("other.example"), "{answer}");
+
+    // A region's `Server` header is not passed on.
+    let mut fault = cinder_sim::Fault::new(200, r#"{"volumes": []}"#);
+    if let Some(f) = fault.as_mut() {
+        f.headers
+            .push(("server", "Apache/2.4.52 (Ubuntu) mod_wsgi/4.9.0".into()));
+    }
+    *h.regions[0].fault.write().unwrap() = fault;
+    let r = h.get("/v3/abc123/volumes", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("server"), None);
+}
+
+/// One request written by hand on a new connection; the answer's text, read until the
+/// proxy closes the connection (the requests say `Connection: close`, or are refused).
+async fn raw_request(h: &Harness, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = h.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = socket.read_to_end(&mut answer);
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -28,6 +28,28 @@ struct FakeKeystone {
     validations: AtomicUsize,
     authentications: AtomicUsize,
     down: std::sync::atomic::AtomicBool,
+    /// Validations being answered now, and the most at once.
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    /// When set, validations wait here.
+    gate: RwLock<Option<Arc<tokio::sync::Semaphore>>>,
+}
+
+/// A validation being answered: counted in `in_flight` until it is dropped.
+struct Answering<'a>(&'a FakeKeystone);
+
+impl<'a> Answering<'a> {
+    fn start(k: &'a FakeKeystone) -> Answering<'a> {
+        let now = k.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        k.peak.fetch_max(now, Ordering::SeqCst);
+        Answering(k)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl FakeKeystone {
@@ -59,6 +81,11 @@ async fn validate(State(k): State<Arc<FakeKeystone>>, headers: HeaderMap) -> imp
         return (StatusCode::UNAUTHORIZED, String::new());
     }
     k.validations.fetch_add(1, Ordering::SeqCst);
+    let _answering = Answering::start(&k);
+    let gate = k.gate.read().unwrap().clone();
+    if let Some(gate) = gate {
+        let _pass = gate.acquire().await;
+    }
     let subject = headers
         .get("x-subject-token")
         .and_then(|v| v.to_str().ok())
@@ -183,6 +210,64 @@ async fn tokens_keystone_does_not_know_are_refused_at_the_edge_as_authtoken_does
         1,
         "one service token, kept"
     );
+}
+
+/// Round two (issue 23): a flood of tokens never seen before costs Keystone a bounded number of
+/// validations at once (2,000 random tokens made 1,996 at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_validations_towards_keystone_are_bounded() {
+    let (k, url) = keystone().await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *k.gate.write().unwrap() = Some(gate.clone());
+    let h = Arc::new(proxy(&url, "", 1).await);
+    const TOKENS: usize = 200;
+    let clients: Vec<_> = (0..TOKENS)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let token = format!("random{i}:abc123");
+                h.get_with(DETAIL, &[("X-Auth-Token", token.as_str())])
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let max = vbs_proxy::identity::MAX_VALIDATIONS;
+    let inside = || h.state.metrics.http.in_flight.get() as usize;
+    crate::support::until("every request inside the proxy", || inside() == TOKENS).await;
+    crate::support::until("the first validations at Keystone", || {
+        k.in_flight.load(Ordering::SeqCst) == max
+    })
+    .await;
+    gate.add_permits(TOKENS);
+    for client in clients {
+        assert_eq!(client.await.unwrap(), 401, "unknown tokens");
+    }
+    assert!(
+        k.peak.load(Ordering::SeqCst) <= max,
+        "{}",
+        k.peak.load(Ordering::SeqCst)
+    );
+    assert_eq!(k.validations.load(Ordering::SeqCst), TOKENS);
+}
+
+/// Round two (issue 23): the VBS alias's project-less route is served under Keystone like the
+/// other project-less routes (it was taken for a project named `native`: 400).
+#[tokio::test]
+async fn the_project_less_native_alias_is_served_under_keystone() {
+    let (k, url) = keystone().await;
+    k.grant("alice:abc123", &["member", "reader"]);
+    let h = proxy(&url, "", 2).await;
+    let headers = [
+        ("X-Auth-Token", "alice:abc123"),
+        ("OpenStack-API-Version", "volume 3.67"),
+    ];
+    let plain = h.get_with("/v3/backups/detail", &headers).await;
+    let alias = h.get_with("/v3/native/backups/detail", &headers).await;
+    assert_eq!(plain.status, 200, "{}", plain.text);
+    assert_eq!(alias.status, 200, "{}", alias.text);
+    assert_eq!(alias.ids(), plain.ids());
+    assert_eq!(alias.ids().len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
