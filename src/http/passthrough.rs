@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use futures::StreamExt;
@@ -13,6 +13,7 @@ use super::error::ApiError;
 use std::sync::Arc;
 
 use crate::cache::Caches;
+use crate::cinder::microversion::{negotiate, Version};
 use crate::config::Config;
 use crate::regions::Regions;
 use crate::regions::RegionError;
@@ -61,6 +62,13 @@ pub async fn handle(
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    // A malformed version header is the caller's mistake, and Cinder answers it 500 (which
+    // would count against the region for everybody): refused here as the listings refuse it.
+    // A well-formed one goes on as it came (the region may serve more than every region does).
+    let version = parts.headers.get(super::API_VERSION).map(HeaderValue::as_bytes);
+    if let Err(e) = negotiate(version, Version::new(3, u32::MAX)) {
+        return ApiError::from(e).into_response();
+    }
     let region = regions.region(config.primary_index());
     let url = match parts.uri.query() {
         Some(q) => format!("{}{path}?{q}", region.base),

@@ -119,8 +119,8 @@ impl RegionClient {
             let request = request
                 .try_clone()
                 .expect("GET requests have no streaming body");
-            let result = match self.admitted(attempt == 0, deadline).await {
-                Err(refused) => Err(refused),
+            let (result, judged) = match self.admitted(attempt == 0, deadline).await {
+                Err(refused) => (Err(refused), None),
                 Ok(_permit) => {
                     let started = Instant::now();
                     let span = self.span(attempt);
@@ -131,27 +131,32 @@ impl RegionClient {
                     let result = within(deadline, exchange.instrument(span.clone()))
                         .await
                         .and_then(|body| parse(body).map_err(RegionError::Body));
-                    match &result {
-                        Ok(_) => self.judge(&span, started, Judged::ok()),
-                        Err(e) => self.judge(&span, started, Judged::of(e)),
-                    }
-                    result
+                    let judged = match &result {
+                        Ok(_) => Judged::ok(),
+                        Err(e) => Judged::of(e),
+                    };
+                    self.count_attempt(&span, started, &judged);
+                    (result, Some(judged))
                 }
             };
-            match result {
-                Err(e)
-                    if e.is_retryable()
-                        && attempt < guard.settings.retries
-                        && Instant::now() < deadline
-                        && guard.take_retry() =>
-                {
-                    attempt += 1;
-                    self.metrics.count_retry(&self.name);
-                    let pause = later(Instant::now(), guard.backoff(attempt));
-                    tokio::time::sleep_until(deadline.min(pause)).await;
-                }
-                other => return other,
+            let retry = matches!(&result, Err(e) if e.is_retryable())
+                && attempt < guard.settings.retries
+                && Instant::now() < deadline
+                && guard.take_retry();
+            if retry {
+                attempt += 1;
+                self.metrics.count_retry(&self.name);
+                let pause = later(Instant::now(), guard.backoff(attempt));
+                tokio::time::sleep_until(deadline.min(pause)).await;
+                continue;
             }
+            // One request, one verdict on the region (its last attempt's): retries of a
+            // failing request are not more failures of the region, and a retry that is
+            // served is a region that serves.
+            if let Some(judged) = judged {
+                self.learn(judged);
+            }
+            return result;
         }
     }
 

@@ -745,3 +745,62 @@ async fn raw_request(h: &Harness, request: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// Round two, class 3 (in part): region health reflects the region, not one tenant's requests.
+/// A request's retried attempts are one verdict, and a malformed version header on
+/// pass-through (which Cinder answers 500) never reaches the region.
+#[tokio::test]
+async fn a_requests_attempts_are_one_verdict_on_the_region() {
+    // Defaults: 2 retries, the breaker opens after 5 failures in a row.
+    let h = two_regions("[cache]\nttl = \"0s\"\n").await;
+    *h.regions[0].fault.write().unwrap() = cinder_sim::Fault::new(500, "{}");
+    for i in 1..=2 {
+        let r = h.get(&format!("{DETAIL}?limit={i}"), None).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.header("x-aggregate-missing-regions"), Some("r0"));
+    }
+    let failed = "vbs_upstream_calls_total{region=\"r0\",outcome=\"status_5xx\"}";
+    assert_eq!(
+        metric(&h, failed).await.as_deref(),
+        Some("6"),
+        "3 attempts each"
+    );
+    assert_eq!(
+        breaker_state(&h, "r0").await,
+        "0",
+        "two failed requests, not six"
+    );
+    // Three more failed requests make five in a row: now the region is judged down.
+    for i in 3..=5 {
+        h.get(&format!("{DETAIL}?limit={i}"), None).await;
+    }
+    assert_eq!(breaker_state(&h, "r0").await, "2");
+
+    // Pass-through with a malformed version: 400 here, nothing sent.
+    let h = two_regions("").await;
+    let before = h.regions[0].calls();
+    for version in ["volume 3.0 extra", "volume", "volume 3.x"] {
+        let r = h
+            .client
+            .post(format!("{}/v3/abc123/backups", h.base))
+            .header("X-Auth-Token", crate::support::TOKEN)
+            .header("OpenStack-API-Version", version)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{version}");
+    }
+    assert_eq!(h.regions[0].calls(), before);
+    let r = h
+        .client
+        .post(format!("{}/v3/abc123/backups", h.base))
+        .header("X-Auth-Token", crate::support::TOKEN)
+        .header("OpenStack-API-Version", "volume 3.60")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "a well-formed version passes");
+    assert_eq!(h.regions[0].calls(), before + 1, "and reaches the region");
+}

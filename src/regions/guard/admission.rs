@@ -122,14 +122,24 @@ impl RegionClient {
         }
     }
 
-    /// Count an attempt, and let the guard learn from it (a 429's `Retry-After` included).
+    /// Count an attempt, and let the guard learn from it (one attempt, one request).
     pub(crate) fn judge(&self, span: &tracing::Span, started: Instant, judged: Judged) {
-        let guard = &self.guard;
-        let name = &self.name;
+        self.count_attempt(span, started, &judged);
+        self.learn(judged);
+    }
+
+    /// An attempt in the metrics and its span.
+    pub(crate) fn count_attempt(&self, span: &tracing::Span, started: Instant, judged: &Judged) {
         span.record("http.response.status_code", judged.status);
         span.record("outcome", judged.outcome);
-        self.metrics.observe_latency(name, started.elapsed());
-        self.metrics.count(name, judged.outcome);
+        self.metrics.observe_latency(&self.name, started.elapsed());
+        self.metrics.count(&self.name, judged.outcome);
+    }
+
+    /// What a request's outcome says about the region, for its guard (a 429's `Retry-After`
+    /// included) and, in fleet mode, for the other replicas.
+    pub(crate) fn learn(&self, judged: Judged) {
+        let guard = &self.guard;
         let opened = guard.record(judged.health, Instant::now(), judged.failure.as_deref());
         let back_off = (judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16())
             // Nothing goes to the region before the time it named (1 s if none).
@@ -139,7 +149,7 @@ impl RegionClient {
         }
         // Told to the fleet in the background: the answer does not wait for Redis.
         if let (Some(fleet), true) = (&self.fleet, back_off.is_some() || opened) {
-            let (fleet, name) = (Arc::clone(fleet), name.clone());
+            let (fleet, name) = (Arc::clone(fleet), self.name.clone());
             let cooldown = guard.settings.breaker_cooldown;
             let cause = judged.failure.unwrap_or_default();
             tokio::spawn(async move {
