@@ -120,7 +120,16 @@ pub async fn serve(
         max_connections: server.max_connections,
         header_read_timeout: server.header_read_timeout,
         idle_timeout: server.idle_timeout,
+        write_timeout: server.write_timeout,
+        max_head_bytes: crate::http::listener::Limits::head_room(server.max_header_bytes.as_u64()),
         grace: server.shutdown_grace,
+    };
+    let closed = {
+        let family = state.metrics.http.connections_closed.clone();
+        Arc::new(move |why: crate::http::listener::Closed| {
+            let label = crate::state::metrics::ReasonLabel { reason: why.label() };
+            family.get_or_create(&label).inc();
+        })
     };
     let tls = match (&server.tls_cert_file, &server.tls_key_file) {
         (Some(cert), Some(key)) => {
@@ -132,7 +141,7 @@ pub async fn serve(
     let reloader = tls
         .clone()
         .map(|tls| crate::tls::spawn_reloader(tls, server.tls_reload_check));
-    crate::http::listener::run(listener, app, limits, tls, shutdown).await;
+    crate::http::listener::run(listener, app, limits, closed, tls, shutdown).await;
     refresher.abort();
     if let Some(reloader) = reloader {
         reloader.abort();

@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// A connection with nothing in flight is closed after this long without a byte.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A client that takes none of its answer's bytes for this long is cut off.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
     /// The listener's own TLS: a PEM certificate chain and its private key (both or neither).
     #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
@@ -457,6 +460,7 @@ impl ServerConfig {
             ("server.shutdown_grace", self.shutdown_grace),
             ("server.header_read_timeout", self.header_read_timeout),
             ("server.idle_timeout", self.idle_timeout),
+            ("server.write_timeout", self.write_timeout),
         ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be greater than 0"));

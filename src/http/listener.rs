@@ -7,6 +7,11 @@
 //! - A request head must be complete within `server.header_read_timeout` of its first byte.
 //! - A connection with nothing in flight is closed after `server.idle_timeout` without a
 //!   byte from its client (from when it opened, or when its last answer was sent).
+//! - A request head is buffered up to `server.max_header_bytes` and a request line's worth
+//!   more (hyper's own bound is about 400 KB: a thousand unfinished heads would hold 400 MB);
+//!   past it hyper answers 431 and closes.
+//! - A client that stops reading its answer is cut off after `server.write_timeout` without
+//!   progress (nginx's `send_timeout`): the answer's memory and the connection are freed.
 //!
 //! - With `server.tls_cert_file`, connections are TLS (see `crate::tls::ServerTls`).
 //!
@@ -16,6 +21,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -37,8 +43,52 @@ pub struct Limits {
     pub max_connections: usize,
     pub(crate) header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    /// The most a request head (request line and headers) may take in the read buffer.
+    pub max_head_bytes: usize,
     /// After shutdown starts: how long requests in flight may take to finish.
     pub grace: Duration,
+}
+
+impl Limits {
+    /// The room a request head gets: its headers' bound and a request line's (nginx's
+    /// `large_client_header_buffers` allows 8 KiB for one), and never below hyper's minimum
+    /// buffer (8 KiB, it asserts it).
+    pub fn head_room(max_header_bytes: u64) -> usize {
+        const REQUEST_LINE: usize = 8 * 1024;
+        usize::try_from(max_header_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(REQUEST_LINE)
+    }
+
+    /// The longest the watchdog sleeps without looking: a deadline set while it sleeps is
+    /// never nearer than this, so it is met exactly (see [`Activity::expired`]).
+    fn recheck(&self) -> Duration {
+        self.idle_timeout
+            .min(self.header_read_timeout)
+            .min(self.write_timeout)
+    }
+}
+
+/// Why the listener closed a connection (the `reason` of `vbs_http_connections_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Nothing in flight and no byte for `server.idle_timeout`.
+    Idle,
+    /// A request head not complete within `server.header_read_timeout`.
+    SlowHead,
+    /// No progress writing an answer for `server.write_timeout`.
+    SlowReader,
+}
+
+impl Closed {
+    pub fn label(self) -> &'static str {
+        match self {
+            Closed::Idle => "idle",
+            Closed::SlowHead => "slow_head",
+            Closed::SlowReader => "slow_reader",
+        }
+    }
 }
 
 /// Where a connection stands.
@@ -56,19 +106,40 @@ enum Phase {
 /// requests (a head complete is a request handed to the service; its answer's body dropped
 /// is the end of it).
 ///
-/// Nothing is signalled when the phase changes: the watchdog wakes at the deadline the phase
-/// had when it last looked, and a change can only move that deadline later, so it looks again
-/// then. A request costs two uncontended lock-and-writes, no wake-up.
+/// Apart from the phase, whether a write is stuck: since when the socket has refused the
+/// answer's bytes (its buffers full: the client stopped reading).
+///
+/// Nothing is signalled when either changes: the watchdog looks at least every
+/// [`Limits::recheck`], the shortest of the limits, so a deadline that appears while it sleeps
+/// is still met on time. A request costs two uncontended lock-and-writes and no wake-up; a
+/// write, one relaxed load.
 struct Activity {
     phase: Mutex<Phase>,
+    /// When the connection opened: the origin of `write_blocked`.
+    opened: Instant,
+    /// Nanoseconds after `opened` (plus one) at which a write was first refused and has not
+    /// gone through since; 0: writes are flowing.
+    write_blocked: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Activity {
+        let opened = Instant::now();
         Activity {
-            phase: Mutex::new(Phase::Idle {
-                since: Instant::now(),
-            }),
+            phase: Mutex::new(Phase::Idle { since: opened }),
+            opened,
+            write_blocked: AtomicU64::new(0),
+        }
+    }
+
+    /// A write's outcome: `refused` when the socket took nothing (it would block).
+    fn wrote(&self, refused: bool) {
+        let blocked = self.write_blocked.load(Ordering::Relaxed);
+        if refused && blocked == 0 {
+            let since = self.opened.elapsed().as_nanos() as u64 + 1;
+            self.write_blocked.store(since, Ordering::Relaxed);
+        } else if !refused && blocked != 0 {
+            self.write_blocked.store(0, Ordering::Relaxed);
         }
     }
 
@@ -94,25 +165,40 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// When the connection is past its limits, if nothing changes before then.
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
-            Phase::Idle { since } => Some(since + limits.idle_timeout),
-            Phase::Head { since } => Some(since + limits.header_read_timeout),
+    /// When the connection is past its limits, and which, if nothing changes before then.
+    fn deadline(&self, limits: &Limits) -> Option<(Instant, Closed)> {
+        let phase = match *self.phase.lock().unwrap_or_else(|p| p.into_inner()) {
+            Phase::Idle { since } => Some((since + limits.idle_timeout, Closed::Idle)),
+            Phase::Head { since } => Some((since + limits.header_read_timeout, Closed::SlowHead)),
             Phase::Busy(_) => None,
+        };
+        let blocked = match self.write_blocked.load(Ordering::Relaxed) {
+            0 => None,
+            since => {
+                let since = self.opened + Duration::from_nanos(since - 1);
+                Some((since + limits.write_timeout, Closed::SlowReader))
+            }
+        };
+        match (phase, blocked) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Resolves when the connection has been idle, or half a head, for too long.
-    async fn expired(&self, limits: &Limits) {
-        // While busy there is no deadline; a request ends no sooner than now, so its idle
-        // deadline is at least this far off.
-        let busy_recheck = limits.idle_timeout.min(limits.header_read_timeout);
+    /// Resolves, with the reason, when the connection has been idle, half a head, or unable
+    /// to write, for too long.
+    ///
+    /// A deadline that appears while the watchdog sleeps (a head started on an idle
+    /// connection, a write refused) is at least [`Limits::recheck`] away when it appears, and
+    /// the watchdog never sleeps longer than that: it sees it before it passes.
+    async fn expired(&self, limits: &Limits) -> Closed {
+        let recheck = limits.recheck();
         loop {
+            let now = Instant::now();
             match self.deadline(limits) {
-                Some(deadline) if Instant::now() >= deadline => return,
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => tokio::time::sleep(busy_recheck).await,
+                Some((deadline, why)) if now >= deadline => return why,
+                Some((deadline, _)) => tokio::time::sleep_until(deadline.min(now + recheck)).await,
+                None => tokio::time::sleep(recheck).await,
             }
         }
     }
@@ -153,13 +239,21 @@ impl AsyncRead for Watched {
     }
 }
 
+impl Watched {
+    fn wrote<T>(&self, polled: Poll<T>) -> Poll<T> {
+        self.activity.wrote(polled.is_pending());
+        polled
+    }
+}
+
 impl AsyncWrite for Watched {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.wrote(polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -175,7 +269,8 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.wrote(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -209,6 +304,12 @@ impl Body for Tracked {
     }
 }
 
+/// Counts a connection closed on a limit (a metric of the application's).
+pub type ClosedCounter = Arc<dyn Fn(Closed) + Send + Sync>;
+
+/// hyper's smallest read buffer (it asserts no less).
+const MIN_BUF: usize = 8192;
+
 /// Marks a request that came over the listener's TLS: its links say `https`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServedOverTls;
@@ -222,6 +323,7 @@ pub async fn run(
     listener: TcpListener,
     app: watch::Receiver<super::Edge>,
     limits: Limits,
+    closed: ClosedCounter,
     tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -259,6 +361,7 @@ pub async fn run(
             activity,
             peer,
             limits,
+            closed: closed.clone(),
             watcher: graceful.watcher(),
         };
         let acceptor = tls.as_ref().map(|tls| tls.acceptor());
@@ -295,6 +398,7 @@ struct Connection {
     activity: Arc<Activity>,
     peer: SocketAddr,
     limits: Limits,
+    closed: ClosedCounter,
     watcher: hyper_util::server::graceful::Watcher,
 }
 
@@ -310,6 +414,7 @@ impl Connection {
             activity,
             peer,
             limits,
+            closed,
             watcher,
         } = self;
         let service = {
@@ -333,11 +438,13 @@ impl Connection {
         };
         let connection = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
+            .max_buf_size(limits.max_head_bytes.max(MIN_BUF))
             .serve_connection(TokioIo::new(io), service);
         tokio::select! {
             _ = watcher.watch(connection) => {}
-            _ = activity.expired(&limits) => {
-                tracing::debug!(%peer, "closed a connection that was idle or slow to send its request");
+            why = activity.expired(&limits) => {
+                closed(why);
+                tracing::debug!(%peer, reason = why.label(), "closed a connection past a limit");
             }
         }
     }

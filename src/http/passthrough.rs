@@ -1,13 +1,13 @@
-//! Any other `/v3/` request: forwarded unchanged to the primary region, the answer streamed
-//! back. The request body is read first (bounded): Cinder's eventlet server is happiest with a
-//! `Content-Length`, and its request bodies are small JSON documents.
+//! Any other `/v3/` request: forwarded unchanged to the primary region, its answer read whole
+//! (bounded by `upstream.max_body_bytes`) and sent back, so the region's slot is free before a
+//! slow client starts reading. The request body is read first (bounded): Cinder's eventlet
+//! server is happiest with a `Content-Length`, and its request bodies are small JSON
+//! documents.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-
-use futures::StreamExt;
 
 use super::error::ApiError;
 use std::sync::Arc;
@@ -94,11 +94,11 @@ pub async fn handle(
         .body(body);
     let name = &region.name;
     match region.forward(request).await {
-        Ok((upstream, permit)) => {
+        Ok(upstream) => {
             // A successful write changes what the project's listings would show.
             if parts.method != axum::http::Method::GET
                 && parts.method != axum::http::Method::HEAD
-                && upstream.status().is_success()
+                && upstream.status.is_success()
             {
                 if let Ok(scope) = super::scope(parts.uri.path()) {
                     let purged = caches.purge(Some(&scope));
@@ -108,20 +108,11 @@ pub async fn handle(
                     tracing::debug!(scope, purged, "write passed through: listings dropped");
                 }
             }
-            let mut response = Response::builder().status(upstream.status());
-            if let Some(headers) = response.headers_mut() {
-                *headers = copy_headers(upstream.headers());
-                super::error::set_retry_after(upstream.status(), headers);
-            }
-            // The region's concurrency slot is held until the body is out: the connection is
-            // in use until then.
-            let body = upstream.bytes_stream().map(move |chunk| {
-                let _held = &permit;
-                chunk
-            });
+            let mut response = Response::new(Body::from(upstream.body));
+            *response.status_mut() = upstream.status;
+            *response.headers_mut() = copy_headers(&upstream.headers);
+            super::error::set_retry_after(upstream.status, response.headers_mut());
             response
-                .body(Body::from_stream(body))
-                .unwrap_or_else(|e| ApiError::Internal(e.to_string()).into_response())
         }
         Err(e) => {
             tracing::warn!(region = %name, call = "passthrough", kind = e.kind(), error = %e, "region failed");

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -161,28 +160,33 @@ impl RegionClient {
     }
 
     /// Pass-through: `request` (any method, its body read already) through the region's guard
-    /// as one attempt, never retried. The answer's head goes back whatever its status (the
-    /// client gets the region's own answer), judged for the region's health like any other;
-    /// the concurrency permit comes with it, for the caller to hold until the body is out.
+    /// as one attempt, never retried. The answer is read whole (bounded by `max_body_bytes`)
+    /// within the deadline and goes back whatever its status (the client gets the region's
+    /// own answer), judged for the region's health like any other. The region's concurrency
+    /// slot is free once it is read: a client that then reads slowly, or not at all, holds
+    /// only its own answer (until `server.write_timeout`), never the region.
     pub(crate) async fn forward(
         &self,
         request: reqwest::RequestBuilder,
-    ) -> Result<(reqwest::Response, OwnedSemaphorePermit), RegionError> {
+    ) -> Result<Forwarded, RegionError> {
         let deadline = later(Instant::now(), self.timeout);
-        let permit = self.admitted(true, deadline).await?;
+        let _permit = self.admitted(true, deadline).await?;
         let started = Instant::now();
         let span = self.span(0);
-        let sent = within(
-            deadline,
-            self.send(request, None, &span).instrument(span.clone()),
-        )
-        .await;
-        let judged = match &sent {
-            Ok(r) => Judged::status(r.status(), retry_after_of(r)),
+        let exchange = async {
+            let response = self.send(request, None, &span).await?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let retry_after = retry_after_of(&response);
+            let body = self.read_bounded(response).await?;
+            Ok((Forwarded { status, headers, body }, retry_after))
+        };
+        let read = within(deadline, exchange.instrument(span.clone())).await;
+        let judged = match &read {
+            Ok((answer, retry_after)) => Judged::status(answer.status, *retry_after),
             Err(e) => Judged::of(e),
         };
         self.judge(&span, started, judged);
-        Ok((sent?, permit))
+        read.map(|(answer, _)| answer)
     }
 
     /// The CLIENT span of one attempt.
@@ -220,7 +224,7 @@ impl RegionClient {
     /// `ok`, else the region's refusal with its body (and a 429's `Retry-After`).
     async fn read(
         &self,
-        mut response: reqwest::Response,
+        response: reqwest::Response,
         ok: &[StatusCode],
     ) -> Result<Bytes, RegionError> {
         let status = response.status();
@@ -233,6 +237,21 @@ impl RegionClient {
             .then(|| response.headers().get(reqwest::header::WWW_AUTHENTICATE).cloned())
             .flatten()
             .map(Box::new);
+        let body = self.read_bounded(response).await?;
+        if !ok.contains(&status) {
+            return Err(RegionError::Status {
+                status,
+                content_type,
+                body,
+                retry_after,
+                www_authenticate,
+            });
+        }
+        Ok(body)
+    }
+
+    /// An answer's body, at most `upstream.max_body_bytes` of it.
+    async fn read_bounded(&self, mut response: reqwest::Response) -> Result<Bytes, RegionError> {
         let max = self.max_body;
         let too_large = || {
             RegionError::Body(format!(
@@ -252,17 +271,7 @@ impl RegionClient {
             }
             body.extend_from_slice(&chunk);
         }
-        let body = body.freeze();
-        if !ok.contains(&status) {
-            return Err(RegionError::Status {
-                status,
-                content_type,
-                body,
-                retry_after,
-                www_authenticate,
-            });
-        }
-        Ok(body)
+        Ok(body.freeze())
     }
 
     /// What the region answered to a listing in a project's scope without a marker. Cinder
@@ -291,6 +300,14 @@ impl RegionClient {
     pub fn misconfigured(&self) -> bool {
         self.listing_404s.load(Ordering::Relaxed) >= MISCONFIGURED_AFTER
     }
+}
+
+/// A region's answer to a forwarded request, read whole.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
 }
 
 /// `fut`, or a timeout at `deadline`.

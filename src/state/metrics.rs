@@ -72,6 +72,12 @@ impl Metrics {
             "Requests shed at server.max_in_flight (answered 503 with Retry-After)",
             http.shed.clone(),
         );
+        registry.register(
+            "http_connections_closed",
+            "Connections closed by the listener on a limit, by reason (idle, slow_head: \
+             server.header_read_timeout, slow_reader: server.write_timeout)",
+            http.connections_closed.clone(),
+        );
         regions.register_metrics(&mut registry);
         caches.register_metrics(&mut registry);
         Metrics {
@@ -103,6 +109,11 @@ pub(crate) struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct RouteStatus {
     pub route: String,
     pub status: String,
@@ -120,6 +131,9 @@ pub struct HttpMetrics {
     pub in_flight: Gauge,
     /// Requests shed past `server.max_in_flight` (503 with Retry-After, no work done).
     pub shed: Counter,
+    /// Connections the listener closed on a limit, by reason (`idle`, `slow_head`,
+    /// `slow_reader`).
+    pub connections_closed: Family<ReasonLabel, Counter>,
     /// The series of each route and status met so far: a request counts without building
     /// label strings (the families' lookups allocate them). Bounded: routes are the router's
     /// templates (or `unmatched`), statuses are three digits.
@@ -144,6 +158,7 @@ impl Default for HttpMetrics {
             }),
             in_flight: Gauge::default(),
             shed: Counter::default(),
+            connections_closed: Family::default(),
             handles: Default::default(),
         }
     }

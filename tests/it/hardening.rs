@@ -506,6 +506,11 @@ async fn partial_grace_bounds_the_wait_for_a_straggler() {
 /// The whole server (`vbs_proxy::serve`, the listener the binary uses) for `extra` TOML
 /// over `h`'s first region, on 127.0.0.1:0: its base URL.
 async fn real_server(h: &Harness, extra: &str) -> String {
+    real_server_and_state(h, extra).await.0
+}
+
+/// [`real_server`], and its state (for its metrics).
+async fn real_server_and_state(h: &Harness, extra: &str) -> (String, vbs_proxy::AppState) {
     let toml = format!(
         "[[regions]]\nname = \"r0\"\nurl = \"{}\"\n{extra}",
         h.region_urls[0]
@@ -514,8 +519,23 @@ async fn real_server(h: &Harness, extra: &str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = vbs_proxy::AppState::new(config);
-    tokio::spawn(vbs_proxy::serve(state, listener, std::future::pending()));
-    base
+    tokio::spawn(vbs_proxy::serve(
+        state.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    (base, state)
+}
+
+/// Connections the server of `state` closed for `reason`.
+fn closed_for(state: &vbs_proxy::AppState, reason: &'static str) -> u64 {
+    let label = vbs_proxy::state::metrics::ReasonLabel { reason };
+    state
+        .metrics
+        .http
+        .connections_closed
+        .get_or_create(&label)
+        .get()
 }
 
 /// Wait until the proxy closes `socket` (EOF or reset); bounded by `until`'s 30 s.
@@ -803,4 +823,129 @@ async fn a_requests_attempts_are_one_verdict_on_the_region() {
         .unwrap();
     assert_eq!(r.status(), 202, "a well-formed version passes");
     assert_eq!(h.regions[0].calls(), before + 1, "and reaches the region");
+}
+
+/// Round two, class 1: a request head is buffered only up to `server.max_header_bytes` (and
+/// a request line's 8 KiB), not hyper's 400 KB: past it the answer is 431 at once, not a
+/// connection holding its buffer until `header_read_timeout`.
+#[tokio::test]
+async fn a_request_head_is_buffered_only_to_its_bound() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(vec![(SimConfig::default(), rows("a", 3))], "").await;
+    let base = real_server(&h, "[server]\nheader_read_timeout = \"120s\"\n").await;
+    let socket = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = socket.into_split();
+    // 64 KiB of one header and no end of the head: well under hyper's own bound.
+    tokio::spawn(async move {
+        let head = format!(
+            "GET {DETAIL} HTTP/1.1\r\nHost: x\r\nX-Pad: {}",
+            "a".repeat(64 * 1024)
+        );
+        let _ = writer.write_all(head.as_bytes()).await;
+        std::future::pending::<()>().await; // keep the write half open
+    });
+    let mut answer = Vec::new();
+    let read = reader.read_to_end(&mut answer);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .expect("the proxy answers before the head is complete");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}
+
+/// Round two, class 1: a head begun on a connection that has been idle a while must still be
+/// complete within `server.header_read_timeout` (the watchdog slept towards the idle deadline
+/// and did not notice the nearer one).
+#[tokio::test]
+async fn a_head_begun_after_idling_meets_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start(vec![(SimConfig::default(), rows("a", 3))], "").await;
+    let (base, state) = real_server_and_state(
+        &h,
+        "[server]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"120s\"\n",
+    )
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    // The client's behaviour under test: it idles (longer than the header timeout, much
+    // shorter than the idle one), then starts a request it never finishes.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    socket
+        .write_all(format!("GET {DETAIL} HTTP/1.1\r\nHost: x\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Closed within the 30 s bound of `closed_by_peer`, where the idle timeout is 120 s.
+    closed_by_peer(socket).await;
+    assert_eq!(closed_for(&state, "slow_head"), 1);
+    assert_eq!(closed_for(&state, "idle"), 0);
+}
+
+/// Round two, class 2: a client that stops reading a pass-through answer holds neither the
+/// region's concurrency slot (the answer is read whole first, bounded by
+/// `upstream.max_body_bytes`) nor, past `server.write_timeout`, its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_nothing_shared() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut big = crate::support::backup("big", "2024-01-01T00:00:00.000000");
+    // An answer well past what the socket buffers between the two can hold.
+    big.display_description = Some("x".repeat(12 * 1024 * 1024));
+    let mut table = rows("a", 3);
+    table.push(big);
+    let h = Harness::start(vec![(SimConfig::default(), table)], "").await;
+    // A stalled reader of the export: a small receive window, and it never reads.
+    let stall = |base: String| async move {
+        let address: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stalled = socket.connect(address).await.unwrap();
+        let request = format!(
+            "GET /v3/abc123/backups/big/export_record HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {}\r\n\r\n",
+            crate::support::TOKEN
+        );
+        stalled.write_all(request.as_bytes()).await.unwrap();
+        stalled
+    };
+    let limits = "[upstream]\nmax_concurrency = 1\nqueue_timeout = \"5s\"\n[cache]\nttl = \"0s\"\n";
+
+    // The region's only slot is free for another tenant's listing while the stalled client
+    // has its answer (which it would wait for up to queue_timeout, then be refused).
+    let patient = format!("[server]\nwrite_timeout = \"120s\"\n{limits}");
+    let base = real_server(&h, &patient).await;
+    let _stalled = stall(base.clone()).await;
+    crate::support::until("the export to reach the region", || {
+        h.regions[0].calls() >= 1
+    })
+    .await;
+    let r = h
+        .get_with(
+            &format!("{base}{DETAIL}"),
+            &[("X-Auth-Token", crate::support::TOKEN)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.ids().len(), 4);
+
+    // And a stalled client is cut off after write_timeout: what it can still read is what
+    // the sockets held, then the end.
+    let (base, state) =
+        real_server_and_state(&h, &format!("[server]\nwrite_timeout = \"1s\"\n{limits}")).await;
+    let mut stalled = stall(base).await;
+    crate::support::until("the slow reader to be cut off", || {
+        closed_for(&state, "slow_reader") == 1
+    })
+    .await;
+    let mut received = Vec::new();
+    let read = stalled.read_to_end(&mut received);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .expect("the connection ends");
+    assert!(
+        received.len() < 12 * 1024 * 1024,
+        "{} bytes: the whole answer went out",
+        received.len()
+    );
+    assert!(String::from_utf8_lossy(&received[..12]).starts_with("HTTP/1.1 200"));
 }

@@ -131,6 +131,10 @@ impl SimRegion {
             .route("/v3/{project}/volumes", get(volumes));
         with_routes::<Snapshot>(with_routes::<Backup>(router))
             .route("/v3/{project}/backups", post(create))
+            .route(
+                "/v3/{project}/backups/{id}/export_record",
+                get(export_record),
+            )
             .fallback(|| async {
                 (
                     StatusCode::NOT_FOUND,
@@ -279,6 +283,36 @@ async fn create(State(sim): Sim) -> Response {
     sim.calls.fetch_add(1, AtomicOrdering::SeqCst);
     let body = json!({"backup": {"id": "new-backup", "name": null, "links": []}}).to_string();
     json_answer(StatusCode::ACCEPTED, body, None)
+}
+
+/// `GET /v3/{project}/backups/{id}/export_record`: the backup's record, as large as the row
+/// (Cinder base64-encodes the record into `backup_url`; the simulation sends the row's JSON as
+/// it is). Pass-through tests use it for an answer of any size.
+async fn export_record(State(sim): Sim, request: Request) -> Response {
+    let ctx = context(&sim, &request);
+    pass_gate(&sim).await;
+    let ctx = match ctx {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let id = request
+        .uri()
+        .path()
+        .split('/')
+        .nth(4)
+        .unwrap_or("")
+        .to_string();
+    let rows = sim.backups.read().expect("lock");
+    match rows.iter().find(|b| b.id == id && !b.deleted) {
+        Some(b) => {
+            let record = json!({"backup-record": {
+                "backup_service": "cinder.backup.drivers.swift.SwiftBackupDriver",
+                "backup_url": serde_json::to_string(b).expect("a row serialises"),
+            }});
+            json_answer(StatusCode::OK, record.to_string(), Some(ctx.version))
+        }
+        None => ApiFault::not_found(not_found::<Backup>(&id)).answer(Some(ctx.version)),
+    }
 }
 
 /// Wait at the gate, if one is set (tests hold requests in flight with it).
