@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use vbs_proxy::cache::coalescing::{FetchOutcome, Lookup};
-use vbs_proxy::cache::{Caches, RenderedPage};
+use vbs_proxy::cache::key::{Digest, Identity, ResponseKey};
+use vbs_proxy::cache::{Caches, Owner, RenderedPage};
 use vbs_proxy::cinder::microversion::Version;
 use vbs_proxy::cinder::resource::BACKUPS;
 use vbs_proxy::listing::cursor::{Cursor, CursorKey, Position};
@@ -117,7 +118,7 @@ fn bench(c: &mut Criterion) {
             .get(make_key(), false, move |_: &_| async move {
                 FetchOutcome {
                     value: p,
-                    store: Some((1000, "/v3/p".into())),
+                    store: Some((1000, Owner::Project("/v3/p".into()))),
                     failed: false,
                     age: std::time::Duration::ZERO,
                 }
@@ -135,7 +136,70 @@ fn bench(c: &mut Criterion) {
             assert!(matches!(served, Lookup::Hit(_)));
         })
     });
+
+    // What a write costs the caches: 30,000 entries of 10,000 projects and 20,000 callers'
+    // project-less listings; the writer's project and its own project-less listings (two
+    // entries each) are dropped, nobody else's are looked at.
+    let roomy = vbs_proxy::Config::from_toml(
+        "[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\n[cache]\nmax_bytes = \"1GiB\"\n",
+    )
+    .unwrap();
+    let caches = Caches::new(&roomy.cache, 1024);
+    let owner_of = |i: u32| match i % 3 {
+        0 => Owner::Project(format!("/v3/p{}", i / 3).into()),
+        _ => Owner::Caller(Identity([(i % 251) as u8; 32]).with_tail(i)),
+    };
+    let store = |i: u32, n: u32| {
+        let mut target = [0u8; 32];
+        target[..4].copy_from_slice(&i.to_be_bytes());
+        target[4..8].copy_from_slice(&n.to_be_bytes());
+        let key = ResponseKey {
+            identity: Identity([0; 32]).with_tail(i),
+            target: Digest(target),
+        };
+        let (p, owner) = (produced.clone(), owner_of(i));
+        runtime.block_on(caches.responses.get(key, false, move |_: &_| async move {
+            FetchOutcome {
+                value: p,
+                store: Some((1000, owner)),
+                failed: false,
+                age: std::time::Duration::ZERO,
+            }
+        }));
+    };
+    for i in 0..30_000 {
+        store(i, 0);
+    }
+    assert_eq!(caches.responses.entry_count(), 30_000);
+    let writer = [owner_of(3), owner_of(4)];
+    group.bench_function("purge_after_a_write_30000_entries", |b| {
+        b.iter_batched(
+            || {
+                for n in 1..=2 {
+                    store(3, n);
+                    store(4, n);
+                }
+            },
+            |()| {
+                let n = caches.purge_owners(&writer);
+                assert!(n >= 4, "{n}")
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
     group.finish();
+}
+
+/// Distinct identities for the bench's callers.
+trait WithTail {
+    fn with_tail(self, i: u32) -> Identity;
+}
+
+impl WithTail for Identity {
+    fn with_tail(mut self, i: u32) -> Identity {
+        self.0[28..].copy_from_slice(&i.to_be_bytes());
+        self
+    }
 }
 
 criterion_group!(benches, bench);

@@ -4,6 +4,8 @@
 //! ([`Identity`]), never the token. A key costs no allocation to make or to look up, and its
 //! size in a cache entry is fixed (`coalescing::KeySize`).
 
+use std::sync::Arc;
+
 use sha2::{Digest as _, Sha256};
 
 use super::coalescing::KeySize;
@@ -37,6 +39,48 @@ impl KeyHasher {
 /// `cache.scope = "project"`), keyed with `cache.key_secret`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Identity(pub [u8; 32]);
+
+/// Whose data a cache entry holds, which is what a purge names: a project (`/v3/{project}`,
+/// its id encoded as in a path), or, when only the token knows the project (a project-less
+/// route, and no Keystone to say whose the token is), the caller it was fetched for.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Owner {
+    Project(Arc<str>),
+    Caller(Identity),
+}
+
+impl Owner {
+    /// Whose data a listing in `scope` (`/v3/{project}`, or `/v3` on the project-less routes)
+    /// is, for a caller whose token Keystone placed in `token_project` (if it was asked) and
+    /// whose cache identity is `identity`.
+    pub fn of(scope: &str, token_project: Option<&str>, identity: Identity) -> Owner {
+        match token_project {
+            _ if scope != "/v3" => Owner::Project(Arc::from(scope)),
+            Some(project) => {
+                let scope = format!("/v3/{}", crate::cinder::path::encode_segment(project));
+                Owner::Project(Arc::from(scope))
+            }
+            None => Owner::Caller(identity),
+        }
+    }
+
+    /// Heap bytes it holds besides its own size.
+    pub fn heap_size(&self) -> usize {
+        match self {
+            Owner::Project(scope) => scope.len(),
+            Owner::Caller(_) => 0,
+        }
+    }
+
+    /// Its name among the fleet's purge times: a project's scope as it is, a caller as `/v3@`
+    /// and its identity in hex (never a project's scope, which has a `/` after `/v3`).
+    pub fn fleet_name(&self) -> String {
+        match self {
+            Owner::Project(scope) => scope.to_string(),
+            Owner::Caller(identity) => format!("/v3@{}", hex(&identity.0)),
+        }
+    }
+}
 
 /// A listing answer in the response layer: who asks, and what (the request's target, the
 /// same for every caller: `listing/target.rs`).

@@ -61,6 +61,7 @@ impl RenderedPage {
 }
 
 pub use key::hex;
+pub use key::Owner;
 use key::{Identity, PageKey, ResponseKey};
 
 pub(crate) type PageResult = Arc<Result<ListPage, RegionError>>;
@@ -154,19 +155,29 @@ impl Caches {
         Identity(mac.finalize().into_bytes().into())
     }
 
-    /// Drop the entries of `scope` (`/v3/{project}`) and the project-less ones (whose project
-    /// only the token knows), or everything; how many were dropped.
+    /// The admin's purge: the entries of `scope` (`/v3/{project}`) and every project-less
+    /// listing whose project only its caller's token knows (it may be this project's), or
+    /// everything; how many were dropped.
     pub fn purge(&self, scope: Option<&str>) -> usize {
         match scope {
-            None => self.responses.purge(None) + self.pages.purge(None),
+            None => self.responses.purge_all() + self.pages.purge_all(),
             Some(s) => {
-                let mut n = self.responses.purge(Some(s)) + self.pages.purge(Some(s));
-                if s != "/v3" {
-                    n += self.responses.purge(Some("/v3")) + self.pages.purge(Some("/v3"));
-                }
-                n
+                let project = Owner::Project(Arc::from(s));
+                self.purge_owners(&[project])
+                    + self.responses.purge_callers()
+                    + self.pages.purge_callers()
             }
         }
+    }
+
+    /// The entries of these owners (after a write: the writer's project, and its own
+    /// project-less listings when only its token knows its project); how many were dropped.
+    /// Nobody else's entries are looked at.
+    pub fn purge_owners(&self, owners: &[Owner]) -> usize {
+        owners
+            .iter()
+            .map(|o| self.responses.purge(o) + self.pages.purge(o))
+            .sum()
     }
 }
 

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 
 use super::coalescing::{FetchOutcome, Policy};
-use super::key::ResponseKey;
+use super::key::{Owner, ResponseKey};
 use super::{hex, Answer, RenderedPage};
 use crate::fleet::{Fleet, Flight};
 
@@ -38,7 +38,7 @@ impl SharedResponses {
     pub async fn fetch<F, Fut>(
         &self,
         key: &ResponseKey,
-        scope: &str,
+        owner: &Owner,
         refresh: bool,
         produce: F,
     ) -> Outcome
@@ -51,17 +51,18 @@ impl SharedResponses {
         let lock_key = self.fleet.key("flight", &digest);
         let token = hex(&rand::random::<[u8; 16]>());
         let mut holder = false;
+        let purged_as = purge_names(owner);
         if !refresh {
             let give_up = tokio::time::Instant::now() + self.fleet.flight_wait;
             loop {
                 let windows = (self.policy.ttl, self.keep());
                 match self
                     .fleet
-                    .get_or_lock(&value_key, scope, &lock_key, &token, windows)
+                    .get_or_lock(&value_key, &purged_as, &lock_key, &token, windows)
                     .await
                 {
                     Some(Flight::Fresh(value, age)) => match decode(&value) {
-                        Some(page) => return shared(page, age, scope),
+                        Some(page) => return shared(page, age, owner),
                         // A layout of another version: fetch it (and overwrite it).
                         None => break,
                     },
@@ -99,24 +100,45 @@ impl SharedResponses {
                 .max(self.policy.stale_if_error)
     }
 
-    /// Drop the pages of `scope` (`/v3/{project}`) and the project-less ones, or all
-    /// (`None`), for every replica (as `Caches::purge` does for this one).
+    /// The admin's purge for every replica (as `Caches::purge` for this one): the pages of
+    /// `scope` (`/v3/{project}`) and of every caller-owned scope (their group), or all.
     pub async fn purge(&self, scope: Option<&str>) -> bool {
         let scopes = match scope {
             None => vec!["*"],
-            Some("/v3") => vec!["/v3"],
-            Some(s) => vec![s, "/v3"],
+            Some(s) => vec![s, CALLERS],
         };
         self.fleet.purge(&scopes, self.keep()).await
     }
+
+    /// The pages of these owners, for every replica (after a write).
+    pub async fn purge_owners(&self, owners: &[Owner]) -> bool {
+        let names: Vec<String> = owners.iter().map(Owner::fleet_name).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.fleet.purge(&names, self.keep()).await
+    }
+}
+
+/// The group of every caller-owned scope's purge times (the admin's project purge drops them
+/// all, as it does in L1).
+const CALLERS: &str = "/v3";
+
+/// The purge times that apply to a page of `owner`: its own, and its group's (a project's
+/// own again; a caller's, [`CALLERS`]).
+fn purge_names(owner: &Owner) -> [String; 2] {
+    let own = owner.fleet_name();
+    let group = match owner {
+        Owner::Project(_) => own.clone(),
+        Owner::Caller(_) => CALLERS.to_string(),
+    };
+    [own, group]
 }
 
 /// A page from L2 as a fetch outcome: stored in L1 with its age, as whole as when it was made.
-fn shared(page: RenderedPage, age: Duration, scope: &str) -> Outcome {
+fn shared(page: RenderedPage, age: Duration, owner: &Owner) -> Outcome {
     let size = page.len() + std::mem::size_of::<RenderedPage>();
     FetchOutcome {
         value: Arc::new(Ok(page)),
-        store: Some((size.min(u32::MAX as usize) as u32, Arc::from(scope))),
+        store: Some((size.min(u32::MAX as usize) as u32, owner.clone())),
         failed: false,
         age,
     }

@@ -66,7 +66,8 @@ pub(crate) enum Admission {
 }
 
 const GET_OR_LOCK: &str = r"
--- KEYS: value, lock, purged (its scope), purged (all). ARGV: lock token, lock ms, ttl ms,
+-- KEYS: value, lock, purged (its scope), purged (all), purged (its scope's group). ARGV: lock
+-- token, lock ms, ttl ms,
 -- keep ms. A value is written to be kept `keep` ms: its age is what its expiry says, in
 -- Redis's own clock, like the purge times (no two replicas' clocks are compared).
 local v = redis.call('GET', KEYS[1])
@@ -75,7 +76,8 @@ if v then
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
   local purged = math.max(tonumber(redis.call('GET', KEYS[3]) or 0),
-                          tonumber(redis.call('GET', KEYS[4]) or 0))
+                          tonumber(redis.call('GET', KEYS[4]) or 0),
+                          tonumber(redis.call('GET', KEYS[5]) or 0))
   if age < tonumber(ARGV[3]) and now - age > purged then return {1, v, age} end
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
@@ -271,12 +273,13 @@ impl Fleet {
         }
     }
 
-    /// A fresh value under `key` (younger than `ttl`, stored after the last purge of `scope`),
-    /// or this replica takes the key's lock for `flight_wait`, or another replica holds it.
+    /// A fresh value under `key` (younger than `ttl`, stored after the last purge of its
+    /// scope and of its scope's group), or this replica takes the key's lock for
+    /// `flight_wait`, or another replica holds it.
     pub async fn get_or_lock(
         &self,
         key: &str,
-        scope: &str,
+        [scope, group]: &[String; 2],
         lock: &str,
         token: &str,
         (ttl, keep): (Duration, Duration),
@@ -287,6 +290,7 @@ impl Fleet {
             .key(lock)
             .key(self.key("purged", scope))
             .key(self.key("purged", "*"))
+            .key(self.key("purged", group))
             .arg(token)
             .arg(millis(self.flight_wait))
             .arg(millis(ttl))

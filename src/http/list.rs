@@ -13,9 +13,11 @@ use bytes::Bytes;
 use super::error::ApiError;
 use super::{body::Chunks, Caller};
 use crate::cache::coalescing::Lookup;
-use crate::cache::RenderedPage;
+use crate::cache::key::Identity;
+use crate::cache::{Caches, RenderedPage};
 use crate::cinder::resource::Resource;
 use crate::config::Config;
+use crate::identity::TokenInfo;
 use crate::listing::render::View;
 use crate::listing::request::ListQuery;
 use crate::listing::service::{self, Lister, ListRequest};
@@ -63,21 +65,37 @@ fn prepare(
         let base = caller.public_base.to_string();
         Ok::<_, ApiError>(Target::new(resource, scope, path, query, view, version, base))
     })?;
-    // `cache.scope = "project"`: who the token is (its project and role set), not the token.
     let caches = &lister.caches;
-    let identity = match (&caller.token_info, config.cache.scope) {
-        (Some(info), crate::config::CacheScope::Project) => {
-            caches.identity(info.scope_key().as_bytes())
-        }
-        _ => caches.identity(caller.ctx.token.as_bytes()),
-    };
+    let identity = cache_identity(
+        caches,
+        config,
+        caller.ctx.token.as_bytes(),
+        caller.token_info.as_deref(),
+    );
     let refresh = caches.honor_client_no_cache && asks_no_cache(&parts.headers);
     Ok(ListRequest {
         target,
         ctx: caller.ctx.clone(),
         identity,
+        token_info: caller.token_info.clone(),
         refresh,
     })
+}
+
+/// The caller's part of the cache keys: the token's HMAC, or with `cache.scope = "project"`,
+/// who Keystone said the token is (its project and role set).
+pub(crate) fn cache_identity(
+    caches: &Caches,
+    config: &Config,
+    token: &[u8],
+    token_info: Option<&TokenInfo>,
+) -> Identity {
+    match (token_info, config.cache.scope) {
+        (Some(info), crate::config::CacheScope::Project) => {
+            caches.identity(info.scope_key().as_bytes())
+        }
+        _ => caches.identity(token),
+    }
 }
 
 fn asks_no_cache(headers: &HeaderMap) -> bool {

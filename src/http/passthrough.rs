@@ -6,13 +6,15 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use std::sync::Arc;
 
-use crate::cache::Caches;
+use crate::cache::{Caches, Owner};
+use crate::identity::TokenInfo;
 use crate::cinder::microversion::{negotiate, Version};
 use crate::config::Config;
 use crate::regions::Regions;
@@ -44,6 +46,23 @@ fn copy_headers(from: &HeaderMap) -> HeaderMap {
         .filter(|(n, _)| forwardable(n))
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect()
+}
+
+/// Whose listings a successful write in `scope` makes stale: the writer's project's (from the
+/// URL, or from Keystone's word on the token), and the writer's own project-less listings when
+/// only its token knows their project. Nobody else's: other tenants' entries are not looked
+/// at (a write used to scan both layers, and drop every tenant's project-less listings).
+fn written(config: &Config, caches: &Caches, parts: &Parts, scope: &str) -> Vec<Owner> {
+    let token_info = parts.extensions.get::<Arc<TokenInfo>>().map(Arc::as_ref);
+    let token = parts.headers.get(super::AUTH_TOKEN).map_or(&b""[..], |t| t.as_bytes());
+    let identity = super::list::cache_identity(caches, config, token, token_info);
+    let project = token_info.and_then(|t| t.project_id.as_deref());
+    let mut owners = vec![Owner::of(scope, project, identity)];
+    if project.is_none() {
+        owners.push(Owner::Caller(identity));
+    }
+    owners.dedup();
+    owners
 }
 
 pub async fn handle(
@@ -101,9 +120,10 @@ pub async fn handle(
                 && upstream.status.is_success()
             {
                 if let Ok(scope) = super::scope(parts.uri.path()) {
-                    let purged = caches.purge(Some(&scope));
+                    let owners = written(&config, &caches, &parts, &scope);
+                    let purged = caches.purge_owners(&owners);
                     if let Some(shared) = &caches.shared {
-                        shared.purge(Some(&scope)).await;
+                        shared.purge_owners(&owners).await;
                     }
                     tracing::debug!(scope, purged, "write passed through: listings dropped");
                 }

@@ -22,7 +22,7 @@ use super::target::Target;
 use std::mem::size_of;
 
 use crate::cache::coalescing::{FetchOutcome, Lookup};
-use crate::cache::key::{Identity, ResponseKey};
+use crate::cache::key::{Identity, Owner, ResponseKey};
 use crate::cache::{Answer, Caches, RenderedPage};
 use crate::config::Collation;
 use crate::error::RequestError;
@@ -57,8 +57,21 @@ pub struct ListRequest {
     pub ctx: CallContext,
     /// HMAC of the token: the caller's part of every cache key.
     pub identity: Identity,
+    /// Keystone's word on the token, when Keystone was asked.
+    pub token_info: Option<Arc<crate::identity::TokenInfo>>,
     /// The client asked for `Cache-Control: no-cache` (and that is honoured).
     pub refresh: bool,
+}
+
+impl ListRequest {
+    /// Whose data its pages are, for purges (worked out when something is stored).
+    pub fn owner(&self) -> Owner {
+        Owner::of(
+            &self.target.scope,
+            self.token_info.as_ref().and_then(|t| t.project_id.as_deref()),
+            self.identity,
+        )
+    }
 }
 
 /// The answer to `request` from the response cache, or produced (once for every concurrent
@@ -78,9 +91,9 @@ pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<A
         async move {
             match (&producer.caches.shared, shared_key) {
                 (Some(shared), Some(key)) => {
-                    let scope = request.target.scope.clone();
+                    let owner = request.owner();
                     shared
-                        .fetch(&key, &scope, refresh, || produce(producer.clone(), request))
+                        .fetch(&key, &owner, refresh, || produce(producer.clone(), request))
                         .await
                 }
                 _ => produce(producer.clone(), request).await,
@@ -108,10 +121,7 @@ async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutco
         let store = (producer.caches.enabled && whole).then(|| {
             // Its bytes; the layer adds the key's and its own bookkeeping.
             let size = answer.as_ref().map_or(0, RenderedPage::len) + size_of::<RenderedPage>();
-            (
-                size.min(u32::MAX as usize) as u32,
-                Arc::from(request.target.scope.as_str()),
-            )
+            (size.min(u32::MAX as usize) as u32, request.owner())
         });
         FetchOutcome {
             value: Arc::new(answer),
@@ -157,6 +167,7 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         fields: &fields,
         ctx,
         identity: request.identity,
+        owner: request.owner(),
         refresh: request.refresh,
     };
     let source = RegionSource::new(&lister.regions, &lister.caches, asking);

@@ -4,7 +4,7 @@
 
 use http::StatusCode;
 
-use crate::cache::key::{Identity, KeyHasher, PageKey};
+use crate::cache::key::{Identity, KeyHasher, Owner, PageKey};
 use crate::cache::Caches;
 use crate::config::FailurePolicy;
 use crate::error::RequestError;
@@ -28,6 +28,8 @@ pub(crate) struct Asking<'a> {
     pub ctx: &'a CallContext,
     /// The caller's part of the region-page keys.
     pub identity: Identity,
+    /// Whose data the pages are, for purges.
+    pub owner: Owner,
     /// Forced refresh (`no-cache`).
     pub refresh: bool,
 }
@@ -98,6 +100,7 @@ impl Source for RegionSource<'_> {
         let key = self.key(region, &params);
         let a = &self.asking;
         let (resource, scope, ctx) = (a.resource, a.scope.to_string(), a.ctx.clone());
+        let owner = a.owner.clone();
         let fields = a.fields.to_vec();
         let regions = self.regions.clone();
         let enabled = self.caches.enabled;
@@ -128,7 +131,7 @@ impl Source for RegionSource<'_> {
                     .as_ref()
                     .map_or(0, |p| p.weight())
                     .min(u32::MAX as usize) as u32;
-                (weight, Arc::from(scope.as_str()))
+                (weight, owner)
             });
             FetchOutcome {
                 value: Arc::new(result),

@@ -949,3 +949,52 @@ async fn a_client_that_stops_reading_holds_nothing_shared() {
     );
     assert!(String::from_utf8_lossy(&received[..12]).starts_with("HTTP/1.1 200"));
 }
+
+/// Round two, class 5: a successful write drops the writer's project's listings and its own
+/// project-less ones (whose project only its token knows), and nobody else's: another
+/// tenant's listings, project-less ones included, are still hits.
+#[tokio::test]
+async fn a_write_drops_the_writers_listings_only() {
+    let h = Harness::start(
+        vec![(SimConfig::default(), rows("a", 3))],
+        "[cache]\nttl = \"60s\"\n",
+    )
+    .await;
+    let (writer, other) = (crate::support::TOKEN, "user:xyz789");
+    let listings = [
+        ("the writer's project", writer, DETAIL),
+        ("the writer's project-less", writer, "/v3/backups/detail"),
+        ("another's project", other, "/v3/xyz789/backups/detail"),
+        ("another's project-less", other, "/v3/backups/detail"),
+    ];
+    let cache_status = |token: &'static str, path: &'static str| {
+        let h = &h;
+        async move {
+            let headers = [
+                ("X-Auth-Token", token),
+                ("OpenStack-API-Version", "volume 3.67"),
+            ];
+            let r = h.get_with(path, &headers).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text);
+            r.header("cache-status").unwrap_or_default().to_string()
+        }
+    };
+    for (what, token, path) in listings {
+        cache_status(token, path).await;
+        assert!(cache_status(token, path).await.contains("hit"), "{what}");
+    }
+    let written = h
+        .client
+        .post(format!("{}/v3/abc123/backups", h.base))
+        .header("X-Auth-Token", writer)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 202);
+    for (what, token, path) in listings {
+        let status = cache_status(token, path).await;
+        let dropped = token == writer;
+        assert_eq!(status.contains("fwd=miss"), dropped, "{what}: {status}");
+    }
+}
