@@ -144,6 +144,7 @@ fn bench(c: &mut Criterion) {
                                 chunk: 1000,
                                 partial_grace: None,
                                 record_positions: false,
+                                max_rows: u64::MAX,
                             };
                             let page = futures::executor::block_on(merge::paginate(
                                 source,

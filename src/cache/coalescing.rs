@@ -141,11 +141,24 @@ pub enum Lookup<V> {
 /// `None`: the producer never finished (it panicked, or its task was cancelled).
 type Flight<V> = Shared<BoxFuture<'static, Option<Arc<FetchOutcome<V>>>>>;
 
+/// A fetch under way for a key: what its waiters await, and who they are.
+struct Flying<V> {
+    flight: Flight<V>,
+    /// Tells this fetch from a later one for the same key.
+    serial: u64,
+    /// Requests awaiting it now.
+    waiters: usize,
+    /// Stops its task, when the layer stops fetches nobody waits for; `None`: it runs to its
+    /// end whoever leaves (a background refresh, which nobody waits for by design).
+    stop: Option<tokio::task::AbortHandle>,
+}
+
 /// Forgets a key's flight when the producer's task ends, however it ends: a panicking
 /// producer must not leave a flight that every later request for the key would join.
 struct Forget<K: Hash + Eq, V> {
     layer: CoalescingCache<K, V>,
     key: K,
+    serial: u64,
 }
 
 impl<K: Hash + Eq, V> Drop for Forget<K, V> {
@@ -156,7 +169,41 @@ impl<K: Hash + Eq, V> Drop for Forget<K, V> {
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        inflight.remove(&self.key);
+        // A stopped fetch was forgotten when it was stopped; a later one may be under way.
+        if inflight.get(&self.key).is_some_and(|f| f.serial == self.serial) {
+            inflight.remove(&self.key);
+        }
+    }
+}
+
+/// One request awaiting a flight. When the last one leaves before the fetch is done (its
+/// clients went away: a 504 at `server.request_timeout`, a disconnect), the fetch is stopped
+/// in a layer that stops unwanted fetches, so a costly one does not go on reading the
+/// regions for nobody; while anyone waits, it goes on.
+struct Waiter<'a, K: Hash + Eq, V> {
+    layer: &'a CoalescingCache<K, V>,
+    key: &'a K,
+    serial: u64,
+}
+
+impl<K: Hash + Eq, V> Drop for Waiter<'_, K, V> {
+    fn drop(&mut self) {
+        let stop = {
+            let mut inflight = self.layer.0.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(flying) = inflight.get_mut(self.key).filter(|f| f.serial == self.serial)
+            else {
+                return; // done (and forgotten) already
+            };
+            flying.waiters -= 1;
+            if flying.waiters > 0 || flying.stop.is_none() || !self.layer.0.stop_unwanted {
+                return;
+            }
+            inflight.remove(self.key).and_then(|f| f.stop)
+        };
+        if let Some(stop) = stop {
+            self.layer.0.metrics.stopped.inc();
+            stop.abort();
+        }
     }
 }
 
@@ -173,7 +220,9 @@ struct Inner<K, V> {
     entries: moka::sync::Cache<K, Arc<Stored<V>>>,
     by_owner: Arc<OwnerIndex<K>>,
     serials: std::sync::atomic::AtomicU64,
-    inflight: Mutex<HashMap<K, Flight<V>>>,
+    inflight: Mutex<HashMap<K, Flying<V>>>,
+    /// Stop a fetch when its last waiter leaves (see [`Waiter`]).
+    stop_unwanted: bool,
     /// Most flights at once: each holds a key and a task, so they are bounded too.
     max_flights: usize,
     policy: Policy,
@@ -233,10 +282,20 @@ where
             by_owner,
             serials: Default::default(),
             inflight: Mutex::new(HashMap::new()),
+            stop_unwanted: false,
             max_flights,
             policy,
             metrics,
         }))
+    }
+
+    /// This layer stops a fetch when the last request waiting for it leaves (the response
+    /// layer: its fetch is a whole page's walk over the regions). Call right after `new`.
+    pub fn stopping_unwanted_fetches(mut self) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("called right after new")
+            .stop_unwanted = true;
+        self
     }
 
     pub fn policy(&self) -> Policy {
@@ -273,8 +332,8 @@ where
                 }
                 Freshness::StaleWhileRevalidate => {
                     inner.metrics.stale.inc();
-                    // One refresh, in its own task; nobody waits for it.
-                    drop(self.flight(key, fetch, false));
+                    // One refresh, in its own task; nobody waits for it, nobody stops it.
+                    drop(self.flight(key, fetch, false, false));
                     return Lookup::StaleWhileRevalidate(s.clone());
                 }
                 _ => {}
@@ -289,13 +348,21 @@ where
             }
         }
         inner.metrics.misses.inc();
-        let Some((flight, collapsed)) = self.flight(key, fetch, refresh) else {
+        let Some((flight, collapsed, serial)) = self.flight(key.clone(), fetch, refresh, true)
+        else {
             return Lookup::Shed;
         };
         if collapsed {
             inner.metrics.coalesced.inc();
         }
-        let Some(fetched) = flight.await else {
+        let waiter = Waiter {
+            layer: self,
+            key: &key,
+            serial,
+        };
+        let fetched = flight.await;
+        drop(waiter);
+        let Some(fetched) = fetched else {
             tracing::error!("a cache producer panicked or was cancelled");
             let usable = freshness.is_some_and(|f| f != Freshness::Expired);
             return match (stored, usable) {
@@ -324,16 +391,24 @@ where
         inflight.contains_key(key)
     }
 
-    /// Join the fetch in flight for `key`, or start one in a task of its own; `None` when
-    /// `max_flights` are under way already.
-    fn flight<F, Fut>(&self, key: K, fetch: F, forced: bool) -> Option<(Flight<V>, bool)>
+    /// Join the fetch in flight for `key`, or start one in a task of its own, counting the
+    /// caller among its waiters when it will `wait`; the flight, whether it was joined, and
+    /// its serial. `None` when `max_flights` are under way already.
+    fn flight<F, Fut>(
+        &self,
+        key: K,
+        fetch: F,
+        forced: bool,
+        wait: bool,
+    ) -> Option<(Flight<V>, bool, u64)>
     where
         F: FnOnce(&K) -> Fut,
         Fut: Future<Output = FetchOutcome<V>> + Send + 'static,
     {
         let mut inflight = self.0.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flight) = inflight.get(&key) {
-            return Some((flight.clone(), true));
+        if let Some(flying) = inflight.get_mut(&key) {
+            flying.waiters += usize::from(wait);
+            return Some((flying.flight.clone(), true, flying.serial));
         }
         if inflight.len() >= self.0.max_flights {
             return None;
@@ -342,9 +417,11 @@ where
         let task_key = key.clone();
         // The fetch belongs to the trace of the request that started it.
         let work = fetch(&key).in_current_span();
+        let serial = self.0.serials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let forget = Forget {
             layer: self.clone(),
             key: key.clone(),
+            serial,
         };
         let task = tokio::spawn(async move {
             let forget = forget;
@@ -356,9 +433,16 @@ where
             drop(forget);
             fetched
         });
+        let stop = wait.then(|| task.abort_handle());
         let flight = async move { task.await.ok() }.boxed().shared();
-        inflight.insert(key, flight.clone());
-        Some((flight, false))
+        let flying = Flying {
+            flight: flight.clone(),
+            serial,
+            waiters: usize::from(wait),
+            stop,
+        };
+        inflight.insert(key, flying);
+        Some((flight, false, serial))
     }
 
     /// Drop the entry of `key`, if any (flights in progress are not touched).
@@ -673,6 +757,99 @@ mod tests {
             value(&l.get("k", false, |_| async { ok(10) }).await),
             (9, "hit")
         );
+    }
+
+    /// A fetch in a layer that stops unwanted fetches: how far it got.
+    #[derive(Default)]
+    struct Progress {
+        started: AtomicUsize,
+        finished: AtomicUsize,
+        dropped: AtomicUsize,
+    }
+
+    struct DropMark(Arc<Progress>);
+
+    impl Drop for DropMark {
+        fn drop(&mut self) {
+            self.0.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn gated_fetch(
+        progress: Arc<Progress>,
+        gate: Arc<tokio::sync::Semaphore>,
+        v: u32,
+    ) -> impl FnOnce(&&'static str) -> BoxFuture<'static, FetchOutcome<u32>> {
+        move |_| {
+            async move {
+                progress.started.fetch_add(1, Ordering::SeqCst);
+                let _mark = DropMark(progress.clone());
+                let _permit = gate.acquire().await;
+                progress.finished.fetch_add(1, Ordering::SeqCst);
+                ok(v)
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fetch_nobody_waits_for_is_stopped_one_somebody_waits_for_is_not() {
+        let l = layer(30, 0, 0).stopping_unwanted_fetches();
+        let progress = Arc::new(Progress::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let waiter = || {
+            let (l, f) = (l.clone(), gated_fetch(progress.clone(), gate.clone(), 1));
+            tokio::spawn(async move { value(&l.get("k", false, f).await) })
+        };
+        let (a, b) = (waiter(), waiter());
+        settle().await;
+        assert_eq!(progress.started.load(Ordering::SeqCst), 1, "one fetch, joined");
+        a.abort();
+        settle().await;
+        assert_eq!(progress.dropped.load(Ordering::SeqCst), 0, "b still waits");
+        assert_eq!(l.metrics().stopped.get(), 0);
+        b.abort();
+        settle().await;
+        assert_eq!(progress.dropped.load(Ordering::SeqCst), 1, "nobody waits: stopped");
+        assert_eq!(l.metrics().stopped.get(), 1);
+        // The key is free: the next request starts a fetch of its own, which completes.
+        gate.add_permits(10);
+        let next = waiter().await.unwrap();
+        assert_eq!(next, (1, "fetched"));
+        assert_eq!(progress.started.load(Ordering::SeqCst), 2);
+        assert_eq!(progress.finished.load(Ordering::SeqCst), 1, "only the second");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_background_refresh_is_never_stopped() {
+        let l = layer(30, 60, 0).stopping_unwanted_fetches();
+        assert_eq!(value(&l.get("k", false, |_| async { ok(1) }).await).0, 1);
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let progress = Arc::new(Progress::default());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let served = l.get("k", false, gated_fetch(progress.clone(), gate.clone(), 2)).await;
+        assert_eq!(value(&served), (1, "swr"));
+        settle().await;
+        assert_eq!(progress.started.load(Ordering::SeqCst), 1);
+        // A forced refresh joins it and leaves: the refresh still goes on.
+        let joined = tokio::spawn({
+            let l = l.clone();
+            async move { value(&l.get("k", true, |_| async { ok(3) }).await) }
+        });
+        settle().await;
+        joined.abort();
+        settle().await;
+        assert_eq!(progress.dropped.load(Ordering::SeqCst), 0);
+        gate.add_permits(1);
+        for _ in 0..1000 {
+            if progress.finished.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            settle().await;
+        }
+        assert_eq!(progress.finished.load(Ordering::SeqCst), 1);
+        settle().await;
+        assert_eq!(value(&l.get("k", false, |_| async { ok(4) }).await), (2, "hit"));
     }
 
     /// Index lines held for the layer's entries.

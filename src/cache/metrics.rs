@@ -21,6 +21,8 @@ pub struct LayerMetrics {
     pub coalesced: Counter,
     /// Entries pushed out by the byte bound or by age.
     pub(crate) evictions: Counter,
+    /// Fetches stopped because every request waiting for them had gone.
+    pub stopped: Counter,
 }
 
 impl Caches {
@@ -53,7 +55,7 @@ type CounterOf = fn(&LayerMetrics) -> &Counter;
 
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let counters: [(&str, &str, CounterOf); 5] = [
+        let counters: [(&str, &str, CounterOf); 6] = [
             ("cache_hits", "Fresh cache hits", |m| &m.hits),
             ("cache_misses", "Lookups that went upstream", |m| &m.misses),
             (
@@ -70,6 +72,11 @@ impl Collector for CacheCollector {
                 "cache_evictions",
                 "Entries evicted by the byte bound or age",
                 |m| &m.evictions,
+            ),
+            (
+                "cache_fetches_stopped",
+                "Fetches stopped because every request waiting for them had gone",
+                |m| &m.stopped,
             ),
         ];
         for (name, help, counter) in counters {

@@ -117,12 +117,17 @@ impl Caches {
             enabled: !config.ttl.is_zero(),
             honor_client_no_cache: config.honor_client_no_cache,
             ttl: config.ttl,
+            // A response's fetch is the whole walk over the regions: stopped when nobody
+            // waits for it any more. A region page's fetch is one call, left to finish (it
+            // fills the cache for the next request, and a straggler given up by
+            // `partial_grace` is meant to).
             responses: CoalescingCache::new(
                 layer,
                 max_flights,
                 policy,
                 Arc::new(LayerMetrics::default()),
-            ),
+            )
+            .stopping_unwanted_fetches(),
             pages: CoalescingCache::new(
                 layer,
                 max_flights,

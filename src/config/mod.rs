@@ -69,6 +69,8 @@ pub struct ServerConfig {
     /// A connection with nothing in flight is closed after this long without a byte.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// The most rows one listing request may read from the regions, all calls together.
+    pub max_upstream_rows: u64,
     /// A client that takes none of its answer's bytes for this long is cut off.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
@@ -469,6 +471,12 @@ impl ServerConfig {
         if self.max_in_flight == 0 {
             return Err(invalid("server.max_in_flight", "must be at least 1"));
         }
+        if self.max_upstream_rows <= self.max_limit as u64 {
+            return Err(invalid(
+                "server.max_upstream_rows",
+                "must be more than server.max_limit",
+            ));
+        }
         if self.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1"));
         }
@@ -640,6 +648,17 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.validate_regions()?;
+        // A first page of max_limit rows asks every region for as many at once.
+        let first_page = self.server.max_limit as u64 * self.regions.len() as u64;
+        if self.server.max_upstream_rows < first_page {
+            return Err(invalid(
+                "server.max_upstream_rows",
+                format!(
+                    "must be at least server.max_limit × the number of regions ({first_page}): \
+                     a page of max_limit rows asks every region for as many"
+                ),
+            ));
+        }
         self.telemetry.validate()?;
         self.cache.validate()?;
         if self.cache.scope == CacheScope::Project && self.keystone_authtoken.auth_url.is_none() {

@@ -54,6 +54,9 @@ pub struct PageRequest<'a> {
     pub partial_grace: Option<std::time::Duration>,
     /// Keep where every region stood after each item ([`Page::after_each`]).
     pub record_positions: bool,
+    /// The most rows this page may read from the regions, all calls together
+    /// (`server.max_upstream_rows`, less what an earlier walk for the same request read).
+    pub max_rows: u64,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +75,10 @@ pub struct Page {
     pub failed: Vec<(usize, RegionError)>,
     /// Upstream calls made, per region.
     pub calls: Vec<u32>,
+    /// Rows read from the regions, all calls together.
+    pub rows_read: u64,
+    /// The page needed more than `max_rows` rows: it is not complete, and not an answer.
+    pub over_budget: bool,
 }
 
 struct Reader {
@@ -122,22 +129,39 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
         })
         .collect();
     let mut failed = Vec::new();
+    let mut budget = Budget {
+        left: req.max_rows,
+        read: 0,
+        exceeded: false,
+    };
     let mut passed_total: u64 = 0;
     let mut emitted: Vec<(usize, Item)> = Vec::with_capacity(req.limit.min(1024));
     let mut after_each: Vec<Box<[Position]>> = Vec::new();
     let mut last_id: Option<String> = None;
 
     let remaining = |passed: u64| need - passed.min(need);
-    fill(source, &req, remaining(0), &mut readers, &mut failed).await;
-    while emitted.len() < req.limit {
+    fill(
+        source,
+        &req,
+        remaining(0),
+        &mut readers,
+        &mut failed,
+        &mut budget,
+    )
+    .await;
+    while emitted.len() < req.limit && !budget.exceeded {
         fill(
             source,
             &req,
             remaining(passed_total),
             &mut readers,
             &mut failed,
+            &mut budget,
         )
         .await;
+        if budget.exceeded {
+            break;
+        }
         // The smallest head; ties go to the lower region index.
         let mut best: Option<usize> = None;
         for (i, r) in readers.iter().enumerate() {
@@ -190,7 +214,17 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
         positions: readers.into_iter().map(|r| r.passed).collect(),
         after_each,
         failed,
+        rows_read: budget.read,
+        over_budget: budget.exceeded,
     }
+}
+
+/// What a page may still read from the regions.
+struct Budget {
+    left: u64,
+    read: u64,
+    /// A call was needed that the budget could not pay for.
+    exceeded: bool,
 }
 
 /// Make sure every live region has a head to compare (or is known to be exhausted): pass over
@@ -201,6 +235,7 @@ async fn fill<S: Source>(
     remaining: u64,
     readers: &mut [Reader],
     failed: &mut Vec<(usize, RegionError)>,
+    budget: &mut Budget,
 ) {
     let cmp = req.comparator;
     let chunk = req.chunk;
@@ -217,16 +252,30 @@ async fn fill<S: Source>(
         if needy.is_empty() {
             return;
         }
-        let calls = needy.iter().map(|&i| {
-            let r = &readers[i];
-            // Scanning past a bound: rows passed over do not count toward the page.
-            let want = match (&r.after, r.reread) {
-                (Some(_), Some(reread)) if r.calls == 0 => {
-                    remaining.saturating_add(reread).min(chunk as u64) as usize
+        let wants: Vec<usize> = needy
+            .iter()
+            .map(|&i| {
+                let r = &readers[i];
+                // Scanning past a bound: rows passed over do not count toward the page.
+                match (&r.after, r.reread) {
+                    (Some(_), Some(reread)) if r.calls == 0 => {
+                        remaining.saturating_add(reread).min(chunk as u64) as usize
+                    }
+                    (Some(_), _) => chunk,
+                    (None, _) => remaining.min(chunk as u64) as usize,
                 }
-                (Some(_), _) => chunk,
-                (None, _) => remaining.min(chunk as u64) as usize,
-            };
+            })
+            .collect();
+        // Every row these calls may bring is paid for before they are made: a request's cost
+        // to the regions is bounded whatever its offset or marker.
+        let cost: u64 = wants.iter().map(|&w| w as u64).sum();
+        if cost > budget.left {
+            budget.exceeded = true;
+            return;
+        }
+        budget.left -= cost;
+        let calls = needy.iter().zip(&wants).map(|(&i, &want)| {
+            let r = &readers[i];
             let params = chunk_params(req, want, &r.fetched, req.with_count && r.calls == 0);
             async move { (i, want, source.list(i, params).await) }
         });
@@ -257,6 +306,7 @@ async fn fill<S: Source>(
                     // a link is the region's own osapi_max_limit; keep reading.
                     r.exhausted =
                         page.items.is_empty() || (page.items.len() < want && !page.has_next);
+                    budget.read += page.items.len() as u64;
                     for item in page.items {
                         advance(&mut r.fetched, &item, cmp);
                         r.buffer.push_back(item);

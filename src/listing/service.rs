@@ -42,12 +42,23 @@ pub struct Lister {
     pub settings: Settings,
 }
 
-/// The listing's settings (`server.max_limit`, `merge.collation`, `upstream.partial_grace`).
+/// The listing's settings (`server.max_limit`, `merge.collation`, `upstream.partial_grace`,
+/// `server.max_upstream_rows`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_limit: usize,
     pub collation: Collation,
     pub partial_grace: Option<Duration>,
+    pub max_upstream_rows: u64,
+}
+
+/// The caller's request needs more of the regions than one request may take.
+fn over_budget(max: u64) -> RequestError {
+    RequestError::bad_request(format!(
+        "Invalid input received: This listing would read more than {max} rows from the \
+         regions (server.max_upstream_rows). Page with the marker of the previous page \
+         instead of a deep offset."
+    ))
 }
 
 /// A listing request, owned, so it can be produced in a task of its own.
@@ -156,6 +167,12 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
     let rememberable = columns
         .as_deref()
         .is_ok_and(|keys| keys.iter().all(|(c, _)| c.stable));
+    // However the regions split the rows, a page past `offset` reads at least `offset +
+    // limit` of them: refused before any region is asked.
+    let max_rows = lister.settings.max_upstream_rows;
+    if query.offset.saturating_add(query.limit as u64) > max_rows {
+        return Err(over_budget(max_rows));
+    }
     let marker = resolve_marker(lister, request, &binding, &fields, rememberable).await?;
     let comparator = Comparator {
         keys: columns?,
@@ -181,8 +198,12 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         chunk: lister.settings.max_limit,
         partial_grace: lister.settings.partial_grace,
         record_positions: rememberable,
+        max_rows,
     };
     let page = merge_from(lister, &source, page_request, &marker).await;
+    if page.over_budget {
+        return Err(over_budget(max_rows));
+    }
     let missing = source::judge_failures(&lister.regions, &page.failed)?;
     remember(lister, request, &binding, &page, rememberable);
     let degraded = source.degraded.load(Ordering::Relaxed);
@@ -262,7 +283,13 @@ async fn merge_from(
                 lister.positions.cold.inc();
                 let cold = Marker::Id(*holder, item.clone());
                 let starts = plan::starts(&cold, regions, comparator);
-                return merge::paginate(source, page_request, starts).await;
+                // One budget for the request: the walk again gets what the first left.
+                let left = page_request.max_rows.saturating_sub(page.rows_read);
+                let again = PageRequest {
+                    max_rows: left,
+                    ..page_request
+                };
+                return merge::paginate(source, again, starts).await;
             }
             lister.positions.remembered.inc();
         }

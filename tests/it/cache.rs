@@ -85,8 +85,33 @@ async fn a_burst_of_identical_requests_makes_one_call_per_region() {
     );
 }
 
+/// A client that goes away while another waits for the same page does not stop its fetch:
+/// the other gets the answer of the same call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_goes_away_does_not_cancel_the_fetch() {
+async fn a_client_that_goes_away_does_not_cancel_the_fetch_for_others() {
+    let h = Arc::new(one_region(CACHED).await);
+    let gate = close_gate(&h, 0);
+    let request = || {
+        let h = h.clone();
+        tokio::spawn(async move { h.get(DETAIL, None).await })
+    };
+    let first = request();
+    h.regions[0].arrived.notified().await;
+    let second = request();
+    until_coalesced(&h, 1).await;
+    first.abort(); // the connection drops mid-fetch
+    gate.add_permits(10);
+    let r = second.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(status(&r).contains("collapsed"), "{}", status(&r));
+    assert_eq!(h.calls(), [1]);
+    assert_eq!(h.state.caches.responses.metrics().stopped.get(), 0);
+}
+
+/// When the only client of a page goes away, the page's walk stops (issue 23, class 4), but
+/// the region call under way is not wasted: the next request for the page gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_alone_wastes_no_region_call() {
     let h = Arc::new(one_region(CACHED).await);
     let gate = close_gate(&h, 0);
     let first = tokio::spawn({
@@ -95,15 +120,18 @@ async fn a_client_that_goes_away_does_not_cancel_the_fetch() {
     });
     h.regions[0].arrived.notified().await;
     first.abort(); // the connection drops mid-fetch
+    let stopped = || h.state.caches.responses.metrics().stopped.get();
+    crate::support::until("the page's walk to stop", || stopped() == 1).await;
     let second = tokio::spawn({
         let h = h.clone();
         async move { h.get(DETAIL, None).await }
     });
-    until_coalesced(&h, 1).await;
+    let joined = || h.state.caches.pages.metrics().coalesced.get();
+    crate::support::until("the region call to be joined", || joined() == 1).await;
     gate.add_permits(10);
     let r = second.await.unwrap();
     assert_eq!(r.status, 200);
-    assert!(status(&r).contains("collapsed"), "{}", status(&r));
+    assert_eq!(r.ids().len(), 12);
     assert_eq!(h.calls(), [1]);
 }
 

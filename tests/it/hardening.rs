@@ -998,3 +998,89 @@ async fn a_write_drops_the_writers_listings_only() {
         assert_eq!(status.contains("fwd=miss"), dropped, "{what}: {status}");
     }
 }
+
+/// Round two, class 4: one request's cost to the regions is bounded by
+/// `server.max_upstream_rows`, whatever its offset or marker: past it, Cinder's 400 with
+/// advice, and the regions were not read past the bound.
+#[tokio::test]
+async fn one_requests_cost_to_the_regions_is_bounded() {
+    let h = Harness::start(
+        vec![
+            (SimConfig::default(), rows("a", 30)),
+            (SimConfig::default(), rows("b", 30)),
+            (SimConfig::default(), rows("c", 30)),
+        ],
+        "[server]\nmax_limit = 10\nmax_upstream_rows = 50\n",
+    )
+    .await;
+    let rows_sent = || -> usize {
+        h.regions
+            .iter()
+            .map(|r| r.rows_sent.load(std::sync::atomic::Ordering::SeqCst))
+            .sum()
+    };
+    let refused = |r: &crate::support::Reply| {
+        assert_eq!(r.status, 400, "{}", r.text);
+        let message = r.json()["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains("server.max_upstream_rows"), "{message}");
+    };
+    // Within the bound: served.
+    let r = h.get(&format!("{DETAIL}?limit=5&offset=10"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.ids().len(), 5);
+    // An offset past it: refused before any region is asked.
+    let (calls, sent) = (h.total_calls(), rows_sent());
+    refused(&h.get(&format!("{DETAIL}?limit=1&offset=60"), None).await);
+    assert_eq!(h.total_calls(), calls);
+    // An offset under it that needs more rows over three regions: stopped at the bound.
+    let sent_before = rows_sent();
+    assert_eq!(sent_before, sent);
+    refused(&h.get(&format!("{DETAIL}?limit=5&offset=40"), None).await);
+    assert!(
+        rows_sent() - sent_before <= 50,
+        "{}",
+        rows_sent() - sent_before
+    );
+    // A cold plain-id marker deep in one region: the scan of the others is bounded too.
+    let sent_before = rows_sent();
+    refused(&h.get(&format!("{DETAIL}?limit=5&marker=a-003"), None).await);
+    assert!(
+        rows_sent() - sent_before <= 50 + 3,
+        "{}",
+        rows_sent() - sent_before
+    );
+}
+
+/// Round two, class 4: a page's fetch ends with its last waiter (the client got its 504 at
+/// `server.request_timeout`): no more region calls for nobody. While another request waits
+/// for it, it goes on (tests in cache/coalescing.rs).
+#[tokio::test]
+async fn a_fetch_ends_with_its_last_waiter() {
+    let h = two_regions(
+        "[server]\nrequest_timeout = \"300ms\"\nmax_limit = 2\n[cache]\nttl = \"30s\"\n",
+    )
+    .await;
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    *h.regions[0].gate.write().unwrap() = Some(gate.clone());
+    // Five rows per region, two per call: a walk of several calls to r0.
+    let r = h.get(&format!("{DETAIL}?limit=1&offset=8"), None).await;
+    assert_eq!(r.status, 504, "{}", r.text);
+    let stopped = "vbs_cache_fetches_stopped_total{layer=\"responses\"}";
+    let h = std::sync::Arc::new(h);
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = metric(&h, stopped).await;
+        if seen.as_deref() == Some("1") {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(seen.as_deref(), Some("1"));
+    // The region call under way finishes (and fills the page cache); none follows it.
+    gate.add_permits(100);
+    crate::support::until("r0's page", || h.state.caches.pages.entry_count() >= 2).await;
+    assert_eq!(h.regions[0].calls(), 1);
+}
