@@ -142,7 +142,7 @@ fn bench(c: &mut Criterion) {
                                 offset: 0,
                                 with_count: false,
                                 chunk: 1000,
-                                partial_grace: None,
+                                graces: Default::default(),
                                 record_positions: false,
                                 max_rows: u64::MAX,
                             };

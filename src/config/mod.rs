@@ -157,6 +157,10 @@ pub struct UpstreamConfig {
     /// answering without it (partial, not stored). Unset: its own `timeout`.
     #[serde(default, with = "humantime_serde")]
     pub partial_grace: Option<Duration>,
+    /// A region that let a call's deadline pass, and has not answered since, is waited for
+    /// at most a grace once the others have answered (twice its slowest recent answer, at
+    /// least 500 ms); false: its whole `timeout`, until the breaker opens.
+    pub suspect_grace: bool,
     /// The per-region keys of `[upstream]` (protection and TLS): every region's, unless its
     /// `[[regions]]` entry sets a key for itself. Read into `RegionSettings` at load (a
     /// flattened struct would lose the key's name from figment's errors).

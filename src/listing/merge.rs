@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::time::Duration;
 
 use crate::listing::cursor::Position;
 pub use crate::cinder::item::{Item, ListPage};
@@ -49,14 +50,32 @@ pub struct PageRequest<'a> {
     pub with_count: bool,
     /// The most rows asked of a region in one call (the proxy's `max_limit`).
     pub chunk: usize,
-    /// `upstream.partial_grace`: once every other region has answered, how long the page
-    /// waits for the last one before going on without it.
-    pub partial_grace: Option<std::time::Duration>,
+    /// How long the page waits for a region once the others have answered.
+    pub graces: Graces,
     /// Keep where every region stood after each item ([`Page::after_each`]).
     pub record_positions: bool,
     /// The most rows this page may read from the regions, all calls together
     /// (`server.max_upstream_rows`, less what an earlier walk for the same request read).
     pub max_rows: u64,
+}
+
+/// How long a page waits for a region once the others have answered, before it goes on
+/// without it (a straggler: missing from this page; its call goes on in the region-page
+/// cache's task, and its answer is there for the next request).
+#[derive(Debug, Clone, Default)]
+pub struct Graces {
+    /// `upstream.partial_grace`: for the last region, once every other has answered.
+    pub partial: Option<Duration>,
+    /// Per region: a region that let a deadline pass and has not answered since
+    /// (`regions/guard/pace.rs`) gets this long once every region that is not suspect has
+    /// answered, however many others are still out.
+    pub suspect: Vec<Option<Duration>>,
+}
+
+impl Graces {
+    fn suspect(&self, region: usize) -> Option<Duration> {
+        self.suspect.get(region).copied().flatten()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -280,7 +299,7 @@ async fn fill<S: Source>(
             async move { (i, want, source.list(i, params).await) }
         });
         let asked = needy.clone();
-        let mut answers = join_with_grace(calls.collect(), req.partial_grace).await;
+        let mut answers = join_with_grace(calls.collect(), &asked, &req.graces).await;
         // A region the grace gave up on is a straggler: missing from this page.
         for &i in &asked {
             if !answers.iter().any(|(j, _, _)| *j == i) {
@@ -322,30 +341,49 @@ async fn fill<S: Source>(
     }
 }
 
-/// Every call's answer, as (region, rows wanted, result). With a `grace`, once all calls but
-/// one have answered, the last gets that long more and is then given up as a straggler (its
-/// call goes on in the page cache's own task, and its answer is there for the next request).
+/// Every call's answer, as (region, rows wanted, result), but for the stragglers given up by
+/// their grace (see [`Graces`]): once every call to a region that is not suspect has
+/// answered, the suspect ones get the longest of their graces (from the last answer, or from
+/// the start when all are suspect); with `partial`, once every call but one has answered,
+/// the last gets that long (or its own grace, if shorter).
 async fn join_with_grace<F>(
     calls: Vec<F>,
-    grace: Option<std::time::Duration>,
+    regions: &[usize],
+    graces: &Graces,
 ) -> Vec<(usize, usize, Result<ListPage, RegionError>)>
 where
     F: Future<Output = (usize, usize, Result<ListPage, RegionError>)>,
 {
     use futures::stream::{FuturesUnordered, StreamExt};
     let total = calls.len();
-    let (Some(grace), true) = (grace, total > 1) else {
+    let any_suspect = regions.iter().any(|&i| graces.suspect(i).is_some());
+    if !any_suspect && (graces.partial.is_none() || total < 2) {
         return futures::future::join_all(calls).await;
-    };
+    }
+    let mut out: Vec<usize> = regions.to_vec();
     let mut pending: FuturesUnordered<F> = calls.into_iter().collect();
     let mut done = Vec::with_capacity(total);
-    while done.len() + 1 < total {
-        match pending.next().await {
-            Some(answer) => done.push(answer),
-            None => return done,
-        }
-    }
-    if let Ok(Some(answer)) = tokio::time::timeout(grace, pending.next()).await {
+    let mut last_answer = tokio::time::Instant::now();
+    while !out.is_empty() {
+        let trusted_out = out.iter().filter(|&&i| graces.suspect(i).is_none()).count();
+        let suspects_grace = out.iter().filter_map(|&i| graces.suspect(i)).max();
+        let last_one = (out.len() == 1 && total > 1).then_some(graces.partial).flatten();
+        let grace = match (trusted_out, suspects_grace, last_one) {
+            (0, Some(g), Some(p)) => Some(g.min(p)),
+            (0, Some(g), None) => Some(g),
+            (_, _, Some(p)) => Some(p),
+            _ => None,
+        };
+        let next = match grace {
+            None => pending.next().await,
+            Some(grace) => match tokio::time::timeout_at(last_answer + grace, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break, // the rest are stragglers
+            },
+        };
+        let Some(answer) = next else { break };
+        last_answer = tokio::time::Instant::now();
+        out.retain(|&i| i != answer.0);
         done.push(answer);
     }
     done

@@ -49,6 +49,8 @@ pub struct Settings {
     pub max_limit: usize,
     pub collation: Collation,
     pub partial_grace: Option<Duration>,
+    /// `upstream.suspect_grace`: a region that let a deadline pass is waited for only a grace.
+    pub suspect_grace: bool,
     pub max_upstream_rows: u64,
 }
 
@@ -196,7 +198,13 @@ pub async fn list(lister: &Lister, request: &ListRequest) -> Result<RenderedPage
         offset: query.offset,
         with_count: query.with_count,
         chunk: lister.settings.max_limit,
-        partial_grace: lister.settings.partial_grace,
+        graces: merge::Graces {
+            partial: lister.settings.partial_grace,
+            suspect: match lister.settings.suspect_grace {
+                true => lister.regions.iter().map(|r| r.guard.suspect_grace()).collect(),
+                false => Vec::new(),
+            },
+        },
         record_positions: rememberable,
         max_rows,
     };

@@ -135,7 +135,7 @@ impl RegionClient {
                         Err(e) => Judged::of(e),
                     };
                     self.count_attempt(&span, started, &judged);
-                    (result, Some(judged))
+                    (result, Some((judged, started.elapsed())))
                 }
             };
             let retry = matches!(&result, Err(e) if e.is_retryable())
@@ -152,8 +152,8 @@ impl RegionClient {
             // One request, one verdict on the region (its last attempt's): retries of a
             // failing request are not more failures of the region, and a retry that is
             // served is a region that serves.
-            if let Some(judged) = judged {
-                self.learn(judged);
+            if let Some((judged, took)) = judged {
+                self.learn(judged, took);
             }
             return result;
         }

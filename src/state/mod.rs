@@ -115,6 +115,7 @@ impl AppState {
                 max_limit: config.server.max_limit,
                 collation: config.merge.collation,
                 partial_grace: config.upstream.partial_grace,
+                suspect_grace: config.upstream.suspect_grace,
                 max_upstream_rows: config.server.max_upstream_rows,
             },
         };

@@ -106,6 +106,8 @@ pub struct SimRegion {
     pub arrived: tokio::sync::Notify,
     /// When set, resource requests wait here for a permit before answering.
     pub gate: RwLock<Option<Arc<tokio::sync::Semaphore>>>,
+    /// When set, resource requests take this long to answer (a slow database).
+    pub delay: RwLock<Option<std::time::Duration>>,
     /// When set: (requests in flight now, the most seen at once); each request then takes
     /// a millisecond, like a real database would take some time.
     pub watch: RwLock<Option<(Arc<AtomicUsize>, Arc<AtomicUsize>)>>,
@@ -315,11 +317,16 @@ async fn export_record(State(sim): Sim, request: Request) -> Response {
     }
 }
 
-/// Wait at the gate, if one is set (tests hold requests in flight with it).
+/// Wait at the gate, if one is set (tests hold requests in flight with it), then take the
+/// region's delay, if it has one.
 async fn pass_gate(sim: &SimRegion) {
     let gate = sim.gate.read().expect("lock").clone();
     if let Some(gate) = gate {
         let _permit = gate.acquire().await;
+    }
+    let delay = *sim.delay.read().expect("lock");
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
 }
 

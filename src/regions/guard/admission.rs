@@ -125,7 +125,7 @@ impl RegionClient {
     /// Count an attempt, and let the guard learn from it (one attempt, one request).
     pub(crate) fn judge(&self, span: &tracing::Span, started: Instant, judged: Judged) {
         self.count_attempt(span, started, &judged);
-        self.learn(judged);
+        self.learn(judged, started.elapsed());
     }
 
     /// An attempt in the metrics and its span.
@@ -136,10 +136,16 @@ impl RegionClient {
         self.metrics.count(&self.name, judged.outcome);
     }
 
-    /// What a request's outcome says about the region, for its guard (a 429's `Retry-After`
-    /// included) and, in fleet mode, for the other replicas.
-    pub(crate) fn learn(&self, judged: Judged) {
+    /// What a request's outcome (its last attempt's, which took `took`) says about the
+    /// region, for its guard (a 429's `Retry-After` included, and whether it keeps its
+    /// deadlines) and, in fleet mode, for the other replicas.
+    pub(crate) fn learn(&self, judged: Judged, took: Duration) {
         let guard = &self.guard;
+        if judged.status != 0 {
+            guard.paced(Some(took));
+        } else if judged.outcome == RegionError::Timeout.kind() {
+            guard.paced(None);
+        }
         let opened = guard.record(judged.health, Instant::now(), judged.failure.as_deref());
         let back_off = (judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16())
             // Nothing goes to the region before the time it named (1 s if none).

@@ -3,7 +3,8 @@
 //! `Retry-After` (`retry_after.rs`), the circuit breaker (`breaker.rs`, with the proxy's own
 //! probe in `probe.rs`), the declared rate (`rate.rs`), the fleet's shared word
 //! (`fleet.rs`), then a concurrency slot; the retry budget (`budget.rs`) bounds what a
-//! failing region is asked again. `admission.rs` runs them for a call and learns from its
+//! failing region is asked again, and a region that let a deadline pass is waited for only a
+//! grace until it answers again (`pace.rs`). `admission.rs` runs them for a call and learns from its
 //! outcome. The policies' state is pure, behind one mutex, and judged with the tokio clock, so
 //! the tests drive it with paused time.
 
@@ -11,6 +12,7 @@ mod admission;
 mod breaker;
 mod budget;
 mod fleet;
+mod pace;
 mod probe;
 mod rate;
 pub(crate) mod retry_after;
@@ -55,6 +57,7 @@ struct State {
     bucket: TokenBucket,
     /// No request before this time (the region's `Retry-After`).
     retry_after: Option<Instant>,
+    pace: pace::Pace,
 }
 
 #[derive(Debug)]
@@ -73,6 +76,7 @@ impl Guard {
                 budget: RetryBudget::new(),
                 bucket: TokenBucket::new(settings.rate_limit),
                 retry_after: None,
+                pace: pace::Pace::default(),
             }),
             settings,
         }
@@ -131,6 +135,21 @@ impl Guard {
     /// the next probe may go (zero when it is due or in flight).
     pub(crate) fn open_since(&self, now: Instant) -> Option<(Arc<str>, Duration)> {
         self.state().breaker.open_since(now)
+    }
+
+    /// A call was answered, after `took`, or its deadline passed (`None`): see `pace.rs`.
+    pub(crate) fn paced(&self, took: Option<Duration>) {
+        let pace = &mut self.state().pace;
+        match took {
+            Some(took) => pace.answered(took),
+            None => pace.missed_deadline(),
+        }
+    }
+
+    /// How long a page waits for the region once the others have answered: `None` (its
+    /// whole deadline) unless a deadline passed and it has not answered since (`pace.rs`).
+    pub fn suspect_grace(&self) -> Option<Duration> {
+        self.state().pace.grace()
     }
 
     /// The region answered 429: nothing goes to it before `until`.

@@ -26,7 +26,13 @@ impl RegionClient {
                 Ok(Err(e)) => Judged::of(&RegionError::from_reqwest(e)),
                 Ok(Ok(r)) => Judged::status(r.status(), retry_after_of(&r)),
             };
-            metrics.observe_latency(&name, started.elapsed());
+            let took = started.elapsed();
+            metrics.observe_latency(&name, took);
+            match judged.status {
+                0 if judged.outcome == RegionError::Timeout.kind() => guard.paced(None),
+                0 => {}
+                _ => guard.paced(Some(took)),
+            }
             metrics.count(&name, judged.outcome);
             // Any answer but a 5xx or 429 is a region that answers (it cannot stay half-open).
             let health = match judged.health {
