@@ -11,7 +11,7 @@ use figment::Figment;
 use serde::Deserialize;
 
 pub mod region;
-pub use region::RegionSettings;
+pub use region::{RegionSettings, RetryAfterScope};
 
 /// The defaults, shipped in the binary so `demo` and tests need no file.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");

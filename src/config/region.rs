@@ -48,6 +48,8 @@ pub struct RegionSettings {
     /// Idle pooled connections to the region are closed after this long.
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+    /// Whom a 429's `Retry-After` holds back: the tenant whose request got it, or everyone.
+    pub retry_after_scope: RetryAfterScope,
     /// PEM certificates trusted for the region's HTTPS besides webpki's roots and the system
     /// trust store (a private CA).
     #[serde(default)]
@@ -57,6 +59,19 @@ pub struct RegionSettings {
     pub cert_file: Option<PathBuf>,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+}
+
+/// Whom a region's 429 `Retry-After` holds back (`upstream.retry_after_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryAfterScope {
+    /// The project (for a project-less call, the caller) whose request was answered 429:
+    /// a limiter in front of the region throttles one tenant (API gateways do), and one
+    /// tenant's throttling must not decide what the others get. The default.
+    Project,
+    /// Every request to the region: for a region whose 429s mean "the whole service is
+    /// overloaded".
+    Region,
 }
 
 impl RegionSettings {

@@ -61,6 +61,9 @@ pub(crate) enum Admission {
     Wait(Duration),
     /// A replica saw the region's `Retry-After`: nothing before this long.
     BackingOff(Duration),
+    /// A replica saw the region's `Retry-After` for this tenant: nothing of its before this
+    /// long.
+    TenantBackingOff(Duration),
     /// A replica's breaker for the region is open, after this failure, for this long.
     BreakerOpen { cause: String, retry_in: Duration },
 }
@@ -100,9 +103,14 @@ return 0
 /// GCRA (the generic cell rate algorithm: one timestamp per region, the theoretical arrival
 /// time of the next call), after the region's published `Retry-After` and open breaker.
 const ADMIT: &str = r"
--- KEYS: gcra, backoff, breaker. ARGV: interval ms (0 = no limit), burst tolerance ms.
+-- KEYS: gcra, backoff, breaker, the tenant's backoff (or the region's again). ARGV: interval
+-- ms (0 = no limit), burst tolerance ms.
 local wait = redis.call('PTTL', KEYS[2])
 if wait > 0 then return {1, wait} end
+if KEYS[4] ~= KEYS[2] then
+  local held = redis.call('PTTL', KEYS[4])
+  if held > 0 then return {4, held} end
+end
 local cause = redis.call('GET', KEYS[3])
 if cause then return {2, math.max(redis.call('PTTL', KEYS[3]), 0), cause} end
 local interval = tonumber(ARGV[1])
@@ -375,14 +383,22 @@ impl Fleet {
 
     /// May a call go to `region` now, fleet-wide? `rate` calls per second (0: no limit), with
     /// a burst of `max(rate, 1)` like each replica's own bucket.
-    pub(crate) async fn admit(&self, region: &str, rate: f64) -> Option<Admission> {
+    pub(crate) async fn admit(
+        &self,
+        region: &str,
+        tenant: Option<&str>,
+        rate: f64,
+    ) -> Option<Admission> {
         let interval = if rate > 0.0 { (1000.0 / rate).ceil() as u64 } else { 0 };
         let tolerance = interval * (rate.max(1.0) as u64).saturating_sub(1);
         let mut conn = self.conn.clone();
         let mut invocation = self.admit.key(self.key("gcra", region));
+        let backoff = self.key("backoff", region);
+        let tenant_backoff = tenant.map_or_else(|| backoff.clone(), |t| self.key("backoff", t));
         invocation
-            .key(self.key("backoff", region))
+            .key(backoff)
             .key(self.key("breaker", region))
+            .key(tenant_backoff)
             .arg(interval)
             .arg(tolerance);
         let answer: redis::Value = self.run("admit", invocation.invoke_async(&mut conn)).await?;
@@ -402,11 +418,13 @@ impl Fleet {
                 }
             }
             [redis::Value::Int(3), wait] => Admission::Wait(ms(wait)),
+            [redis::Value::Int(4), wait] => Admission::TenantBackingOff(ms(wait)),
             _ => Admission::Go,
         })
     }
 
-    /// A region's `Retry-After`, for every replica to honour.
+    /// A region's `Retry-After` (for one tenant: `region\ntenant`), for every replica to
+    /// honour.
     pub(crate) async fn publish_back_off(&self, region: &str, wait: Duration) {
         let mut conn = self.conn.clone();
         let mut invocation = self.back_off.key(self.key("backoff", region));

@@ -112,15 +112,22 @@ pub async fn handle(
         .headers(copy_headers(&parts.headers))
         .body(body);
     let name = &region.name;
-    match region.forward(request).await {
+    // Whom a 429 of the region holds back (`upstream.retry_after_scope`).
+    let scope = super::scope(parts.uri.path()).ok();
+    let token = parts.headers.get(super::AUTH_TOKEN);
+    let tenant = scope
+        .as_deref()
+        .zip(token)
+        .map(|(scope, token)| crate::regions::tenant(scope, token));
+    match region.forward(request, tenant.as_deref()).await {
         Ok(upstream) => {
             // A successful write changes what the project's listings would show.
             if parts.method != axum::http::Method::GET
                 && parts.method != axum::http::Method::HEAD
                 && upstream.status.is_success()
             {
-                if let Ok(scope) = super::scope(parts.uri.path()) {
-                    let owners = written(&config, &caches, &parts, &scope);
+                if let Some(scope) = &scope {
+                    let owners = written(&config, &caches, &parts, scope);
                     let purged = caches.purge_owners(&owners);
                     if let Some(shared) = &caches.shared {
                         shared.purge_owners(&owners).await;

@@ -104,10 +104,13 @@ impl RegionClient {
     ///
     /// `upstream.timeout` is the whole budget of the call, retries and waits for the guard
     /// included: a hung region costs a request one deadline, never one per attempt.
+    /// `tenant` (a project's scope, or a project-less caller's token digest; `None` for the
+    /// proxy's own calls) is whom a 429 holds back with `retry_after_scope = "project"`.
     pub(super) async fn call<T>(
         &self,
         request: reqwest::RequestBuilder,
         client_traceparent: Option<&HeaderValue>,
+        tenant: Option<&str>,
         ok: &[StatusCode],
         parse: impl Fn(Bytes) -> Result<T, String>,
     ) -> Result<T, RegionError> {
@@ -118,7 +121,7 @@ impl RegionClient {
             let request = request
                 .try_clone()
                 .expect("GET requests have no streaming body");
-            let (result, judged) = match self.admitted(attempt == 0, deadline).await {
+            let (result, judged) = match self.admitted(attempt == 0, deadline, tenant).await {
                 Err(refused) => (Err(refused), None),
                 Ok(_permit) => {
                     let started = Instant::now();
@@ -153,7 +156,7 @@ impl RegionClient {
             // failing request are not more failures of the region, and a retry that is
             // served is a region that serves.
             if let Some((judged, took)) = judged {
-                self.learn(judged, took);
+                self.learn(judged, took, tenant);
             }
             return result;
         }
@@ -168,9 +171,10 @@ impl RegionClient {
     pub(crate) async fn forward(
         &self,
         request: reqwest::RequestBuilder,
+        tenant: Option<&str>,
     ) -> Result<Forwarded, RegionError> {
         let deadline = later(Instant::now(), self.timeout);
-        let _permit = self.admitted(true, deadline).await?;
+        let _permit = self.admitted(true, deadline, tenant).await?;
         let started = Instant::now();
         let span = self.span(0);
         let exchange = async {
@@ -185,7 +189,7 @@ impl RegionClient {
             Ok((answer, retry_after)) => Judged::status(answer.status, *retry_after),
             Err(e) => Judged::of(e),
         };
-        self.judge(&span, started, judged);
+        self.judge(&span, started, judged, tenant);
         read.map(|(answer, _)| answer)
     }
 

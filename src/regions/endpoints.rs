@@ -50,9 +50,11 @@ impl RegionClient {
             self.base, resource.collection
         );
         let request = self.get(&url, ctx);
+        let tenant = tenant(scope, &ctx.token);
         self.call(
             request,
             ctx.traceparent.as_ref(),
+            Some(&tenant),
             &[StatusCode::OK],
             |body| item::parse_list(body, fields, resource),
         )
@@ -76,9 +78,11 @@ impl RegionClient {
             encode_segment(id)
         );
         let request = self.get(&url, ctx);
+        let tenant = tenant(scope, &ctx.token);
         self.call(
             request,
             ctx.traceparent.as_ref(),
+            Some(&tenant),
             &[StatusCode::OK],
             |body| item::parse_show(body, fields, resource),
         )
@@ -92,9 +96,22 @@ impl RegionClient {
             .get(&url)
             .header(reqwest::header::ACCEPT, "application/json");
         let ok = [StatusCode::OK, StatusCode::MULTIPLE_CHOICES];
-        self.call(request, None, &ok, |body| {
+        self.call(request, None, None, &ok, |body| {
             serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
         })
         .await
     }
+}
+
+/// Whom a call is made for, as a 429 with `retry_after_scope = "project"` holds back: the
+/// project's scope (`/v3/{project}`), or on a project-less route (`/v3`, whose project only
+/// the token knows) the caller, as a digest of its token (never the token).
+pub fn tenant<'a>(scope: &'a str, token: &HeaderValue) -> std::borrow::Cow<'a, str> {
+    use sha2::Digest;
+    if scope != "/v3" {
+        return std::borrow::Cow::Borrowed(scope);
+    }
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    std::borrow::Cow::Owned(format!("/v3@{hex}"))
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::config::{Config, FailurePolicy};
 
 pub(crate) use client::{CallContext, RegionClient};
+pub use endpoints::tenant;
 pub use error::RegionError;
 
 /// The regions as the rest of the proxy sees them: their clients (behind their guards),

@@ -478,33 +478,41 @@ async fn the_rate_limit_holds_for_the_fleet() {
 async fn a_retry_after_seen_by_one_replica_is_honoured_by_the_other() {
     let redis = Redis::start();
     let (sims, urls) = regions(1, 3).await;
-    let no_cache = "[cache]\nttl = \"0s\"\n";
-    let a = Replica::start("retry-a", &urls, &redis.url(), no_cache);
-    let b = Replica::start("retry-b", &urls, &redis.url(), no_cache);
-    let client = reqwest::Client::new();
-    let mut fault = Fault::new(
-        429,
-        r#"{"overLimit": {"code": 429, "message": "slow down"}}"#,
-    )
-    .expect("fault");
-    fault.headers.push(("Retry-After", "30".into()));
-    *sims[0].fault.write().unwrap() = Some(fault);
-    let (status, _) = a.get(&client, DETAIL).await;
-    assert_ne!(status, 200);
-    let seen = sims[0].calls();
-    // A publishes the deadline in the background; B learns it from Redis before each call.
-    redis.until_kept("vbs-proxy:backoff:r0", 20_000).await;
-    *sims[0].fault.write().unwrap() = None;
-    for i in 0..5 {
-        let (status, body) = b.get(&client, &format!("{DETAIL}?limit={}", i + 1)).await;
-        assert_eq!(status, 503, "{body}");
-        assert!(body.to_string().contains("Retry-After"), "{body}");
+    // `retry_after_scope`: the tenant's back-off (the default), or the region's.
+    let scopes = [
+        ("project", "vbs-proxy:backoff:r0\n/v3/abc123"),
+        ("region", "vbs-proxy:backoff:r0"),
+    ];
+    for (scope, key) in scopes {
+        let extra = format!("[cache]\nttl = \"0s\"\n[upstream]\nretry_after_scope = \"{scope}\"\n");
+        let a = Replica::start(&format!("retry-a-{scope}"), &urls, &redis.url(), &extra);
+        let b = Replica::start(&format!("retry-b-{scope}"), &urls, &redis.url(), &extra);
+        let client = reqwest::Client::new();
+        let mut fault = Fault::new(
+            429,
+            r#"{"overLimit": {"code": 429, "message": "slow down"}}"#,
+        )
+        .expect("fault");
+        fault.headers.push(("Retry-After", "30".into()));
+        *sims[0].fault.write().unwrap() = Some(fault);
+        let (status, _) = a.get(&client, DETAIL).await;
+        assert_ne!(status, 200);
+        let seen = sims[0].calls();
+        // A publishes the deadline in the background; B learns it from Redis before each
+        // call.
+        redis.until_kept(key, 20_000).await;
+        *sims[0].fault.write().unwrap() = None;
+        for i in 0..5 {
+            let (status, body) = b.get(&client, &format!("{DETAIL}?limit={}", i + 1)).await;
+            assert_eq!(status, 503, "{scope}: {body}");
+            assert!(body.to_string().contains("Retry-After"), "{body}");
+        }
+        assert_eq!(
+            sims[0].calls(),
+            seen,
+            "{scope}: B sent the region nothing during its Retry-After"
+        );
     }
-    assert_eq!(
-        sims[0].calls(),
-        seen,
-        "B sent the region nothing during its Retry-After"
-    );
 }
 
 #[test]

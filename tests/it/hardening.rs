@@ -446,14 +446,18 @@ async fn a_hung_region_costs_one_deadline_at_most_once() {
         // waited for only a grace; its calls go on.)
         assert!(took < Duration::from_millis(3500), "took {took:?}");
     }
-    // The five calls' deadlines pass (in the region-page cache's tasks): five failures.
+    // The five calls' deadlines pass (in the region-page cache's tasks); the version
+    // document, asked then, does not answer either: five failures.
     until_breaker(&h, "hung", "2").await;
     let asked = listings();
-    // The version discovery at start-up was the first `GET /`; the probe is the next.
-    let probed = || {
+    // The proxy's own `GET /` so far (the version discovery at start-up, the liveness
+    // checks that judged the timeouts); the probe is the next.
+    let gets = || {
         let seen = seen.lock().unwrap();
-        seen.iter().filter(|l| l.starts_with("GET / ")).count() >= 2
+        seen.iter().filter(|l| l.starts_with("GET / ")).count()
     };
+    let before_probe = gets();
+    let probed = || gets() > before_probe;
     // Well under the region's 2 s timeout: nobody waited on it.
     let fast = |started: Instant| started.elapsed() < Duration::from_secs(1);
     // Open, then past the cool-down: clients are answered without the region, and one of
@@ -1167,5 +1171,87 @@ async fn a_slow_region_that_answers_is_always_waited_for() {
     // Suspect now, but it has shown it answers in 0.8 s: waited for, every time.
     for limit in 12..16 {
         whole(&h.get(&format!("{DETAIL}?limit={limit}"), None).await);
+    }
+}
+
+/// Round two, class 3: timeouts of queries whose own cost is extraordinary do not open the
+/// breaker for everybody. Five slow listings that run past the deadline on a region that
+/// answers other listings meanwhile leave its breaker closed; a region that answers nobody
+/// opens it (`a_hung_region_costs_one_deadline_at_most_once`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_queries_do_not_open_the_breaker_of_a_region_that_answers() {
+    use std::sync::Arc;
+    let h = Arc::new(two_regions("[upstream]\ntimeout = \"1s\"\nretries = 0\n").await);
+    // Queries on one name are slow on r1 (a filter without an index, say); others are not.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    *h.regions[1].gate_only.write().unwrap() = Some("name=slow".into());
+    *h.regions[1].gate.write().unwrap() = Some(gate.clone());
+    let slow: Vec<_> = (0..5)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get(&format!("{DETAIL}?name=slow{i}"), None).await })
+        })
+        .collect();
+    crate::support::until("the slow queries to reach r1", || h.regions[1].calls() >= 5).await;
+    // Meanwhile another tenant's listing is answered by r1, whole.
+    let r = h.get(&format!("{DETAIL}?limit=10"), None).await;
+    assert_eq!(r.header("x-aggregate-missing-regions"), None, "{}", r.text);
+    for r in futures::future::join_all(slow).await {
+        let r = r.unwrap();
+        assert_eq!(r.header("x-aggregate-missing-regions"), Some("r1"));
+    }
+    let timeouts = "vbs_upstream_calls_total{region=\"r1\",outcome=\"timeout\"}";
+    assert_eq!(metric(&h, timeouts).await.as_deref(), Some("5"));
+    assert_eq!(
+        breaker_state(&h, "r1").await,
+        "0",
+        "closed: the region answers"
+    );
+    // Not suspect either: the next page waits for r1 as long as it needs.
+    let r = h.get(&format!("{DETAIL}?limit=9"), None).await;
+    assert_eq!(r.header("x-aggregate-missing-regions"), None);
+    gate.add_permits(100);
+}
+
+/// Round two, class 3: a 429 with `Retry-After` from a limiter that throttles one tenant
+/// holds back that tenant only (`upstream.retry_after_scope = "project"`, the default), and
+/// does not count against the region; with `"region"`, everyone.
+#[tokio::test]
+async fn a_tenants_429_holds_back_that_tenant_only() {
+    let throttled = cinder_sim::Fault {
+        status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+        body: r#"{"overLimit": {"code": 429, "message": "Rate limit exceeded"}}"#.into(),
+        headers: vec![("Retry-After", "600".into())],
+    };
+    let (a, b) = (crate::support::TOKEN, "user:xyz789");
+    let detail_of = |token: &str| {
+        let project = token.split_once(':').unwrap().1;
+        format!("/v3/{project}/backups/detail")
+    };
+    for (scope, b_held) in [("project", false), ("region", true)] {
+        let h = two_regions(&format!("[upstream]\nretry_after_scope = \"{scope}\"\n")).await;
+        h.regions[0]
+            .refuse
+            .write()
+            .unwrap()
+            .insert(a.to_string(), throttled.clone());
+        for _ in 0..3 {
+            let r = h.get_with(&detail_of(a), &[("X-Auth-Token", a)]).await;
+            assert_eq!(
+                r.header("x-aggregate-missing-regions"),
+                Some("r0"),
+                "{scope}"
+            );
+        }
+        assert_eq!(
+            h.regions[0].calls(),
+            1,
+            "{scope}: a held back after its 429"
+        );
+        let r = h.get_with(&detail_of(b), &[("X-Auth-Token", b)]).await;
+        let missing = r.header("x-aggregate-missing-regions").is_some();
+        assert_eq!(missing, b_held, "{scope}: {}", r.text);
+        let breaker = breaker_state(&h, "r0").await;
+        assert_eq!(breaker, "0", "{scope}");
     }
 }

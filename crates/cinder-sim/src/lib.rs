@@ -106,6 +106,9 @@ pub struct SimRegion {
     pub arrived: tokio::sync::Notify,
     /// When set, resource requests wait here for a permit before answering.
     pub gate: RwLock<Option<Arc<tokio::sync::Semaphore>>>,
+    /// When set, only requests whose path and query contain it wait at the gate (a slow
+    /// query among quick ones).
+    pub gate_only: RwLock<Option<String>>,
     /// When set, resource requests take this long to answer (a slow database).
     pub delay: RwLock<Option<std::time::Duration>>,
     /// When set: (requests in flight now, the most seen at once); each request then takes
@@ -292,7 +295,7 @@ async fn create(State(sim): Sim) -> Response {
 /// it is). Pass-through tests use it for an answer of any size.
 async fn export_record(State(sim): Sim, request: Request) -> Response {
     let ctx = context(&sim, &request);
-    pass_gate(&sim).await;
+    pass_gate(&sim, &request.uri().to_string()).await;
     let ctx = match ctx {
         Ok(c) => c,
         Err(r) => return r,
@@ -319,9 +322,13 @@ async fn export_record(State(sim): Sim, request: Request) -> Response {
 
 /// Wait at the gate, if one is set (tests hold requests in flight with it), then take the
 /// region's delay, if it has one.
-async fn pass_gate(sim: &SimRegion) {
+async fn pass_gate(sim: &SimRegion, target: &str) {
     let gate = sim.gate.read().expect("lock").clone();
-    if let Some(gate) = gate {
+    let gated = match sim.gate_only.read().expect("lock").as_deref() {
+        None => true,
+        Some(part) => target.contains(part),
+    };
+    if let (Some(gate), true) = (gate, gated) {
         let _permit = gate.acquire().await;
     }
     let delay = *sim.delay.read().expect("lock");
@@ -332,7 +339,7 @@ async fn pass_gate(sim: &SimRegion) {
 
 async fn show<R: Row>(State(sim): Sim, request: Request) -> Response {
     let ctx = context(&sim, &request);
-    pass_gate(&sim).await;
+    pass_gate(&sim, &request.uri().to_string()).await;
     let ctx = match ctx {
         Ok(c) => c,
         Err(r) => return r,
@@ -378,7 +385,7 @@ async fn watched(sim: &SimRegion) {
 /// `GET /v3/{project}/volumes`: an empty list; a route the proxy only passes through.
 async fn volumes(State(sim): Sim, request: Request) -> Response {
     let ctx = context(&sim, &request);
-    pass_gate(&sim).await;
+    pass_gate(&sim, &request.uri().to_string()).await;
     watched(&sim).await;
     match ctx {
         Ok(c) => json_answer(StatusCode::OK, r#"{"volumes": []}"#.into(), Some(c.version)),
@@ -392,7 +399,7 @@ fn not_found<R: Row>(id: &str) -> String {
 
 async fn listing<R: Row>(State(sim): Sim, request: Request, detail: bool) -> Response {
     let ctx = context(&sim, &request);
-    pass_gate(&sim).await;
+    pass_gate(&sim, &request.uri().to_string()).await;
     watched(&sim).await;
     let ctx = match ctx {
         Ok(c) => c,

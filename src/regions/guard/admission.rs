@@ -11,6 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::{later, Health, Refusal};
+use crate::config::RetryAfterScope;
 use crate::regions::{RegionClient, RegionError};
 
 /// What one attempt came to, as the metrics, the span and the guard record it.
@@ -74,6 +75,7 @@ impl RegionClient {
         &self,
         first: bool,
         deadline: Instant,
+        tenant: Option<&str>,
     ) -> Result<OwnedSemaphorePermit, RegionError> {
         let guard = &self.guard;
         let queue_until = deadline.min(later(Instant::now(), guard.settings.queue_timeout));
@@ -84,6 +86,9 @@ impl RegionClient {
             guard
                 .admit(Instant::now(), first)
                 .map_err(|refusal| self.refused(refusal))?;
+            if tenant.is_some_and(|t| guard.tenant_backing_off(t, Instant::now())) {
+                return Err(RegionError::Refused(Refusal::BackingOff));
+            }
             if let Err(wait) = guard.take_token(Instant::now()) {
                 let ready = later(Instant::now(), wait);
                 if ready > queue_until {
@@ -94,7 +99,7 @@ impl RegionClient {
                     .take_token(Instant::now())
                     .map_err(|_| RegionError::Refused(Refusal::RateLimited))?;
             }
-            self.fleet_admits(queue_until).await?;
+            self.fleet_admits(queue_until, tenant).await?;
             let permit = guard.permits.clone().acquire_owned();
             match tokio::time::timeout_at(queue_until, permit).await {
                 Ok(Ok(permit)) => Ok(permit),
@@ -123,9 +128,15 @@ impl RegionClient {
     }
 
     /// Count an attempt, and let the guard learn from it (one attempt, one request).
-    pub(crate) fn judge(&self, span: &tracing::Span, started: Instant, judged: Judged) {
+    pub(crate) fn judge(
+        &self,
+        span: &tracing::Span,
+        started: Instant,
+        judged: Judged,
+        tenant: Option<&str>,
+    ) {
         self.count_attempt(span, started, &judged);
-        self.learn(judged, started.elapsed());
+        self.learn(judged, started.elapsed(), tenant);
     }
 
     /// An attempt in the metrics and its span.
@@ -139,17 +150,43 @@ impl RegionClient {
     /// What a request's outcome (its last attempt's, which took `took`) says about the
     /// region, for its guard (a 429's `Retry-After` included, and whether it keeps its
     /// deadlines) and, in fleet mode, for the other replicas.
-    pub(crate) fn learn(&self, judged: Judged, took: Duration) {
+    pub(crate) fn learn(&self, judged: Judged, took: Duration, tenant: Option<&str>) {
         let guard = &self.guard;
+        let mut health = judged.health;
+        let throttled = judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16();
+        // Nothing goes to the region before the time it named (1 s if none): for the tenant
+        // it answered, or for everyone (`retry_after_scope`).
+        let wait = judged.retry_after.unwrap_or(Duration::from_secs(1));
+        let tenant = tenant.filter(|_| guard.settings.retry_after_scope == RetryAfterScope::Project);
+        if let (true, Some(tenant)) = (throttled, tenant) {
+            // One tenant throttled is that tenant's limit, not the region's health.
+            guard.back_off_tenant(tenant, later(Instant::now(), wait));
+            guard.paced(Some(took));
+            if let Some(fleet) = &self.fleet {
+                let (fleet, key) = (Arc::clone(fleet), tenant_key(&self.name, tenant));
+                tokio::spawn(async move { fleet.publish_back_off(&key, wait).await });
+            }
+            return;
+        }
         if judged.status != 0 {
             guard.paced(Some(took));
         } else if judged.outcome == RegionError::Timeout.kind() {
-            guard.paced(None);
+            let now = Instant::now();
+            if guard.answered_since(now.checked_sub(took).unwrap_or(now)) {
+                // The region answered other calls while this one was out: its cost was its
+                // own (a deep offset, a count over a huge table, a filter without an index),
+                // not the region's state. Five such queries at once opened the breaker for
+                // every tenant. A region that answered nobody for a whole deadline is, as far
+                // as the proxy can tell, hung: that timeout counts (and makes it suspect).
+                // Asking it something cheap instead (its version document) could not tell a
+                // hung database from a slow query, and would leave such a region unshielded.
+                health = Health::Unknown;
+            } else {
+                guard.paced(None);
+            }
         }
-        let opened = guard.record(judged.health, Instant::now(), judged.failure.as_deref());
-        let back_off = (judged.status == StatusCode::TOO_MANY_REQUESTS.as_u16())
-            // Nothing goes to the region before the time it named (1 s if none).
-            .then(|| judged.retry_after.unwrap_or(Duration::from_secs(1)));
+        let opened = guard.record(health, Instant::now(), judged.failure.as_deref());
+        let back_off = throttled.then_some(wait);
         if let Some(wait) = back_off {
             guard.back_off_until(later(Instant::now(), wait));
         }
@@ -168,4 +205,10 @@ impl RegionClient {
             });
         }
     }
+}
+
+/// A tenant's key among the fleet's back-offs: the region's, then the tenant (a project's
+/// scope, or a project-less caller's token digest; never a token).
+pub(crate) fn tenant_key(region: &str, tenant: &str) -> String {
+    format!("{region}\n{tenant}")
 }

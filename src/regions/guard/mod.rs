@@ -4,7 +4,8 @@
 //! probe in `probe.rs`), the declared rate (`rate.rs`), the fleet's shared word
 //! (`fleet.rs`), then a concurrency slot; the retry budget (`budget.rs`) bounds what a
 //! failing region is asked again, and a region that let a deadline pass is waited for only a
-//! grace until it answers again (`pace.rs`). `admission.rs` runs them for a call and learns from its
+//! grace until it answers again (`pace.rs`); a timeout counts against the region only when
+//! it answered nothing else while the call was out (`admission.rs`). `admission.rs` runs them for a call and learns from its
 //! outcome. The policies' state is pure, behind one mutex, and judged with the tokio clock, so
 //! the tests drive it with paused time.
 
@@ -58,6 +59,8 @@ struct State {
     /// No request before this time (the region's `Retry-After`).
     retry_after: Option<Instant>,
     pace: pace::Pace,
+    /// When the region last answered a call (any status).
+    last_answer: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -65,18 +68,23 @@ pub struct Guard {
     pub settings: RegionSettings,
     state: Mutex<State>,
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    /// `retry_after_scope = "project"`: tenants the region answered 429, held back until the
+    /// time it named (`retry_after.rs`).
+    tenants_backing_off: retry_after::TenantBackOffs,
 }
 
 impl Guard {
     pub fn new(settings: RegionSettings) -> Guard {
         Guard {
             permits: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrency)),
+            tenants_backing_off: retry_after::TenantBackOffs::new(),
             state: Mutex::new(State {
                 breaker: Breaker::new(),
                 budget: RetryBudget::new(),
                 bucket: TokenBucket::new(settings.rate_limit),
                 retry_after: None,
                 pace: pace::Pace::default(),
+                last_answer: None,
             }),
             settings,
         }
@@ -139,17 +147,36 @@ impl Guard {
 
     /// A call was answered, after `took`, or its deadline passed (`None`): see `pace.rs`.
     pub(crate) fn paced(&self, took: Option<Duration>) {
-        let pace = &mut self.state().pace;
+        let mut s = self.state();
         match took {
-            Some(took) => pace.answered(took),
-            None => pace.missed_deadline(),
+            Some(took) => {
+                s.pace.answered(took);
+                s.last_answer = Some(Instant::now());
+            }
+            None => s.pace.missed_deadline(),
         }
     }
+
+    /// Has the region answered any call since `since`?
+    pub(crate) fn answered_since(&self, since: Instant) -> bool {
+        self.state().last_answer.is_some_and(|t| t > since)
+    }
+
 
     /// How long a page waits for the region once the others have answered: `None` (its
     /// whole deadline) unless a deadline passed and it has not answered since (`pace.rs`).
     pub fn suspect_grace(&self) -> Option<Duration> {
         self.state().pace.grace()
+    }
+
+    /// Is `tenant` held back by a 429 of its own (`retry_after_scope = "project"`)?
+    pub(crate) fn tenant_backing_off(&self, tenant: &str, now: Instant) -> bool {
+        self.tenants_backing_off.holds(tenant, now)
+    }
+
+    /// The region answered `tenant` 429: nothing of the tenant's goes to it before `until`.
+    pub(crate) fn back_off_tenant(&self, tenant: &str, until: Instant) {
+        self.tenants_backing_off.hold(tenant, until);
     }
 
     /// The region answered 429: nothing goes to it before `until`.
@@ -181,6 +208,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             max_body_bytes: bytesize::ByteSize::mib(1),
             pool_idle_timeout: Duration::from_secs(2),
+            retry_after_scope: crate::config::RetryAfterScope::Project,
             ca_file: None,
             cert_file: None,
             key_file: None,

@@ -1,6 +1,8 @@
 //! The region's own `Retry-After` (a 429's): nothing goes to the region before the time it
 //! named, clamped so that a hostile or mistaken value cannot switch a region off for good.
 
+use std::sync::Arc;
+
 use tokio::time::{Duration, Instant};
 
 /// A 429's `Retry-After`, read (and clamped) now.
@@ -24,6 +26,46 @@ pub fn later(now: Instant, wait: Duration) -> Instant {
 /// `18446744073709551615`); past this the proxy asks it again, so a typo or a hostile value
 /// cannot switch a region off for good, nor overflow the clock.
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// The tenants a region answered 429 (`retry_after_scope = "project"`), each held back until
+/// the time named. Bounded in bytes (keys counted) and in time (no hold outlives
+/// [`MAX_RETRY_AFTER`]); past the bound the least used are forgotten, which lets a tenant try
+/// once more, never blocks one.
+pub(crate) struct TenantBackOffs(moka::sync::Cache<Arc<str>, Instant>);
+
+/// What the holds of one region may take: room for some ten thousand tenants.
+const TENANT_HOLDS_BYTES: u64 = 1 << 20;
+
+impl std::fmt::Debug for TenantBackOffs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantBackOffs")
+            .field("held", &self.0.entry_count())
+            .finish()
+    }
+}
+
+impl TenantBackOffs {
+    pub fn new() -> TenantBackOffs {
+        TenantBackOffs(
+            moka::sync::Cache::builder()
+                .max_capacity(TENANT_HOLDS_BYTES)
+                .weigher(|tenant: &Arc<str>, _: &Instant| (tenant.len() + 96) as u32)
+                .time_to_live(MAX_RETRY_AFTER)
+                .build(),
+        )
+    }
+
+    /// Is `tenant` held back at `now`?
+    pub fn holds(&self, tenant: &str, now: Instant) -> bool {
+        self.0.get(tenant).is_some_and(|until| now < until)
+    }
+
+    /// Hold `tenant` back until `until` (or longer, if it already is).
+    pub fn hold(&self, tenant: &str, until: Instant) {
+        let held = self.0.get(tenant).map_or(until, |u| u.max(until));
+        self.0.insert(Arc::from(tenant), held);
+    }
+}
 
 /// `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3), at most
 /// [`MAX_RETRY_AFTER`]; `None` if unreadable.
