@@ -558,6 +558,14 @@ fn closed_for(state: &vbs_proxy::AppState, reason: &'static str) -> u64 {
         .get()
 }
 
+/// The listing through the server at `base` is whole: `n` backups.
+async fn assert_listed(h: &Harness, base: &str, n: usize) {
+    let token = [("X-Auth-Token", crate::support::TOKEN)];
+    let r = h.get_with(&format!("{base}{DETAIL}"), &token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.ids().len(), n);
+}
+
 /// Wait until the proxy closes `socket` (EOF or reset); bounded by `until`'s 30 s.
 async fn closed_by_peer(mut socket: tokio::net::TcpStream) {
     use tokio::io::AsyncReadExt;
@@ -600,14 +608,7 @@ async fn slow_and_idle_clients_cannot_hold_the_proxy() {
         slow.push(socket);
     }
     // Others are served meanwhile.
-    let r = h
-        .get_with(
-            &format!("{base}{DETAIL}"),
-            &[("X-Auth-Token", crate::support::TOKEN)],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.ids().len(), 3);
+    assert_listed(&h, &base, 3).await;
     // And every slow connection is closed by the proxy.
     futures::future::join_all(slow.into_iter().map(closed_by_peer)).await;
 }
@@ -939,14 +940,7 @@ async fn a_client_that_stops_reading_holds_nothing_shared() {
         h.regions[0].calls() >= 1
     })
     .await;
-    let r = h
-        .get_with(
-            &format!("{base}{DETAIL}"),
-            &[("X-Auth-Token", crate::support::TOKEN)],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.ids().len(), 4);
+    assert_listed(&h, &base, 4).await;
 
     // And a stalled client is cut off after write_timeout: what it can still read is what
     // the sockets held, then the end.
