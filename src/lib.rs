@@ -21,7 +21,7 @@ macro_rules! internal {
     )*};
 }
 
-internal!(app, cache, cinder, error, fleet, identity, http, listing, regions, state);
+internal!(app, cache, cinder, error, fleet, identity, http, listing, regions, routing, state);
 
 pub mod config;
 #[cfg(feature = "demo")]

@@ -35,6 +35,9 @@ pub struct Resource {
     pub(crate) summary_fields: &'static [&'static str],
     /// VBS also serves the detail listing at `/native/{collection}/detail`.
     pub(crate) native_alias: bool,
+    /// Paths right under the collection that are not an item: the detail listing and the
+    /// collection's actions (`cinder/api/v3/router.py`, the resource's `collection=`).
+    pub collection_paths: &'static [&'static str],
 }
 
 impl Resource {
@@ -55,6 +58,8 @@ pub static BACKUPS: Resource = Resource {
     name_sort_since: Some(Version::new(3, 37)),
     summary_fields: &["id", "name", "links"],
     native_alias: true,
+    // router.py: collection={'detail': 'GET', 'import_record': 'POST'}.
+    collection_paths: &["detail", "import_record"],
 };
 
 /// Cinder's snapshots (`cinder/db/models.py` `Snapshot`, `api/views/snapshots.py`,
@@ -80,6 +85,8 @@ pub static SNAPSHOTS: Resource = Resource {
         "metadata",
     ],
     native_alias: false,
+    // router.py: collection={'detail': 'GET'}.
+    collection_paths: &["detail"],
 };
 
 /// Every resource the proxy lists.

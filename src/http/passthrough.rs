@@ -17,8 +17,9 @@ use crate::cache::{Caches, Owner};
 use crate::identity::TokenInfo;
 use crate::cinder::microversion::{negotiate, Version};
 use crate::config::Config;
-use crate::regions::Regions;
-use crate::regions::RegionError;
+use crate::regions::{CallContext, RegionError, Regions};
+use crate::routing::{self, Destination};
+use axum::http::Method;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and what the proxy must not pass on (a region's
 /// `Server` names its software and version to every tenant).
@@ -65,6 +66,67 @@ fn written(config: &Config, caches: &Caches, parts: &Parts, scope: &str) -> Vec<
     owners
 }
 
+/// The header that sends a request to one region by name (`X-VBS-Region: r2`), for scripts
+/// and admin tools; not honoured on the aggregated listings.
+pub const PIN: &str = "x-vbs-region";
+
+/// Which region the request goes to: the one it is pinned to, the one holding the item its
+/// path names (`crate::routing`; with that item's id), or the primary.
+async fn destination(
+    config: &Config,
+    regions: &Regions,
+    caches: &Caches,
+    parts: &Parts,
+) -> Result<(usize, Option<String>), ApiError> {
+    if let Some(pin) = parts.headers.get(PIN) {
+        let name = pin.to_str().unwrap_or_default();
+        let pinned = regions.iter().position(|r| r.name == name);
+        return pinned.map(|i| (i, None)).ok_or_else(|| {
+            let names: Vec<&str> = regions.iter().map(|r| r.name.as_str()).collect();
+            ApiError::bad_request(format!(
+                "Unknown region in {PIN}; the regions are: {}.",
+                names.join(", ")
+            ))
+        });
+    }
+    let segments = super::path::segments(parts.uri.path())?;
+    let Destination::Member {
+        resource,
+        scope,
+        id,
+    } = routing::destination(&segments)
+    else {
+        return Ok((config.primary_index(), None));
+    };
+    if regions.len() == 1 {
+        return Ok((0, Some(id)));
+    }
+    let token = parts
+        .headers
+        .get(super::AUTH_TOKEN)
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::Unauthorized("The request you have made requires authentication.".into())
+        })?;
+    // The item is looked up at the caller's microversion when the regions serve it (the
+    // project-less routes need 3.67), else at the oldest.
+    let asked = parts.headers.get(super::API_VERSION).map(HeaderValue::as_bytes);
+    let version = negotiate(asked, regions.versions.max()).unwrap_or(Version::new(3, 0));
+    let ctx = CallContext {
+        token,
+        version,
+        request_id: parts
+            .extensions
+            .get::<super::observe::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| HeaderValue::from_static("req-00000000-0000-0000-0000-000000000000")),
+        traceparent: parts.headers.get("traceparent").cloned(),
+    };
+    let owner = routing::owner(regions, caches, resource, &scope, &id, &ctx).await?;
+    Ok((owner, Some(id)))
+}
+
 pub async fn handle(
     State(config): State<Arc<Config>>,
     State(regions): State<Arc<Regions>>,
@@ -88,7 +150,11 @@ pub async fn handle(
     if let Err(e) = negotiate(version, Version::new(3, u32::MAX)) {
         return ApiError::from(e).into_response();
     }
-    let region = regions.region(config.primary_index());
+    let (index, item) = match destination(&config, &regions, &caches, &parts).await {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let region = regions.region(index);
     let url = match parts.uri.query() {
         Some(q) => format!("{}{path}?{q}", region.base),
         None => format!("{}{path}", region.base),
@@ -134,6 +200,11 @@ pub async fn handle(
                     }
                     tracing::debug!(scope, purged, "write passed through: listings dropped");
                 }
+                // A deleted item's owner is forgotten (an id is not reused, but the map's
+                // room is better spent on items that exist).
+                if let (&Method::DELETE, Some(id)) = (&parts.method, &item) {
+                    caches.holders.invalidate(id.as_str());
+                }
             }
             let mut response = Response::new(Body::from(upstream.body));
             *response.status_mut() = upstream.status;
@@ -150,11 +221,16 @@ pub async fn handle(
                 RegionError::Timeout => axum::http::StatusCode::GATEWAY_TIMEOUT,
                 _ => axum::http::StatusCode::BAD_GATEWAY,
             };
-            ApiError::Regions {
-                status,
-                message: format!("Region {name} could not be asked: {e}."),
-            }
-            .into_response()
+            let safe = matches!(parts.method, Method::GET | Method::HEAD);
+            let message = match (&e, safe) {
+                // A call that changes state is never retried: whether it was carried out is
+                // the region's to say (the caller looks at the resource before trying again).
+                (RegionError::Timeout, false) => format!(
+                    "Region {name} did not answer in time: the request may have been carried out."
+                ),
+                _ => format!("Region {name} could not be asked: {e}."),
+            };
+            ApiError::Regions { status, message }.into_response()
         }
     }
 }

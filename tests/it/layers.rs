@@ -11,6 +11,7 @@ const LAYERS: &[&str] = &[
     "app",       // serving: listener, refreshes, shutdown
     "http",      // routes, extraction, layers, the one error mapping
     "state",     // the application's sub-states and the metrics registry
+    "routing",   // which region a call on an item goes to
     "listing",   // the request, the plan, the merge, the render
     "cache",     // coalescing, byte-bounded layers, L2
     "regions",   // a client per region behind its guard

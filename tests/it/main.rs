@@ -13,6 +13,7 @@ mod layers;
 mod merge_props;
 mod paging;
 mod reference;
+mod routing;
 mod snapshots;
 mod support;
 mod telemetry;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
@@ -140,6 +140,7 @@ impl SimRegion {
                 "/v3/{project}/backups/{id}/export_record",
                 get(export_record),
             )
+            .route("/v3/{project}/backups/{id}/restore", post(restore))
             .fallback(|| async {
                 (
                     StatusCode::NOT_FOUND,
@@ -178,7 +179,10 @@ fn with_routes<R: Row>(router: Router<Arc<SimRegion>>) -> Router<Arc<SimRegion>>
                 &format!("{scope}/{c}"),
                 get(|s, r| listing::<R>(s, r, false)),
             )
-            .route(&format!("{scope}/{c}/{{id}}"), get(show::<R>));
+            .route(
+                &format!("{scope}/{c}/{{id}}"),
+                get(show::<R>).merge(delete(remove::<R>)),
+            );
     }
     router
 }
@@ -318,6 +322,75 @@ async fn export_record(State(sim): Sim, request: Request) -> Response {
         }
         None => ApiFault::not_found(not_found::<Backup>(&id)).answer(Some(ctx.version)),
     }
+}
+
+/// A row of `R` the caller can see, by the id in the path's segment `at`: its index, or
+/// Cinder's 404.
+#[allow(clippy::result_large_err)] // a test double; the error is the answer itself
+fn visible<R: Row>(
+    sim: &SimRegion,
+    ctx: &Context,
+    request: &Request,
+    at: usize,
+) -> Result<(usize, String), Response> {
+    let id = request
+        .uri()
+        .path()
+        .split('/')
+        .nth(at)
+        .unwrap_or("")
+        .to_string();
+    let rows = R::table(sim).read().expect("lock");
+    rows.iter()
+        .position(|b| b.id() == id && !b.deleted() && (ctx.admin || b.project_id() == ctx.project))
+        .map(|i| (i, id.clone()))
+        .ok_or_else(|| ApiFault::not_found(not_found::<R>(&id)).answer(Some(ctx.version)))
+}
+
+/// `DELETE /v3/{project}/{collection}/{id}`: 202 and the row deleted, when its status allows
+/// (a backup: available or error, `cinder/backup/api.py delete`); Cinder's 404 or 400.
+async fn remove<R: Row>(State(sim): Sim, request: Request) -> Response {
+    let ctx = match context(&sim, &request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let at = if ctx.in_url.is_empty() { 3 } else { 4 };
+    let (i, _) = match visible::<R>(&sim, &ctx, &request, at) {
+        Ok(found) => found,
+        Err(r) => return r,
+    };
+    let mut rows = R::table(&sim).write().expect("lock");
+    if !rows[i].deletable() {
+        let fault = ApiFault::bad_request(format!(
+            "Invalid {}: {} status must be available or error",
+            R::KIND.member,
+            R::KIND.title
+        ));
+        return fault.answer(Some(ctx.version));
+    }
+    rows[i].mark_deleted();
+    json_answer(StatusCode::ACCEPTED, String::new(), Some(ctx.version))
+}
+
+/// `POST /v3/{project}/backups/{id}/restore`: 202 with the restore's summary when the backup
+/// is available (`cinder/backup/api.py restore`); Cinder's 404 or 400.
+async fn restore(State(sim): Sim, request: Request) -> Response {
+    let ctx = match context(&sim, &request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (i, id) = match visible::<Backup>(&sim, &ctx, &request, 4) {
+        Ok(found) => found,
+        Err(r) => return r,
+    };
+    let rows = sim.backups.read().expect("lock");
+    if rows[i].status != "available" {
+        let fault = ApiFault::bad_request("Invalid backup: Backup status must be available");
+        return fault.answer(Some(ctx.version));
+    }
+    let volume = format!("restore_backup_{id}");
+    let body = json!({"restore": {"backup_id": id, "volume_id": volume, "volume_name": volume}});
+    json_answer(StatusCode::ACCEPTED, body.to_string(), Some(ctx.version))
 }
 
 /// Wait at the gate, if one is set (tests hold requests in flight with it), then take the

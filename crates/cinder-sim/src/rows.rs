@@ -67,6 +67,9 @@ pub trait Row: Clone + Default + Send + Sync + 'static {
         admin: bool,
     ) -> Map<String, Value>;
     fn table(sim: &SimRegion) -> &RwLock<Vec<Self>>;
+    /// May it be deleted in its status (Cinder: available or error)?
+    fn deletable(&self) -> bool;
+    fn mark_deleted(&mut self);
 
     fn is_column(column: &str) -> bool {
         Self::default().cell(column).is_some()
@@ -196,6 +199,14 @@ impl Row for Backup {
 
     fn table(sim: &SimRegion) -> &RwLock<Vec<Self>> {
         &sim.backups
+    }
+
+    fn deletable(&self) -> bool {
+        matches!(self.status.as_str(), "available" | "error")
+    }
+
+    fn mark_deleted(&mut self) {
+        self.deleted = true;
     }
 }
 
@@ -336,5 +347,13 @@ impl Row for Snapshot {
 
     fn table(sim: &SimRegion) -> &RwLock<Vec<Self>> {
         &sim.snapshots
+    }
+
+    fn deletable(&self) -> bool {
+        matches!(self.status.as_str(), "available" | "error")
+    }
+
+    fn mark_deleted(&mut self) {
+        self.deleted = true;
     }
 }

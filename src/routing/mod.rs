@@ -1,0 +1,160 @@
+//! Where a request that is not an aggregated listing goes: the proxy is one Cinder base URL,
+//! so a call on an item must reach the region that holds it (docs/api.md, "Routing").
+//!
+//! - A member path of a listed resource, and anything below it
+//!   (`/v3/{project}/backups/{id}`, `.../{id}/restore`, `.../{id}/action`, `.../metadata`),
+//!   any method: the region holding `{id}`, from the id → region map when a listing or show
+//!   placed it, else found by asking every region at once for the item (each under its own
+//!   guard). Every region's 404: Cinder's 404. A region that could not be asked: 503 naming
+//!   it; never a guess.
+//! - Anything else (the collection, its actions, other resources): the primary region.
+//!
+//! What a path names is read here and in the `Resource` descriptors only.
+
+use crate::cache::Caches;
+use crate::cinder::resource::{Resource, RESOURCES};
+use crate::error::RequestError;
+use crate::regions::{CallContext, Regions};
+
+/// What a request's path names, for routing.
+#[derive(Debug)]
+pub enum Destination {
+    /// An item of a listed resource, or something below it: the region that holds `id`.
+    Member {
+        resource: &'static Resource,
+        /// `/v3/{project}` (its segment encoded), or `/v3` on the project-less routes.
+        scope: String,
+        id: String,
+    },
+    /// The primary region.
+    Primary,
+}
+
+impl PartialEq for Destination {
+    fn eq(&self, other: &Destination) -> bool {
+        match (self, other) {
+            (Destination::Primary, Destination::Primary) => true,
+            (
+                Destination::Member { resource, scope, id },
+                Destination::Member {
+                    resource: r,
+                    scope: s,
+                    id: i,
+                },
+            ) => std::ptr::eq(*resource, *r) && scope == s && id == i,
+            _ => false,
+        }
+    }
+}
+
+/// Where the request with these decoded path segments (`["v3", project, "backups", id, ...]`)
+/// goes. The VBS alias `native` before the collection is no segment of its own.
+pub fn destination(segments: &[String]) -> Destination {
+    let mut rest: Vec<&str> = segments.iter().map(String::as_str).collect();
+    if rest.first() != Some(&"v3") {
+        return Destination::Primary;
+    }
+    rest.remove(0);
+    let collection = |s: &str| RESOURCES.iter().copied().find(|r| r.collection == s);
+    let project = match rest.first() {
+        Some(s) if collection(s).is_some() || *s == "native" => None,
+        Some(_) => Some(rest.remove(0)),
+        None => return Destination::Primary,
+    };
+    if rest.first() == Some(&"native") {
+        rest.remove(0);
+    }
+    let (Some(resource), Some(id)) = (rest.first().and_then(|c| collection(c)), rest.get(1))
+    else {
+        return Destination::Primary;
+    };
+    if resource.collection_paths.contains(id) {
+        return Destination::Primary;
+    }
+    let scope = match project {
+        Some(p) => format!("/v3/{}", crate::cinder::path::encode_segment(p)),
+        None => "/v3".to_string(),
+    };
+    Destination::Member {
+        resource,
+        scope,
+        id: id.to_string(),
+    }
+}
+
+/// The region holding `id` (see [`destination`]): remembered, or found by asking every region.
+pub async fn owner(
+    regions: &Regions,
+    caches: &Caches,
+    resource: &Resource,
+    scope: &str,
+    id: &str,
+    ctx: &CallContext,
+) -> Result<usize, RequestError> {
+    if regions.len() == 1 {
+        return Ok(0);
+    }
+    // Placed by a listing or a show: an item does not move between regions.
+    if let Some(region) = caches.holders.get(id).filter(|&r| r < regions.len()) {
+        return Ok(region);
+    }
+    crate::listing::source::find_item(resource, regions, caches, scope, id, &[], ctx)
+        .await
+        .map(|(region, _)| region)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(path: &str) -> Destination {
+        let segments: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(str::to_string)
+            .collect();
+        destination(&segments)
+    }
+
+    fn member(scope: &str, collection: &str, id: &str) -> Destination {
+        let resource = RESOURCES
+            .iter()
+            .copied()
+            .find(|r| r.collection == collection)
+            .unwrap();
+        Destination::Member {
+            resource,
+            scope: scope.into(),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn members_and_what_is_below_them_go_to_their_owner() {
+        let b = |scope| member(scope, "backups", "b1");
+        assert_eq!(of("/v3/p/backups/b1"), b("/v3/p"));
+        assert_eq!(of("/v3/p/backups/b1/restore"), b("/v3/p"));
+        assert_eq!(of("/v3/p/backups/b1/export_record"), b("/v3/p"));
+        assert_eq!(of("/v3/p/native/backups/b1/action"), b("/v3/p"));
+        assert_eq!(of("/v3/backups/b1/restore"), b("/v3"));
+        assert_eq!(of("/v3/p/snapshots/s1/metadata/k"), member("/v3/p", "snapshots", "s1"));
+        assert_eq!(of("/v3/a b/backups/b1"), b("/v3/a%20b"));
+    }
+
+    #[test]
+    fn collections_their_actions_and_other_resources_go_to_the_primary() {
+        for path in [
+            "/v3/p/backups",
+            "/v3/p/backups/detail",
+            "/v3/p/backups/import_record",
+            "/v3/p/snapshots/detail",
+            "/v3/p/types/t1",
+            "/v3/p/os-availability-zone",
+            "/v3/p",
+            "/v3",
+            "/v2/p/backups/b1",
+        ] {
+            assert_eq!(of(path), Destination::Primary, "{path}");
+        }
+    }
+}

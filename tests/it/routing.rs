@@ -1,0 +1,124 @@
+//! Issue 24: the proxy as one Cinder endpoint. A call on an item reaches the region that
+//! holds it; a pinned call, the region it names.
+
+use cinder_sim::SimConfig;
+
+use crate::support::{rows, Harness, Reply, TOKEN};
+
+async fn three_regions() -> Harness {
+    Harness::start(
+        vec![
+            (SimConfig::default(), rows("a", 3)),
+            (SimConfig::default(), rows("b", 3)),
+            (SimConfig::default(), rows("c", 3)),
+        ],
+        "",
+    )
+    .await
+}
+
+async fn send(h: &Harness, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = h
+        .client
+        .request(method, format!("{}{path}", h.base))
+        .header("X-Auth-Token", TOKEN);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    if path.ends_with("/restore") {
+        request = request.body(r#"{"restore": {"name": "restored"}}"#);
+    }
+    let r = request.send().await.expect("proxy answers");
+    Reply {
+        status: r.status().as_u16(),
+        headers: r.headers().clone(),
+        text: r.text().await.expect("body"),
+    }
+}
+
+fn deleted(h: &Harness, region: usize, id: &str) -> bool {
+    let rows = h.regions[region].backups.read().unwrap();
+    rows.iter().any(|b| b.id == id && b.deleted)
+}
+
+#[tokio::test]
+async fn a_call_on_an_item_reaches_the_region_that_holds_it() {
+    let h = three_regions().await;
+    // Never listed: found by asking every region once, then sent to its owner alone.
+    let r = send(&h, "DELETE", "/v3/abc123/backups/b-001", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert!(deleted(&h, 1, "b-001"));
+    assert_eq!(h.calls(), [1, 2, 1], "a lookup each, and the delete at r1");
+    let r = send(&h, "POST", "/v3/abc123/backups/c-002/restore", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.json()["restore"]["backup_id"], "c-002");
+    assert_eq!(h.calls(), [2, 3, 3]);
+    // Placed by a listing: no lookup at all.
+    let listed = h.get("/v3/abc123/backups/detail", None).await;
+    assert_eq!(listed.ids().len(), 8);
+    let before = h.calls();
+    let r = send(&h, "DELETE", "/v3/abc123/backups/a-002", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert!(deleted(&h, 0, "a-002"));
+    assert_eq!(h.calls(), [before[0] + 1, before[1], before[2]]);
+    // The owner's own answer comes back as it gave it (here, the state does not allow it).
+    h.regions[2].backups.write().unwrap()[0].status = "creating".into();
+    let r = send(&h, "DELETE", "/v3/abc123/backups/c-000", &[]).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.text.contains("status must be available or error"),
+        "{}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn an_item_nobody_holds_is_cinders_404_and_an_unreachable_region_a_503() {
+    let h = three_regions().await;
+    let r = send(&h, "DELETE", "/v3/abc123/backups/zzz", &[]).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(
+        r.json()["itemNotFound"]["message"],
+        "Backup zzz could not be found."
+    );
+    // Not found where asked, and one region could not be asked: never a guess.
+    *h.regions[1].fault.write().unwrap() = cinder_sim::Fault::new(500, "{}");
+    let before = h.calls();
+    let r = send(&h, "POST", "/v3/abc123/backups/zzz/restore", &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.text.contains("r1"), "{}", r.text);
+    assert_eq!(
+        h.calls()[0],
+        before[0] + 1,
+        "r0 was only asked whether it holds it"
+    );
+    // Still found where it is.
+    let r = send(&h, "DELETE", "/v3/abc123/backups/c-001", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert!(deleted(&h, 2, "c-001"));
+}
+
+#[tokio::test]
+async fn a_pinned_call_goes_to_the_region_it_names() {
+    let h = three_regions().await;
+    let pin = [("X-VBS-Region", "r2")];
+    let r = send(&h, "GET", "/v3/abc123/backups/c-000/export_record", &pin).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(h.calls(), [0, 0, 1], "no lookup: the region was named");
+    let r = send(&h, "DELETE", "/v3/abc123/backups/a-000", &pin).await;
+    assert_eq!(r.status, 404, "r2 does not hold it: {}", r.text);
+    let r = send(
+        &h,
+        "GET",
+        "/v3/abc123/types",
+        &[("X-VBS-Region", "nowhere")],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let message = r.json()["badRequest"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("r0, r1, r2"), "{message}");
+}
