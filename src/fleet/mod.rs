@@ -351,6 +351,16 @@ impl Fleet {
             .flatten()
     }
 
+    /// Drop the value under `key`.
+    pub(crate) async fn forget(&self, key: &str) -> bool {
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        self.run("forget", cmd.query_async::<i64>(&mut conn))
+            .await
+            .is_some()
+    }
+
     /// Many values at once (one round trip), each for `keep`.
     pub(crate) async fn put_many(&self, entries: &[(String, Vec<u8>)], keep: Duration) -> bool {
         if entries.is_empty() {

@@ -203,7 +203,7 @@ pub async fn handle(
                 // A deleted item's owner is forgotten (an id is not reused, but the map's
                 // room is better spent on items that exist).
                 if let (&Method::DELETE, Some(id)) = (&parts.method, &item) {
-                    caches.holders.invalidate(id.as_str());
+                    routing::forget_owner(&caches, id).await;
                 }
             }
             let mut response = Response::new(Body::from(upstream.body));

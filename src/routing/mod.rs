@@ -82,7 +82,13 @@ pub fn destination(segments: &[String]) -> Destination {
     }
 }
 
-/// The region holding `id` (see [`destination`]): remembered, or found by asking every region.
+/// How long the fleet keeps an owner found by asking the regions (an item does not move
+/// between regions; the bound is for the store's memory, and for ids deleted elsewhere).
+const OWNER_KEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The region holding `id` (see [`destination`]): remembered here (placed by a listing or a
+/// show, or found before), else in fleet mode remembered by another replica, else found by
+/// asking every region, and then remembered for the fleet too.
 pub async fn owner(
     regions: &Regions,
     caches: &Caches,
@@ -94,13 +100,35 @@ pub async fn owner(
     if regions.len() == 1 {
         return Ok(0);
     }
-    // Placed by a listing or a show: an item does not move between regions.
+    // An item does not move between regions.
     if let Some(region) = caches.holders.get(id).filter(|&r| r < regions.len()) {
         return Ok(region);
     }
-    crate::listing::source::find_item(resource, regions, caches, scope, id, &[], ctx)
-        .await
-        .map(|(region, _)| region)
+    let fleet = caches.shared.as_ref().map(|shared| &shared.fleet);
+    if let Some(fleet) = fleet {
+        // By name: replicas may list the regions in another order.
+        let remembered = fleet.get(&fleet.key("owner", id)).await;
+        let named = remembered.and_then(|name| regions.iter().position(|r| r.name.as_bytes() == name));
+        if let Some(region) = named {
+            caches.holders.insert(id.into(), region);
+            return Ok(region);
+        }
+    }
+    let (region, _) =
+        crate::listing::source::find_item(resource, regions, caches, scope, id, &[], ctx).await?;
+    if let Some(fleet) = fleet {
+        let name = regions.name(region).as_bytes();
+        fleet.put(&fleet.key("owner", id), name, OWNER_KEEP).await;
+    }
+    Ok(region)
+}
+
+/// A deleted item's owner is forgotten, here and in the fleet.
+pub async fn forget_owner(caches: &Caches, id: &str) {
+    caches.holders.invalidate(id);
+    if let Some(shared) = &caches.shared {
+        shared.fleet.forget(&shared.fleet.key("owner", id)).await;
+    }
 }
 
 #[cfg(test)]

@@ -170,6 +170,18 @@ impl Replica {
         )
     }
 
+    /// `method` on `path` with the test token and an empty JSON body: the status.
+    async fn send(&self, client: &reqwest::Client, method: reqwest::Method, path: &str) -> u16 {
+        let response = client
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Auth-Token", TOKEN)
+            .body("{}")
+            .send()
+            .await
+            .expect("the replica answers");
+        response.status().as_u16()
+    }
+
     async fn metric(&self, client: &reqwest::Client, series: &str) -> f64 {
         let text = client
             .get(format!("{}/metrics", self.base))
@@ -584,4 +596,38 @@ async fn a_breaker_one_replica_opens_is_honoured_by_the_other() {
         seen,
         "B sent nothing while A's breaker is open"
     );
+}
+
+/// Issue 24: an owner one replica found by asking every region is known to the others: their
+/// calls on the item go straight to it. A delete forgets it for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_found_by_one_replica_is_known_to_the_other() {
+    let redis = Redis::start();
+    let (sims, urls) = regions(3, 3).await;
+    let a = Replica::start("owner-a", &urls, &redis.url(), "");
+    let b = Replica::start("owner-b", &urls, &redis.url(), "");
+    let client = reqwest::Client::new();
+    let restore = "/v3/abc123/backups/f1-001/restore";
+    assert_eq!(a.send(&client, reqwest::Method::POST, restore).await, 202);
+    assert_eq!(
+        calls(&sims),
+        [1, 2, 1],
+        "A asked every region, then acted at r1"
+    );
+    redis.until_kept("vbs-proxy:owner:f1-001", 3_600_000).await;
+    assert_eq!(b.send(&client, reqwest::Method::POST, restore).await, 202);
+    assert_eq!(calls(&sims), [1, 3, 1], "B knew the owner: no lookup");
+    let member = "/v3/abc123/backups/f1-001";
+    assert_eq!(b.send(&client, reqwest::Method::DELETE, member).await, 202);
+    assert_eq!(calls(&sims), [1, 4, 1]);
+    // Forgotten by the fleet: A asks again (every region answers 404 now).
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let kept: bool = redis::cmd("EXISTS")
+        .arg("vbs-proxy:owner:f1-001")
+        .query(&mut conn)
+        .unwrap();
+    assert!(!kept, "the owner of a deleted item is forgotten");
 }
