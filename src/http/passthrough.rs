@@ -71,12 +71,14 @@ fn written(config: &Config, caches: &Caches, parts: &Parts, scope: &str) -> Vec<
 pub const PIN: &str = "x-vbs-region";
 
 /// Which region the request goes to: the one it is pinned to, the one holding the item its
-/// path names (`crate::routing`; with that item's id), or the primary.
+/// path names (with that item's id), the one holding a creation's sources, or the primary
+/// (`crate::routing`).
 async fn destination(
     config: &Config,
     regions: &Regions,
     caches: &Caches,
     parts: &Parts,
+    body: &[u8],
 ) -> Result<(usize, Option<String>), ApiError> {
     if let Some(pin) = parts.headers.get(PIN) {
         let name = pin.to_str().unwrap_or_default();
@@ -90,17 +92,37 @@ async fn destination(
         });
     }
     let segments = super::path::segments(parts.uri.path())?;
-    let Destination::Member {
-        resource,
-        scope,
-        id,
-    } = routing::destination(&segments)
-    else {
-        return Ok((config.primary_index(), None));
-    };
-    if regions.len() == 1 {
-        return Ok((0, Some(id)));
+    let primary = config.primary_index();
+    let destination = routing::destination(&segments, parts.method == Method::POST);
+    if let (Destination::Primary, _) | (_, 1) = (&destination, regions.len()) {
+        let id = match destination {
+            Destination::Member { id, .. } => Some(id),
+            _ => None,
+        };
+        return Ok((if regions.len() == 1 { 0 } else { primary }, id));
     }
+    let ctx = lookup_context(regions, parts)?;
+    match destination {
+        Destination::Member {
+            resource,
+            scope,
+            id,
+        } => {
+            let owner = routing::owner(regions, caches, resource, &scope, &id, &ctx).await?;
+            Ok((owner, Some(id)))
+        }
+        Destination::Create { creation, scope } => {
+            let placed = routing::place(regions, caches, creation, &scope, body, &ctx).await?;
+            Ok((placed.unwrap_or(primary), None))
+        }
+        Destination::Primary => Ok((primary, None)),
+    }
+}
+
+/// The caller's context for looking items up in the regions: its token (401 without one),
+/// its microversion when the regions serve it (the project-less routes need 3.67), else the
+/// oldest.
+fn lookup_context(regions: &Regions, parts: &Parts) -> Result<CallContext, ApiError> {
     let token = parts
         .headers
         .get(super::AUTH_TOKEN)
@@ -109,11 +131,9 @@ async fn destination(
         .ok_or_else(|| {
             ApiError::Unauthorized("The request you have made requires authentication.".into())
         })?;
-    // The item is looked up at the caller's microversion when the regions serve it (the
-    // project-less routes need 3.67), else at the oldest.
     let asked = parts.headers.get(super::API_VERSION).map(HeaderValue::as_bytes);
     let version = negotiate(asked, regions.versions.max()).unwrap_or(Version::new(3, 0));
-    let ctx = CallContext {
+    Ok(CallContext {
         token,
         version,
         request_id: parts
@@ -122,9 +142,7 @@ async fn destination(
             .map(|r| r.0.clone())
             .unwrap_or_else(|| HeaderValue::from_static("req-00000000-0000-0000-0000-000000000000")),
         traceparent: parts.headers.get("traceparent").cloned(),
-    };
-    let owner = routing::owner(regions, caches, resource, &scope, &id, &ctx).await?;
-    Ok((owner, Some(id)))
+    })
 }
 
 pub async fn handle(
@@ -150,15 +168,6 @@ pub async fn handle(
     if let Err(e) = negotiate(version, Version::new(3, u32::MAX)) {
         return ApiError::from(e).into_response();
     }
-    let (index, item) = match destination(&config, &regions, &caches, &parts).await {
-        Ok(found) => found,
-        Err(e) => return e.into_response(),
-    };
-    let region = regions.region(index);
-    let url = match parts.uri.query() {
-        Some(q) => format!("{}{path}?{q}", region.base),
-        None => format!("{}{path}", region.base),
-    };
     let limit = config.server.max_request_body.as_u64() as usize;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -171,6 +180,15 @@ pub async fn handle(
             }
             .into_response()
         }
+    };
+    let (index, item) = match destination(&config, &regions, &caches, &parts, &body).await {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let region = regions.region(index);
+    let url = match parts.uri.query() {
+        Some(q) => format!("{}{path}?{q}", region.base),
+        None => format!("{}{path}", region.base),
     };
     let request = region
         .http()

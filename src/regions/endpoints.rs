@@ -89,6 +89,28 @@ impl RegionClient {
         .await
     }
 
+    /// `GET {base}{scope}/{collection}/{id}`: does the region hold the item? (Its body is not
+    /// read for more: routing needs the answer only.) A 404 is `Ok(false)`.
+    pub async fn holds(
+        &self,
+        collection: &str,
+        scope: &str,
+        id: &str,
+        ctx: &CallContext,
+    ) -> Result<bool, RegionError> {
+        let url = format!("{}{scope}/{collection}/{}", self.base, encode_segment(id));
+        let request = self.get(&url, ctx);
+        let tenant = tenant(scope, &ctx.token);
+        let found = self
+            .call(request, ctx.traceparent.as_ref(), Some(&tenant), &[StatusCode::OK], |_| Ok(()))
+            .await;
+        match found {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_here() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET {base}/`: the version document (Cinder answers 300 there).
     pub async fn versions(&self) -> Result<Value, RegionError> {
         let url = format!("{}/", self.base);

@@ -26,9 +26,61 @@ pub enum Destination {
         scope: String,
         id: String,
     },
+    /// A new item made from others (`POST /v3/{project}/backups` of a volume): the region
+    /// that holds its sources.
+    Create {
+        creation: &'static Creation,
+        scope: String,
+    },
     /// The primary region.
     Primary,
 }
+
+/// Where the items a creation is made from are: a listed resource, or a volume (looked up by
+/// presence: volumes are not listed yet).
+#[derive(Debug)]
+pub enum SourceKind {
+    Listed(&'static Resource),
+    Volume,
+}
+
+/// What a creation request's body names as its sources (`cinder/api/v3/backups.py create`,
+/// `snapshots.py create`, `volumes.py create`).
+#[derive(Debug)]
+pub struct Creation {
+    pub collection: &'static str,
+    /// The body's envelope: `{"backup": {...}}`.
+    pub envelope: &'static str,
+    /// Fields naming a source, in the order they are looked up.
+    pub sources: &'static [(&'static str, SourceKind)],
+}
+
+/// The creations that have sources. A volume made from none goes to the primary region.
+pub static CREATIONS: [Creation; 3] = [
+    Creation {
+        collection: "backups",
+        envelope: "backup",
+        sources: &[
+            ("volume_id", SourceKind::Volume),
+            ("snapshot_id", SourceKind::Listed(&crate::cinder::resource::SNAPSHOTS)),
+        ],
+    },
+    Creation {
+        collection: "snapshots",
+        envelope: "snapshot",
+        sources: &[("volume_id", SourceKind::Volume)],
+    },
+    Creation {
+        collection: "volumes",
+        envelope: "volume",
+        sources: &[
+            ("source_volid", SourceKind::Volume),
+            ("snapshot_id", SourceKind::Listed(&crate::cinder::resource::SNAPSHOTS)),
+            ("backup_id", SourceKind::Listed(&crate::cinder::resource::BACKUPS)),
+            ("source_replica", SourceKind::Volume),
+        ],
+    },
+];
 
 impl PartialEq for Destination {
     fn eq(&self, other: &Destination) -> bool {
@@ -42,14 +94,22 @@ impl PartialEq for Destination {
                     id: i,
                 },
             ) => std::ptr::eq(*resource, *r) && scope == s && id == i,
+            (
+                Destination::Create { creation, scope },
+                Destination::Create {
+                    creation: c,
+                    scope: s,
+                },
+            ) => std::ptr::eq(*creation, *c) && scope == s,
             _ => false,
         }
     }
 }
 
 /// Where the request with these decoded path segments (`["v3", project, "backups", id, ...]`)
-/// goes. The VBS alias `native` before the collection is no segment of its own.
-pub fn destination(segments: &[String]) -> Destination {
+/// goes (`creating`: it is a POST). The VBS alias `native` before the collection is no
+/// segment of its own.
+pub fn destination(segments: &[String], creating: bool) -> Destination {
     let mut rest: Vec<&str> = segments.iter().map(String::as_str).collect();
     if rest.first() != Some(&"v3") {
         return Destination::Primary;
@@ -64,6 +124,16 @@ pub fn destination(segments: &[String]) -> Destination {
     if rest.first() == Some(&"native") {
         rest.remove(0);
     }
+    let scope_of = |project: Option<&str>| match project {
+        Some(p) => format!("/v3/{}", crate::cinder::path::encode_segment(p)),
+        None => "/v3".to_string(),
+    };
+    if let ([name], true) = (rest.as_slice(), creating) {
+        if let Some(creation) = CREATIONS.iter().find(|c| c.collection == *name) {
+            let scope = scope_of(project);
+            return Destination::Create { creation, scope };
+        }
+    }
     let (Some(resource), Some(id)) = (rest.first().and_then(|c| collection(c)), rest.get(1))
     else {
         return Destination::Primary;
@@ -71,10 +141,7 @@ pub fn destination(segments: &[String]) -> Destination {
     if resource.collection_paths.contains(id) {
         return Destination::Primary;
     }
-    let scope = match project {
-        Some(p) => format!("/v3/{}", crate::cinder::path::encode_segment(p)),
-        None => "/v3".to_string(),
-    };
+    let scope = scope_of(project);
     Destination::Member {
         resource,
         scope,
@@ -123,6 +190,92 @@ pub async fn owner(
     Ok(region)
 }
 
+/// Where a creation goes: the region holding the sources its body names (each looked up as
+/// an owner is), the primary when it names none. Sources in two regions: a 400 naming both,
+/// and no region asked to act.
+pub async fn place(
+    regions: &Regions,
+    caches: &Caches,
+    creation: &Creation,
+    scope: &str,
+    body: &[u8],
+    ctx: &CallContext,
+) -> Result<Option<usize>, RequestError> {
+    if regions.len() == 1 {
+        return Ok(None);
+    }
+    // A body Cinder would refuse is the region's to refuse: it goes to the primary.
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(None);
+    };
+    let mut placed: Option<(usize, &str, String)> = None;
+    for (field, kind) in creation.sources {
+        let Some(id) = body[creation.envelope][*field].as_str() else {
+            continue;
+        };
+        let region = match kind {
+            SourceKind::Listed(resource) => owner(regions, caches, resource, scope, id, ctx).await?,
+            SourceKind::Volume => volume_holder(regions, caches, scope, id, ctx).await?,
+        };
+        match &placed {
+            Some((other, other_field, other_id)) if *other != region => {
+                return Err(RequestError::bad_request(format!(
+                    "Invalid input received: the {} sources are in two regions: \
+                     {other_field} {other_id} in {}, {field} {id} in {}.",
+                    creation.envelope,
+                    regions.name(*other),
+                    regions.name(region)
+                )))
+            }
+            Some(_) => {}
+            None => placed = Some((region, field, id.to_string())),
+        }
+    }
+    Ok(placed.map(|(region, _, _)| region))
+}
+
+/// The region holding volume `id`: remembered, else every region asked whether it does.
+async fn volume_holder(
+    regions: &Regions,
+    caches: &Caches,
+    scope: &str,
+    id: &str,
+    ctx: &CallContext,
+) -> Result<usize, RequestError> {
+    if let Some(region) = caches.holders.get(id).filter(|&r| r < regions.len()) {
+        return Ok(region);
+    }
+    let not_found = || RequestError::NotFound(format!("Volume {id} could not be found."));
+    if !crate::cinder::path::is_path_segment(id) {
+        return Err(not_found());
+    }
+    let asked = regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| async move { (i, r.holds("volumes", scope, id, ctx).await) });
+    let mut unavailable = Vec::new();
+    for (i, answer) in futures::future::join_all(asked).await {
+        match answer {
+            Ok(true) => {
+                caches.holders.insert(id.into(), i);
+                return Ok(i);
+            }
+            Ok(false) => {}
+            Err(e) => unavailable.push(format!("{} ({e})", regions.name(i))),
+        }
+    }
+    if unavailable.is_empty() {
+        return Err(not_found());
+    }
+    Err(RequestError::Regions {
+        unavailable: true,
+        message: format!(
+            "Volume {id} could not be looked up: {}",
+            unavailable.join(", ")
+        ),
+    })
+}
+
 /// A deleted item's owner is forgotten, here and in the fleet.
 pub async fn forget_owner(caches: &Caches, id: &str) {
     caches.holders.invalidate(id);
@@ -141,7 +294,7 @@ mod tests {
             .split('/')
             .map(str::to_string)
             .collect();
-        destination(&segments)
+        destination(&segments, false)
     }
 
     fn member(scope: &str, collection: &str, id: &str) -> Destination {
@@ -167,6 +320,34 @@ mod tests {
         assert_eq!(of("/v3/backups/b1/restore"), b("/v3"));
         assert_eq!(of("/v3/p/snapshots/s1/metadata/k"), member("/v3/p", "snapshots", "s1"));
         assert_eq!(of("/v3/a b/backups/b1"), b("/v3/a%20b"));
+    }
+
+    #[test]
+    fn creations_with_sources_are_placed_and_other_posts_are_not() {
+        let creating = |path: &str| {
+            let segments: Vec<String> = path
+                .trim_start_matches('/')
+                .split('/')
+                .map(str::to_string)
+                .collect();
+            destination(&segments, true)
+        };
+        for (path, collection, scope) in [
+            ("/v3/p/backups", "backups", "/v3/p"),
+            ("/v3/p/snapshots", "snapshots", "/v3/p"),
+            ("/v3/p/volumes", "volumes", "/v3/p"),
+            ("/v3/backups", "backups", "/v3"),
+        ] {
+            match creating(path) {
+                Destination::Create { creation, scope: s } => {
+                    assert_eq!((creation.collection, s.as_str()), (collection, scope));
+                }
+                other => panic!("{path}: {other:?}"),
+            }
+        }
+        assert_eq!(creating("/v3/p/backups/import_record"), Destination::Primary);
+        assert_eq!(creating("/v3/p/types"), Destination::Primary);
+        assert_eq!(of("/v3/p/backups"), Destination::Primary, "a GET");
     }
 
     #[test]

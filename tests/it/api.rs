@@ -531,12 +531,13 @@ async fn show_route_finds_the_region() {
 #[tokio::test]
 async fn other_paths_go_to_the_primary_region_or_404() {
     let h = three_regions("[server]\nprimary_region = \"r1\"\n").await;
-    let r = h.get(&format!("/v3/{PROJECT}/volumes/detail"), None).await;
+    // A route the simulated regions do not serve (volume types).
+    let r = h.get(&format!("/v3/{PROJECT}/types"), None).await;
     // The simulated region's router 404, passed through unchanged.
     assert_eq!(r.status, 404);
     assert!(r.text.starts_with("404 Not Found"), "{}", r.text);
     let h = three_regions("[server]\npassthrough = false\n").await;
-    let r = h.get(&format!("/v3/{PROJECT}/volumes/detail"), None).await;
+    let r = h.get(&format!("/v3/{PROJECT}/types"), None).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["itemNotFound"]["code"], 404);
 }

@@ -122,3 +122,64 @@ async fn a_pinned_call_goes_to_the_region_it_names() {
         .to_string();
     assert!(message.contains("r0, r1, r2"), "{message}");
 }
+
+#[tokio::test]
+async fn a_creation_goes_where_its_sources_are() {
+    let h = three_regions().await;
+    for (i, volume) in ["vol-0", "vol-1", "vol-2"].iter().enumerate() {
+        h.regions[i]
+            .volumes
+            .write()
+            .unwrap()
+            .push(volume.to_string());
+    }
+    let create = |body: &'static str| {
+        let h = &h;
+        async move {
+            let r = h
+                .client
+                .post(format!("{}/v3/abc123/backups", h.base))
+                .header("X-Auth-Token", TOKEN)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // A backup of a volume only r2 holds: asked where it is, then created there alone.
+    let (status, text) = create(r#"{"backup": {"volume_id": "vol-2"}}"#).await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(h.calls(), [1, 1, 2], "a lookup each, and the create at r2");
+    // A volume no region holds: Cinder's 404, nothing created.
+    let (status, text) = create(r#"{"backup": {"volume_id": "vol-9"}}"#).await;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("Volume vol-9 could not be found."), "{text}");
+    assert_eq!(h.calls(), [2, 2, 3]);
+    // Sources in two regions (a volume of r1, a snapshot of r0): refused naming both, nobody
+    // asked to act.
+    h.regions[0]
+        .snapshots
+        .write()
+        .unwrap()
+        .push(cinder_sim::Snapshot {
+            id: "snap-0".into(),
+            project_id: crate::support::PROJECT.into(),
+            status: "available".into(),
+            ..Default::default()
+        });
+    let before = h.calls();
+    let (status, text) =
+        create(r#"{"backup": {"volume_id": "vol-1", "snapshot_id": "snap-0"}}"#).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("r1") && text.contains("r0"), "{text}");
+    let asked = |c: &[usize]| c.iter().zip(&before).map(|(a, b)| a - b).sum::<usize>();
+    assert_eq!(
+        asked(&h.calls()),
+        6,
+        "lookups only: every region for vol-1, and for snap-0"
+    );
+    // No sources named: the primary.
+    let (status, _) = create(r#"{"backup": {"name": "x"}}"#).await;
+    assert_eq!(status, 202);
+}

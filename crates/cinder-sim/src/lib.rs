@@ -109,6 +109,8 @@ pub struct SimRegion {
     /// When set, only requests whose path and query contain it wait at the gate (a slow
     /// query among quick ones).
     pub gate_only: RwLock<Option<String>>,
+    /// Volumes it holds, by id (shown with their id only: the proxy routes by them).
+    pub volumes: RwLock<Vec<String>>,
     /// When set, resource requests take this long to answer (a slow database).
     pub delay: RwLock<Option<std::time::Duration>>,
     /// When set: (requests in flight now, the most seen at once); each request then takes
@@ -133,7 +135,8 @@ impl SimRegion {
         let router = Router::new()
             .route("/", get(versions))
             .route("/v3/", get(versions))
-            .route("/v3/{project}/volumes", get(volumes));
+            .route("/v3/{project}/volumes", get(volumes))
+            .route("/v3/{project}/volumes/{id}", get(volume));
         with_routes::<Snapshot>(with_routes::<Backup>(router))
             .route("/v3/{project}/backups", post(create))
             .route(
@@ -464,6 +467,26 @@ async fn volumes(State(sim): Sim, request: Request) -> Response {
         Ok(c) => json_answer(StatusCode::OK, r#"{"volumes": []}"#.into(), Some(c.version)),
         Err(r) => r,
     }
+}
+
+/// `GET /v3/{project}/volumes/{id}`: a volume it holds (its id only), or Cinder's 404.
+async fn volume(State(sim): Sim, request: Request) -> Response {
+    let ctx = match context(&sim, &request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let id = request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    if sim.volumes.read().expect("lock").contains(&id) {
+        let body = json!({"volume": {"id": id}}).to_string();
+        return json_answer(StatusCode::OK, body, Some(ctx.version));
+    }
+    ApiFault::not_found(format!("Volume {id} could not be found.")).answer(Some(ctx.version))
 }
 
 fn not_found<R: Row>(id: &str) -> String {
