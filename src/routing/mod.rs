@@ -53,6 +53,8 @@ pub struct Creation {
     pub envelope: &'static str,
     /// Fields naming a source, in the order they are looked up.
     pub sources: &'static [(&'static str, SourceKind)],
+    /// Without sources, its `availability_zone` says where it goes (a new volume).
+    pub by_zone: bool,
 }
 
 /// The creations that have sources. A volume made from none goes to the primary region.
@@ -64,11 +66,13 @@ pub static CREATIONS: [Creation; 3] = [
             ("volume_id", SourceKind::Volume),
             ("snapshot_id", SourceKind::Listed(&crate::cinder::resource::SNAPSHOTS)),
         ],
+        by_zone: false,
     },
     Creation {
         collection: "snapshots",
         envelope: "snapshot",
         sources: &[("volume_id", SourceKind::Volume)],
+        by_zone: false,
     },
     Creation {
         collection: "volumes",
@@ -79,6 +83,7 @@ pub static CREATIONS: [Creation; 3] = [
             ("backup_id", SourceKind::Listed(&crate::cinder::resource::BACKUPS)),
             ("source_replica", SourceKind::Volume),
         ],
+        by_zone: true,
     },
 ];
 
@@ -231,7 +236,25 @@ pub async fn place(
             None => placed = Some((region, field, id.to_string())),
         }
     }
-    Ok(placed.map(|(region, _, _)| region))
+    if let Some((region, _, _)) = placed {
+        return Ok(Some(region));
+    }
+    match body[creation.envelope]["availability_zone"].as_str() {
+        Some(zone) if creation.by_zone => Ok(zone_holder(regions, scope, zone, ctx).await),
+        _ => Ok(None),
+    }
+}
+
+/// The first region (in configuration order) whose available zones include `zone`; `None`
+/// when none does or none could say (the primary region then gives Cinder's own answer).
+async fn zone_holder(regions: &Regions, scope: &str, zone: &str, ctx: &CallContext) -> Option<usize> {
+    let asked = regions
+        .iter()
+        .map(|r| async move { r.zones(scope, ctx).await });
+    let zones = futures::future::join_all(asked).await;
+    zones
+        .iter()
+        .position(|z| z.as_ref().is_ok_and(|z| z.iter().any(|name| name == zone)))
 }
 
 /// The region holding volume `id`: remembered, else every region asked whether it does.

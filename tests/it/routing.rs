@@ -183,3 +183,43 @@ async fn a_creation_goes_where_its_sources_are() {
     let (status, _) = create(r#"{"backup": {"name": "x"}}"#).await;
     assert_eq!(status, 202);
 }
+
+#[tokio::test]
+async fn a_new_volume_goes_to_the_region_of_its_availability_zone() {
+    let h = three_regions().await;
+    for (i, zone) in ["az-a", "az-b", "az-c"].iter().enumerate() {
+        h.regions[i].zones.write().unwrap().push(zone.to_string());
+    }
+    // Every region's zones are read once, then the POST goes to one region.
+    let create = |body: &'static str| {
+        let h = &h;
+        async move {
+            h.client
+                .post(format!("{}/v3/abc123/volumes", h.base))
+                .header("X-Auth-Token", TOKEN)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let held = |i: usize| h.regions[i].volumes.read().unwrap().clone();
+    let status = create(r#"{"volume": {"size": 1, "availability_zone": "az-b"}}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        h.calls(),
+        [1, 2, 1],
+        "each region's zones, and the create at r1"
+    );
+    assert_eq!(held(1), ["new-volume-0"]);
+    // Kept: the next one reads no zones, and goes to az-c's region.
+    let status = create(r#"{"volume": {"size": 1, "availability_zone": "az-c"}}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(h.calls(), [1, 2, 2]);
+    assert_eq!(held(2), ["new-volume-0"]);
+    // A zone no region has: the primary, which gives Cinder's own answer.
+    create(r#"{"volume": {"size": 1, "availability_zone": "nowhere"}}"#).await;
+    assert_eq!(h.calls(), [2, 2, 2]);
+}

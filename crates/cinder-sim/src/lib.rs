@@ -111,6 +111,8 @@ pub struct SimRegion {
     pub gate_only: RwLock<Option<String>>,
     /// Volumes it holds, by id (shown with their id only: the proxy routes by them).
     pub volumes: RwLock<Vec<String>>,
+    /// Its availability zones (`os-availability-zone`), all available.
+    pub zones: RwLock<Vec<String>>,
     /// When set, resource requests take this long to answer (a slow database).
     pub delay: RwLock<Option<std::time::Duration>>,
     /// When set: (requests in flight now, the most seen at once); each request then takes
@@ -135,8 +137,9 @@ impl SimRegion {
         let router = Router::new()
             .route("/", get(versions))
             .route("/v3/", get(versions))
-            .route("/v3/{project}/volumes", get(volumes))
-            .route("/v3/{project}/volumes/{id}", get(volume));
+            .route("/v3/{project}/volumes", get(volumes).post(create_volume))
+            .route("/v3/{project}/volumes/{id}", get(volume))
+            .route("/v3/{project}/os-availability-zone", get(zones));
         with_routes::<Snapshot>(with_routes::<Backup>(router))
             .route("/v3/{project}/backups", post(create))
             .route(
@@ -467,6 +470,38 @@ async fn volumes(State(sim): Sim, request: Request) -> Response {
         Ok(c) => json_answer(StatusCode::OK, r#"{"volumes": []}"#.into(), Some(c.version)),
         Err(r) => r,
     }
+}
+
+/// `POST /v3/{project}/volumes`: accepted, the new volume held here (its id counted from the
+/// ones held); for routing tests.
+async fn create_volume(State(sim): Sim, request: Request) -> Response {
+    let ctx = match context(&sim, &request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut volumes = sim.volumes.write().expect("lock");
+    let id = format!("new-volume-{}", volumes.len());
+    volumes.push(id.clone());
+    let body = json!({"volume": {"id": id, "status": "creating"}}).to_string();
+    json_answer(StatusCode::ACCEPTED, body, Some(ctx.version))
+}
+
+/// `GET /v3/{project}/os-availability-zone`: its zones, as Cinder lists them
+/// (`api/contrib/availability_zones.py`).
+async fn zones(State(sim): Sim, request: Request) -> Response {
+    let ctx = match context(&sim, &request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let zones: Vec<Value> = sim
+        .zones
+        .read()
+        .expect("lock")
+        .iter()
+        .map(|z| json!({"zoneName": z, "zoneState": {"available": true}}))
+        .collect();
+    let body = json!({ "availabilityZoneInfo": zones }).to_string();
+    json_answer(StatusCode::OK, body, Some(ctx.version))
 }
 
 /// `GET /v3/{project}/volumes/{id}`: a volume it holds (its id only), or Cinder's 404.
