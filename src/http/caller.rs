@@ -44,13 +44,7 @@ impl Caller {
             parts.headers.get(API_VERSION).map(HeaderValue::as_bytes),
             regions.versions.max(),
         )?;
-        let request_id = parts
-            .extensions
-            .get::<super::observe::RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_else(|| {
-                HeaderValue::from_static("req-00000000-0000-0000-0000-000000000000")
-            });
+        let request_id = super::observe::RequestId::of(parts);
         let ctx = CallContext {
             token,
             version,

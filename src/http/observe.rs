@@ -24,6 +24,18 @@ use crate::state::metrics::HttpMetrics;
 #[derive(Debug, Clone)]
 pub(crate) struct RequestId(pub HeaderValue);
 
+impl RequestId {
+    /// The request's id, as the observation layer gave it (a request that did not pass it,
+    /// in a unit test say, gets the nil one).
+    pub(crate) fn of(parts: &axum::http::request::Parts) -> HeaderValue {
+        parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| HeaderValue::from_static("req-00000000-0000-0000-0000-000000000000"))
+    }
+}
+
 /// Upstream calls a response cost (set by the listing handler on a miss).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UpstreamCalls(pub u32);

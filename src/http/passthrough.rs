@@ -136,11 +136,7 @@ fn lookup_context(regions: &Regions, parts: &Parts) -> Result<CallContext, ApiEr
     Ok(CallContext {
         token,
         version,
-        request_id: parts
-            .extensions
-            .get::<super::observe::RequestId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_else(|| HeaderValue::from_static("req-00000000-0000-0000-0000-000000000000")),
+        request_id: super::observe::RequestId::of(parts),
         traceparent: parts.headers.get("traceparent").cloned(),
     })
 }

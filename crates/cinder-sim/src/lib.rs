@@ -423,13 +423,7 @@ async fn show<R: Row>(State(sim): Sim, request: Request) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let id = request
-        .uri()
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let id = last_segment(&request);
     let rows = R::table(&sim).read().expect("lock");
     let found = rows
         .iter()
@@ -510,18 +504,23 @@ async fn volume(State(sim): Sim, request: Request) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let id = request
-        .uri()
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let id = last_segment(&request);
     if sim.volumes.read().expect("lock").contains(&id) {
         let body = json!({"volume": {"id": id}}).to_string();
         return json_answer(StatusCode::OK, body, Some(ctx.version));
     }
     ApiFault::not_found(format!("Volume {id} could not be found.")).answer(Some(ctx.version))
+}
+
+/// The path's last segment: the item a member route names.
+fn last_segment(request: &Request) -> String {
+    request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn not_found<R: Row>(id: &str) -> String {
