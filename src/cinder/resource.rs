@@ -13,6 +13,10 @@ pub enum ColumnType {
     /// Cinder renders times as `YYYY-MM-DDTHH:MM:SS.ffffff`: fixed width, so byte order is
     /// time order, and collation never applies.
     Time,
+    /// A boolean the view renders as the string `"true"`/`"false"` (a volume's `bootable`:
+    /// `api/v3/views/volumes.py` `str(volume.get('bootable')).lower()`, so NULL is `"none"`):
+    /// compared as the database orders the boolean, NULL first.
+    Flag,
 }
 
 /// A listed resource.
@@ -89,8 +93,24 @@ pub static SNAPSHOTS: Resource = Resource {
     collection_paths: &["detail"],
 };
 
+/// Cinder's volumes (`cinder/db/models.py` `Volume`, `api/v3/views/volumes.py`,
+/// `api/v3/volumes.py`).
+pub static VOLUMES: Resource = Resource {
+    collection: "volumes",
+    member: "volume",
+    title: "Volume",
+    columns: VOLUME_COLUMNS,
+    hidden_columns: VOLUME_HIDDEN_COLUMNS,
+    // api/v3/volumes.py _get_volumes: `name` is `display_name` at every version.
+    name_sort_since: Some(Version::new(3, 0)),
+    summary_fields: &["id", "name", "links"],
+    native_alias: false,
+    // router.py: collection={'detail': 'GET', 'summary': 'GET'}.
+    collection_paths: &["detail", "summary"],
+};
+
 /// Every resource the proxy lists.
-pub(crate) static RESOURCES: [&Resource; 2] = [&BACKUPS, &SNAPSHOTS];
+pub(crate) static RESOURCES: [&Resource; 3] = [&BACKUPS, &SNAPSHOTS, &VOLUMES];
 
 /// A column the proxy can merge on: it is rendered in every detail item (from `since` on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +218,79 @@ const SNAPSHOT_HIDDEN_COLUMNS: &[&str] = &[
     "provider_location",
     "provider_id",
     "provider_auth",
+    "deleted_at",
+    "deleted",
+];
+
+/// The volume detail view's columns that show the row's own value in every item
+/// (`api/v3/views/volumes.py` `legacy_detail` for all versions, then `detail`'s additions by
+/// microversion). `status` is shown with three internal states under their public name
+/// (`_get_volume_status`: `managing` as `creating`, ...): rows in those states sort as shown
+/// (docs/api.md, "Deliberate differences"). A volume's size, zone and flags can change
+/// (extend, retype, migration), so only what is fixed at creation is stable.
+const VOLUME_COLUMNS: &[Column] = &[
+    stable("id", "id", ColumnType::Text),
+    column("status", "status", ColumnType::Text),
+    column("size", "size", ColumnType::Int),
+    column("availability_zone", "availability_zone", ColumnType::Text),
+    stable("created_at", "created_at", ColumnType::Time),
+    column("updated_at", "updated_at", ColumnType::Time),
+    column("display_name", "name", ColumnType::Text),
+    column("display_description", "description", ColumnType::Text),
+    stable("snapshot_id", "snapshot_id", ColumnType::Text),
+    stable("source_volid", "source_volid", ColumnType::Text),
+    stable("user_id", "user_id", ColumnType::Text),
+    column("bootable", "bootable", ColumnType::Flag),
+    column("replication_status", "replication_status", ColumnType::Text),
+    // A boolean, compared as 0/1 like SQL.
+    column("multiattach", "multiattach", ColumnType::Int),
+    Column {
+        since: Some(Version::new(3, 13)), // GROUP_VOLUME
+        ..column("group_id", "group_id", ColumnType::Text)
+    },
+    Column {
+        since: Some(Version::new(3, 48)), // VOLUME_SHARED_TARGETS_AND_SERVICE_FIELDS
+        ..column("service_uuid", "service_uuid", ColumnType::Text)
+    },
+    Column {
+        // Shown from 3.48, but NULL is shown as true below SHARED_TARGETS_TRISTATE.
+        since: Some(Version::new(3, 69)),
+        ..column("shared_targets", "shared_targets", ColumnType::Int)
+    },
+    Column {
+        // Below VOLUME_TYPE_ID_IN_VOLUME_DETAIL, `volume_type` shows the type's name.
+        since: Some(Version::new(3, 63)),
+        ..column("volume_type_id", "volume_type_id", ColumnType::Text)
+    },
+    Column {
+        since: Some(Version::new(3, 65)), // USE_QUOTA
+        ..column("use_quota", "consumes_quota", ColumnType::Int)
+    },
+];
+
+/// Real Volume columns the detail view does not show the same way to every caller:
+/// admin-only ones (`migration_status`, `provider_id`, `cluster_name`), one omitted when
+/// NULL (`encryption_key_id`), one that may show another column (`consistencygroup_id`
+/// shows `group_id` for a group converted from a consistency group), and the never shown.
+const VOLUME_HIDDEN_COLUMNS: &[&str] = &[
+    "migration_status",
+    "provider_id",
+    "cluster_name",
+    "encryption_key_id",
+    "consistencygroup_id",
+    "ec2_id",
+    "project_id",
+    "host",
+    "attach_status",
+    "scheduled_at",
+    "launched_at",
+    "terminated_at",
+    "provider_location",
+    "provider_auth",
+    "provider_geometry",
+    "replication_extended_status",
+    "replication_driver_data",
+    "previous_status",
     "deleted_at",
     "deleted",
 ];

@@ -187,6 +187,8 @@ impl Comparator {
             .iter()
             .zip(item.values())
             .all(|((col, _), v)| match v {
+                // `false` is the boolean's default, `"none"` NULL.
+                _ if col.kind == ColumnType::Flag => matches!(flag(v), SortValue::Int(1)),
                 SortValue::Null => false,
                 SortValue::Int(n) => *n != 0,
                 SortValue::Text(s) => match col.kind {
@@ -203,6 +205,9 @@ pub(crate) fn compare_values(
     kind: ColumnType,
     collation: Collation,
 ) -> Ordering {
+    if kind == ColumnType::Flag {
+        return compare_values(&flag(a), &flag(b), ColumnType::Int, collation);
+    }
     match (a, b) {
         (SortValue::Null, SortValue::Null) => Ordering::Equal,
         (SortValue::Null, _) => Ordering::Less,
@@ -215,6 +220,17 @@ pub(crate) fn compare_values(
         // Mixed types do not come from one column; numbers first, for totality.
         (SortValue::Int(_), SortValue::Text(_)) => Ordering::Less,
         (SortValue::Text(_), SortValue::Int(_)) => Ordering::Greater,
+    }
+}
+
+/// A [`ColumnType::Flag`] value as the database holds it: `"true"` 1, `"false"` 0, anything
+/// else (`"none"`) NULL.
+fn flag(v: &SortValue) -> SortValue {
+    match v {
+        SortValue::Text(s) if &**s == "true" => SortValue::Int(1),
+        SortValue::Text(s) if &**s == "false" => SortValue::Int(0),
+        SortValue::Int(n) => SortValue::Int(*n),
+        _ => SortValue::Null,
     }
 }
 
@@ -351,5 +367,46 @@ mod tests {
         assert!(cmp.safe_marker(&item("\"a\"")));
         assert!(!cmp.safe_marker(&item("\"\"")));
         assert!(!cmp.safe_marker(&item("null")));
+    }
+
+    /// A volume's `bootable` is shown as a string but ordered as the boolean column: NULL
+    /// ("none") first, then false, then true; and only `true` is a safe marker value.
+    #[test]
+    fn a_flag_orders_as_its_boolean() {
+        let s = |v: &str| SortValue::Text(v.into());
+        let bin = Collation::Binary;
+        let flag = ColumnType::Flag;
+        assert_eq!(compare_values(&s("none"), &s("false"), flag, bin), Ordering::Less);
+        assert_eq!(compare_values(&s("false"), &s("true"), flag, bin), Ordering::Less);
+        assert_eq!(compare_values(&s("true"), &s("true"), flag, bin), Ordering::Equal);
+        // As text, "none" would fall between the two.
+        assert_eq!(compare_values(&s("none"), &s("false"), ColumnType::Text, bin), Ordering::Greater);
+
+        use crate::cinder::resource::VOLUMES;
+        let spec = SortSpec::parse(Some("bootable:asc"), None, None, Version::MIN, &VOLUMES).unwrap();
+        let cmp = Comparator {
+            keys: spec.resolve(&VOLUMES, Version::new(3, 0)).unwrap(),
+            collation: bin,
+        };
+        let item = |bootable: &str| {
+            let json = format!(
+                r#"{{"id": "x", "bootable": "{bootable}", "created_at": "2024-01-01T00:00:00.000000"}}"#
+            );
+            Item::from_json(json.as_bytes(), &cmp.fields()).unwrap()
+        };
+        assert!(cmp.safe_marker(&item("true")));
+        assert!(!cmp.safe_marker(&item("false")));
+        assert!(!cmp.safe_marker(&item("none")));
+    }
+
+    /// Volumes map `name` to `display_name` at every microversion.
+    #[test]
+    fn a_volume_name_sort_is_display_name_at_every_version() {
+        use crate::cinder::resource::VOLUMES;
+        let spec = SortSpec::parse(Some("name:asc"), None, None, Version::MIN, &VOLUMES).unwrap();
+        assert_eq!(spec.keys[0].0, "display_name");
+        let below = SortSpec::parse(Some("volume_type_id"), None, None, Version::MIN, &VOLUMES);
+        let e = below.unwrap().resolve(&VOLUMES, Version::new(3, 62)).unwrap_err();
+        assert!(e.to_string().contains("below microversion 3.63"), "{e}");
     }
 }

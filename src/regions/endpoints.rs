@@ -91,28 +91,6 @@ impl RegionClient {
         .await
     }
 
-    /// `GET {base}{scope}/{collection}/{id}`: does the region hold the item? (Its body is not
-    /// read for more: routing needs the answer only.) A 404 is `Ok(false)`.
-    pub async fn holds(
-        &self,
-        collection: &str,
-        scope: &str,
-        id: &str,
-        ctx: &CallContext,
-    ) -> Result<bool, RegionError> {
-        let url = format!("{}{scope}/{collection}/{}", self.base, encode_segment(id));
-        let request = self.get(&url, ctx);
-        let tenant = tenant(scope, &ctx.token);
-        let found = self
-            .call(request, ctx.traceparent.as_ref(), Some(&tenant), &[StatusCode::OK], |_| Ok(()))
-            .await;
-        match found {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_here() => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// `GET {base}{scope}/os-availability-zone`: the names of the region's available zones
     /// (`{"availabilityZoneInfo": [{"zoneName": ..., "zoneState": {"available": ...}}]}`),
     /// kept for a minute: a region's zones change with its deployment, not with requests.

@@ -12,7 +12,7 @@
 //! What a path names is read here and in the `Resource` descriptors only.
 
 use crate::cache::Caches;
-use crate::cinder::resource::{Resource, RESOURCES};
+use crate::cinder::resource::{Resource, BACKUPS, RESOURCES, SNAPSHOTS, VOLUMES};
 use crate::error::RequestError;
 use crate::regions::{CallContext, Regions};
 
@@ -36,14 +36,6 @@ pub enum Destination {
     Primary,
 }
 
-/// Where the items a creation is made from are: a listed resource, or a volume (looked up by
-/// presence: volumes are not listed yet).
-#[derive(Debug)]
-pub enum SourceKind {
-    Listed(&'static Resource),
-    Volume,
-}
-
 /// What a creation request's body names as its sources (`cinder/api/v3/backups.py create`,
 /// `snapshots.py create`, `volumes.py create`).
 #[derive(Debug)]
@@ -51,8 +43,8 @@ pub struct Creation {
     pub collection: &'static str,
     /// The body's envelope: `{"backup": {...}}`.
     pub envelope: &'static str,
-    /// Fields naming a source, in the order they are looked up.
-    pub sources: &'static [(&'static str, SourceKind)],
+    /// Fields naming a source and what they name, in the order they are looked up.
+    pub sources: &'static [(&'static str, &'static Resource)],
     /// Without sources, its `availability_zone` says where it goes (a new volume).
     pub by_zone: bool,
 }
@@ -63,25 +55,25 @@ pub static CREATIONS: [Creation; 3] = [
         collection: "backups",
         envelope: "backup",
         sources: &[
-            ("volume_id", SourceKind::Volume),
-            ("snapshot_id", SourceKind::Listed(&crate::cinder::resource::SNAPSHOTS)),
+            ("volume_id", &VOLUMES),
+            ("snapshot_id", &SNAPSHOTS),
         ],
         by_zone: false,
     },
     Creation {
         collection: "snapshots",
         envelope: "snapshot",
-        sources: &[("volume_id", SourceKind::Volume)],
+        sources: &[("volume_id", &VOLUMES)],
         by_zone: false,
     },
     Creation {
         collection: "volumes",
         envelope: "volume",
         sources: &[
-            ("source_volid", SourceKind::Volume),
-            ("snapshot_id", SourceKind::Listed(&crate::cinder::resource::SNAPSHOTS)),
-            ("backup_id", SourceKind::Listed(&crate::cinder::resource::BACKUPS)),
-            ("source_replica", SourceKind::Volume),
+            ("source_volid", &VOLUMES),
+            ("snapshot_id", &SNAPSHOTS),
+            ("backup_id", &BACKUPS),
+            ("source_replica", &VOLUMES),
         ],
         by_zone: true,
     },
@@ -214,14 +206,11 @@ pub async fn place(
         return Ok(None);
     };
     let mut placed: Option<(usize, &str, String)> = None;
-    for (field, kind) in creation.sources {
+    for (field, resource) in creation.sources {
         let Some(id) = body[creation.envelope][*field].as_str() else {
             continue;
         };
-        let region = match kind {
-            SourceKind::Listed(resource) => owner(regions, caches, resource, scope, id, ctx).await?,
-            SourceKind::Volume => volume_holder(regions, caches, scope, id, ctx).await?,
-        };
+        let region = owner(regions, caches, resource, scope, id, ctx).await?;
         match &placed {
             Some((other, other_field, other_id)) if *other != region => {
                 return Err(RequestError::bad_request(format!(
@@ -255,48 +244,6 @@ async fn zone_holder(regions: &Regions, scope: &str, zone: &str, ctx: &CallConte
     zones
         .iter()
         .position(|z| z.as_ref().is_ok_and(|z| z.iter().any(|name| name == zone)))
-}
-
-/// The region holding volume `id`: remembered, else every region asked whether it does.
-async fn volume_holder(
-    regions: &Regions,
-    caches: &Caches,
-    scope: &str,
-    id: &str,
-    ctx: &CallContext,
-) -> Result<usize, RequestError> {
-    if let Some(region) = caches.holders.get(id).filter(|&r| r < regions.len()) {
-        return Ok(region);
-    }
-    let not_found = || RequestError::NotFound(format!("Volume {id} could not be found."));
-    if !crate::cinder::path::is_path_segment(id) {
-        return Err(not_found());
-    }
-    let asked = regions
-        .iter()
-        .enumerate()
-        .map(|(i, r)| async move { (i, r.holds("volumes", scope, id, ctx).await) });
-    let mut unavailable = Vec::new();
-    for (i, answer) in futures::future::join_all(asked).await {
-        match answer {
-            Ok(true) => {
-                caches.holders.insert(id.into(), i);
-                return Ok(i);
-            }
-            Ok(false) => {}
-            Err(e) => unavailable.push(format!("{} ({e})", regions.name(i))),
-        }
-    }
-    if unavailable.is_empty() {
-        return Err(not_found());
-    }
-    Err(RequestError::Regions {
-        unavailable: true,
-        message: format!(
-            "Volume {id} could not be looked up: {}",
-            unavailable.join(", ")
-        ),
-    })
 }
 
 /// A deleted item's owner is forgotten, here and in the fleet.

@@ -270,13 +270,13 @@ async fn pass_through_goes_through_the_regions_guard() {
     let clients: Vec<_> = (0..150)
         .map(|i| {
             let h = h.clone();
-            tokio::spawn(async move { h.get(&format!("/v3/abc123/volumes?i={i}"), None).await })
+            tokio::spawn(async move { h.get(&format!("/v3/abc123/limits?i={i}"), None).await })
         })
         .collect();
     for c in clients {
         let r = c.await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text);
-        assert_eq!(r.text, r#"{"volumes": []}"#);
+        assert_eq!(r.text, r#"{"limits": {"rate": [], "absolute": {}}}"#);
     }
     assert_eq!(
         peak.load(Ordering::SeqCst),
@@ -288,10 +288,10 @@ async fn pass_through_goes_through_the_regions_guard() {
     // Its 5xx count against the region: the breaker opens, and then nothing is sent.
     *h.regions[0].fault.write().unwrap() = cinder_sim::Fault::new(500, "{}");
     for _ in 0..3 {
-        assert_eq!(h.get("/v3/abc123/volumes", None).await.status, 500);
+        assert_eq!(h.get("/v3/abc123/limits", None).await.status, 500);
     }
     let asked = h.regions[0].calls();
-    let r = h.get("/v3/abc123/volumes", None).await;
+    let r = h.get("/v3/abc123/limits", None).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.header("retry-after"), Some("1"));
     assert_eq!(h.regions[0].calls(), asked, "an open breaker sends nothing");
@@ -760,13 +760,13 @@ async fn smaller_ones_round_two() {
     assert!(!answer.contains("other.example"), "{answer}");
 
     // A region's `Server` header is not passed on.
-    let mut fault = cinder_sim::Fault::new(200, r#"{"volumes": []}"#);
+    let mut fault = cinder_sim::Fault::new(200, r#"{"limits": {}}"#);
     if let Some(f) = fault.as_mut() {
         f.headers
             .push(("server", "Apache/2.4.52 (Ubuntu) mod_wsgi/4.9.0".into()));
     }
     *h.regions[0].fault.write().unwrap() = fault;
-    let r = h.get("/v3/abc123/volumes", None).await;
+    let r = h.get("/v3/abc123/limits", None).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.header("server"), None);
 }

@@ -18,3 +18,5 @@ mod snapshots;
 mod support;
 mod telemetry;
 mod tls;
+mod union;
+mod volumes;

@@ -1,7 +1,7 @@
 //! Issue 24: the proxy as one Cinder endpoint. A call on an item reaches the region that
 //! holds it; a pinned call, the region it names.
 
-use cinder_sim::SimConfig;
+use cinder_sim::{SimConfig, Volume};
 
 use crate::support::{rows, Harness, Reply, TOKEN};
 
@@ -131,7 +131,7 @@ async fn a_creation_goes_where_its_sources_are() {
             .volumes
             .write()
             .unwrap()
-            .push(volume.to_string());
+            .push(Volume::held(volume, "abc123"));
     }
     let create = |body: &'static str| {
         let h = &h;
@@ -205,7 +205,10 @@ async fn a_new_volume_goes_to_the_region_of_its_availability_zone() {
                 .as_u16()
         }
     };
-    let held = |i: usize| h.regions[i].volumes.read().unwrap().clone();
+    let held = |i: usize| -> Vec<String> {
+        let volumes = h.regions[i].volumes.read().unwrap();
+        volumes.iter().map(|v| v.id.clone()).collect()
+    };
     let status = create(r#"{"volume": {"size": 1, "availability_zone": "az-b"}}"#).await;
     assert_eq!(status, 202);
     assert_eq!(

@@ -26,7 +26,7 @@ mod rows;
 
 pub use api::Version;
 use api::{bool_from_string, json_answer, query_pairs, urlencode, Dir, Fault as ApiFault, Listing};
-pub use rows::{Backup, Cell, Kind, Row, Snapshot};
+pub use rows::{Backup, Cell, Kind, Row, Snapshot, Volume};
 
 /// String order of the simulated database: sqlite's byte order, or a MySQL `*_ci` collation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +109,7 @@ pub struct SimRegion {
     /// When set, only requests whose path and query contain it wait at the gate (a slow
     /// query among quick ones).
     pub gate_only: RwLock<Option<String>>,
-    /// Volumes it holds, by id (shown with their id only: the proxy routes by them).
-    pub volumes: RwLock<Vec<String>>,
+    pub volumes: RwLock<Vec<Volume>>,
     /// Its availability zones (`os-availability-zone`), all available.
     pub zones: RwLock<Vec<String>>,
     /// When set, resource requests take this long to answer (a slow database).
@@ -137,10 +136,10 @@ impl SimRegion {
         let router = Router::new()
             .route("/", get(versions))
             .route("/v3/", get(versions))
-            .route("/v3/{project}/volumes", get(volumes).post(create_volume))
-            .route("/v3/{project}/volumes/{id}", get(volume))
-            .route("/v3/{project}/os-availability-zone", get(zones));
-        with_routes::<Snapshot>(with_routes::<Backup>(router))
+            .route("/v3/{project}/os-availability-zone", get(zones))
+            .route("/v3/{project}/limits", get(limits));
+        with_routes::<Volume>(with_routes::<Snapshot>(with_routes::<Backup>(router)))
+            .route("/v3/{project}/volumes", post(create_volume))
             .route("/v3/{project}/backups", post(create))
             .route(
                 "/v3/{project}/backups/{id}/export_record",
@@ -455,13 +454,16 @@ async fn watched(sim: &SimRegion) {
     }
 }
 
-/// `GET /v3/{project}/volumes`: an empty list; a route the proxy only passes through.
-async fn volumes(State(sim): Sim, request: Request) -> Response {
+/// `GET /v3/{project}/limits`: no limits; a route the proxy only passes through.
+async fn limits(State(sim): Sim, request: Request) -> Response {
     let ctx = context(&sim, &request);
     pass_gate(&sim, &request.uri().to_string()).await;
     watched(&sim).await;
     match ctx {
-        Ok(c) => json_answer(StatusCode::OK, r#"{"volumes": []}"#.into(), Some(c.version)),
+        Ok(c) => {
+            let body = r#"{"limits": {"rate": [], "absolute": {}}}"#;
+            json_answer(StatusCode::OK, body.into(), Some(c.version))
+        }
         Err(r) => r,
     }
 }
@@ -475,7 +477,7 @@ async fn create_volume(State(sim): Sim, request: Request) -> Response {
     };
     let mut volumes = sim.volumes.write().expect("lock");
     let id = format!("new-volume-{}", volumes.len());
-    volumes.push(id.clone());
+    volumes.push(Volume::held(&id, &ctx.project));
     let body = json!({"volume": {"id": id, "status": "creating"}}).to_string();
     json_answer(StatusCode::ACCEPTED, body, Some(ctx.version))
 }
@@ -496,20 +498,6 @@ async fn zones(State(sim): Sim, request: Request) -> Response {
         .collect();
     let body = json!({ "availabilityZoneInfo": zones }).to_string();
     json_answer(StatusCode::OK, body, Some(ctx.version))
-}
-
-/// `GET /v3/{project}/volumes/{id}`: a volume it holds (its id only), or Cinder's 404.
-async fn volume(State(sim): Sim, request: Request) -> Response {
-    let ctx = match context(&sim, &request) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let id = last_segment(&request);
-    if sim.volumes.read().expect("lock").contains(&id) {
-        let body = json!({"volume": {"id": id}}).to_string();
-        return json_answer(StatusCode::OK, body, Some(ctx.version));
-    }
-    ApiFault::not_found(format!("Volume {id} could not be found.")).answer(Some(ctx.version))
 }
 
 /// The path's last segment: the item a member route names.
