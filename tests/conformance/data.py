@@ -1,4 +1,4 @@
-"""The conformance data set, backups and snapshots: ties in created_at, NULL and empty names,
+"""The conformance data set, backups, snapshots and volumes: ties in created_at, NULL and empty names,
 mixed case, every status, two projects, soft-deleted rows, split over three regions."""
 import datetime
 
@@ -84,6 +84,55 @@ def snapshots():
     return out
 
 
+VOLUME_STATUSES = ["available", "error", "in-use", "creating", "deleting", "error_restoring"]
+# (id, name): two volume types every instance holds; the volume view shows the name (a join).
+VOLUME_TYPES = [("3b0c1d2e-0f1a-4b2c-8d3e-4f5a6b7c8d9e", "fast"),
+                ("4c1d2e3f-1a2b-4c3d-9e4f-5a6b7c8d9e0f", "slow")]
+
+
+def volume_id(i):
+    """The first four are the volumes the backups and snapshots name."""
+    if i < len(VOLUMES):
+        return VOLUMES[i]
+    h = (i * 3266489917) % 2**32
+    return f"{h:08x}-{i:04x}-4aaa-8bbb-{i * 7907 % 10**12:012d}"
+
+
+def volumes():
+    """Volume rows, with the columns the volume view shows only from a microversion on
+    (service_uuid 3.48, volume_type_id 3.63, use_quota 3.65, shared_targets as stored from
+    3.69) varied, NULLs included, and bootable true, false and NULL (shown as a string)."""
+    out = []
+    for i in range(48):
+        created = BASE + datetime.timedelta(minutes=(i // 3) * 11)  # ties of three
+        row = {
+            "id": volume_id(i),
+            "user_id": ["user1", "user2", "user3"][i % 3],
+            "project_id": P2 if i % 9 == 5 else P1,
+            # The backups' volumes are available, so a backup of them can be made.
+            "status": "available" if i < len(VOLUMES) else VOLUME_STATUSES[i % 6],
+            "attach_status": "detached",
+            "size": [1, 5, 10, 2][i % 4],
+            "availability_zone": ["az1", "az2"][i % 2],
+            "display_name": NAMES[i % len(NAMES)],
+            "display_description": None if i % 3 else f"volume {i}",
+            "created_at": created.isoformat(),
+            "updated_at": (created + datetime.timedelta(minutes=2)).isoformat() if i % 4 else None,
+            "volume_type_id": VOLUME_TYPES[i % 2][0],
+            "snapshot_id": snapshot_id(i % 7) if i % 5 == 0 else None,
+            "source_volid": volume_id(i % 3) if i % 7 == 3 else None,
+            "bootable": [True, False, None][i % 3],
+            "multiattach": i % 4 == 1,
+            "replication_status": "disabled" if i % 2 else None,
+            "service_uuid": f"svc-{i % 2}" if i % 3 != 2 else None,
+            "shared_targets": [True, False, None][(i // 2) % 3],
+            "use_quota": i % 7 != 0,
+            "metadata": {"tier": ["gold", "silver"][i % 2]} if i % 2 else {},
+        }
+        out.append(soft_deleted(row, created) if i % 11 == 10 else row)
+    return out
+
+
 def soft_deleted(row, created):
     """The row as Cinder leaves it after a delete: kept, flagged, an hour later."""
     return dict(row, deleted=True, deleted_at=(created + datetime.timedelta(hours=1)).isoformat())
@@ -98,8 +147,10 @@ def split(rows):
 
 
 def tables():
-    """{region name: {"backups": rows, "snapshots": rows}}, and the union under "union"."""
-    backups, snaps = split(rows()), split(snapshots())
-    out = {name: {"backups": backups[name], "snapshots": snaps[name]} for name in REGIONS}
-    out["union"] = {"backups": rows(), "snapshots": snapshots()}
+    """{region name: {"backups": rows, "snapshots": rows, "volumes": rows}}, and the union
+    under "union"."""
+    backups, snaps, vols = split(rows()), split(snapshots()), split(volumes())
+    out = {name: {"backups": backups[name], "snapshots": snaps[name], "volumes": vols[name]}
+           for name in REGIONS}
+    out["union"] = {"backups": rows(), "snapshots": snapshots(), "volumes": volumes()}
     return out

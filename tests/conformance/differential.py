@@ -98,6 +98,23 @@ def below(version, minor):
     return version is None or (version != "latest" and int(version.split(".")[1]) < minor)
 
 
+def gated(gates, version, query):
+    """The minor version a sort in `query` needs to be mergeable ({column: minor} `gates`), if
+    `version` is below it."""
+    for column, minor in gates.items():
+        if f"sort={column}" in query and below(version, minor):
+            return minor
+    return None
+
+
+def check_gated(world, path, token, version, query, minor):
+    """docs/api.md, "Deliberate differences from Cinder": Cinder sorts on a column its view does
+    not show at this version; the proxy has no value to merge on and says so."""
+    proxy = get(world.proxy_url, path, token, version, query)
+    assert proxy.status_code == 400, proxy.text
+    assert f"not supported by vbs-proxy below microversion 3.{minor}" in proxy.json()["badRequest"]["message"]
+
+
 
 
 def check_against_union(world, path, token, version, query, collection):

@@ -1,7 +1,7 @@
-"""Write backup and snapshot rows into one Cinder instance's database through Cinder's own
-DB API.
+"""Write backup, snapshot and volume rows into one Cinder instance's database through
+Cinder's own DB API.
 
-    python seed.py <cinder.conf> <rows.json>   ({"backups": [...], "snapshots": [...]})
+    python seed.py <cinder.conf> <rows.json>   ({"backups": [...], "snapshots": [...], "volumes": [...]})
 """
 import json
 import sys
@@ -13,6 +13,8 @@ from cinder import context
 from cinder.db import api as db
 from cinder import objects
 from oslo_config import cfg
+
+import data
 
 
 def main(conf_path, rows_path):
@@ -32,7 +34,13 @@ def main(conf_path, rows_path):
     for row in tables["snapshots"]:
         # No volume rows: the listing does not join them (db/api.py _snaps_get_query).
         db.snapshot_create(ctxt, times(row, ("created_at", "updated_at", "deleted_at")))
-    print(f"seeded {len(tables['backups'])} backups, {len(tables['snapshots'])} snapshots")
+    # Every instance holds the same volume types: the volume view joins its row's type.
+    for type_id, name in data.VOLUME_TYPES:
+        db.volume_type_create(ctxt, {"id": type_id, "name": name})
+    for row in tables["volumes"]:
+        db.volume_create(ctxt, times(row, ("created_at", "updated_at", "deleted_at")))
+    print(f"seeded {len(tables['backups'])} backups, {len(tables['snapshots'])} snapshots, "
+          f"{len(tables['volumes'])} volumes")
 
 
 def times(row, keys):

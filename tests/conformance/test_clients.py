@@ -1,5 +1,5 @@
 """Real OpenStack clients pointed at the proxy get what they get from the union instance:
-python-cinderclient (Python API for backups and snapshots, and the `cinder backup-list`
+python-cinderclient (Python API for backups, snapshots and volumes, and the `cinder backup-list`
 command) and openstacksdk, each following next links on its own."""
 import os
 import subprocess
@@ -68,14 +68,8 @@ def test_cinder_backup_list_command(world, args):
 @pytest.mark.parametrize("query", [{}, {"limit": 4}, {"limit": 3, "status": "error"}, {"sort_key": "size", "sort_dir": "asc", "limit": 5}],
                          ids=str)
 def test_openstacksdk_paginates_like_the_union(world, query):
-    import openstack
-
     def ids(base):
-        endpoint = f"{base}/v3/{P1}"
-        sess = session.Session(auth=token_endpoint.Token(endpoint, f"admin:{P1}"))
-        conn = openstack.connection.Connection(session=sess, block_storage_api_version="3",
-                                               block_storage_endpoint_override=endpoint)
-        return [(b.id, b.name, b.status) for b in conn.block_storage.backups(details=True, **query)]
+        return [(b.id, b.name, b.status) for b in sdk(base).block_storage.backups(details=True, **query)]
 
     proxy, union = (ids(b) for b in bases(world))
     assert proxy == union
@@ -97,16 +91,37 @@ def test_cinderclient_lists_snapshots_like_the_union(world, kwargs, detailed):
     assert len(union) > 0
 
 
-def test_openstacksdk_lists_snapshots_like_the_union(world):
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"search_opts": {"status": "error"}},
+    {"sort": "name:asc"},
+    {"limit": 4, "sort": "bootable:desc"},
+], ids=str)
+@pytest.mark.parametrize("detailed", [True, False])
+def test_cinderclient_lists_volumes_like_the_union(world, kwargs, detailed):
+    """cinderclient's volume listing through the proxy gives the union's volumes, in its order."""
+    proxy, union = (cinder(b).volumes.list(detailed=detailed, **kwargs) for b in bases(world))
+    assert [(v.id, v.name) for v in proxy] == [(v.id, v.name) for v in union]
+    if detailed:
+        assert [(v.status, v.size, v.bootable) for v in proxy] == [(v.status, v.size, v.bootable) for v in union]
+    assert len(union) > 0
+
+
+def sdk(base):
     import openstack
+    endpoint = f"{base}/v3/{P1}"
+    sess = session.Session(auth=token_endpoint.Token(endpoint, f"admin:{P1}"))
+    return openstack.connection.Connection(session=sess, block_storage_api_version="3",
+                                           block_storage_endpoint_override=endpoint)
 
-    def ids(base):
-        endpoint = f"{base}/v3/{P1}"
-        sess = session.Session(auth=token_endpoint.Token(endpoint, f"admin:{P1}"))
-        conn = openstack.connection.Connection(session=sess, block_storage_api_version="3",
-                                               block_storage_endpoint_override=endpoint)
-        return [(s.id, s.name, s.size) for s in conn.block_storage.snapshots(details=True, limit=4)]
 
-    proxy, union = (ids(b) for b in bases(world))
+def test_openstacksdk_lists_snapshots_and_volumes_like_the_union(world):
+    def listed(base):
+        conn = sdk(base)
+        snapshots = [(s.id, s.name, s.size) for s in conn.block_storage.snapshots(details=True, limit=4)]
+        volumes = [(v.id, v.name, v.size, v.is_bootable) for v in conn.block_storage.volumes(details=True, limit=4)]
+        return snapshots, volumes
+
+    proxy, union = (listed(b) for b in bases(world))
     assert proxy == union
-    assert len(proxy) > 0
+    assert len(proxy[0]) > 0 and len(proxy[1]) > 0
