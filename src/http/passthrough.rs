@@ -107,8 +107,13 @@ async fn destination(
             resource,
             scope,
             id,
+            action,
         } => {
             let owner = routing::owner(regions, caches, resource, &scope, &id, &ctx).await?;
+            if let Some(action) = action {
+                let named = (owner, resource.member, id.as_str());
+                routing::check_action(regions, caches, action, &scope, body, named, &ctx).await?;
+            }
             Ok((owner, Some(id)))
         }
         Destination::Create { creation, scope } => {

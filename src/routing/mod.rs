@@ -25,6 +25,9 @@ pub enum Destination {
         /// `/v3/{project}` (its segment encoded), or `/v3` on the project-less routes.
         scope: String,
         id: String,
+        /// A POST below the item whose body names other items, which must be in the same
+        /// region (a restore into an existing volume).
+        action: Option<&'static Action>,
     },
     /// A new item made from others (`POST /v3/{project}/backups` of a volume): the region
     /// that holds its sources.
@@ -48,6 +51,24 @@ pub struct Creation {
     /// Without sources, its `availability_zone` says where it goes (a new volume).
     pub by_zone: bool,
 }
+
+/// A POST below an item whose body names other items the region holding the item must also
+/// hold (`cinder/api/contrib/backups.py restore`: the volume to restore into).
+#[derive(Debug)]
+pub struct Action {
+    pub collection: &'static str,
+    /// The path segment after the id: `restore`.
+    pub name: &'static str,
+    pub envelope: &'static str,
+    pub sources: &'static [(&'static str, &'static Resource)],
+}
+
+pub static ACTIONS: [Action; 1] = [Action {
+    collection: "backups",
+    name: "restore",
+    envelope: "restore",
+    sources: &[("volume_id", &VOLUMES)],
+}];
 
 /// The creations that have sources. A volume made from none goes to the primary region.
 pub static CREATIONS: [Creation; 3] = [
@@ -84,13 +105,24 @@ impl PartialEq for Destination {
         match (self, other) {
             (Destination::Primary, Destination::Primary) => true,
             (
-                Destination::Member { resource, scope, id },
+                Destination::Member {
+                    resource,
+                    scope,
+                    id,
+                    action,
+                },
                 Destination::Member {
                     resource: r,
                     scope: s,
                     id: i,
+                    action: a,
                 },
-            ) => std::ptr::eq(*resource, *r) && scope == s && id == i,
+            ) => {
+                std::ptr::eq(*resource, *r)
+                    && scope == s
+                    && id == i
+                    && action.map(|x| x as *const Action) == a.map(|x| x as *const Action)
+            }
             (
                 Destination::Create { creation, scope },
                 Destination::Create {
@@ -139,10 +171,17 @@ pub fn destination(segments: &[String], creating: bool) -> Destination {
         return Destination::Primary;
     }
     let scope = scope_of(project);
+    let action = match (&rest[2..], creating) {
+        ([name], true) => ACTIONS
+            .iter()
+            .find(|a| a.collection == resource.collection && a.name == *name),
+        _ => None,
+    };
     Destination::Member {
         resource,
         scope,
         id: id.to_string(),
+        action,
     }
 }
 
@@ -205,18 +244,63 @@ pub async fn place(
     let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
         return Ok(None);
     };
-    let mut placed: Option<(usize, &str, String)> = None;
-    for (field, resource) in creation.sources {
-        let Some(id) = body[creation.envelope][*field].as_str() else {
+    let placed = co_locate(regions, caches, creation.envelope, creation.sources, scope, &body, None, ctx).await?;
+    if placed.is_some() {
+        return Ok(placed);
+    }
+    match body[creation.envelope]["availability_zone"].as_str() {
+        Some(zone) if creation.by_zone => Ok(zone_holder(regions, scope, zone, ctx).await),
+        _ => Ok(None),
+    }
+}
+
+/// An action on an item of region `owner` (`field` `id`, as the message names it) whose body
+/// names other items: they must be in that region too, else a 400 naming both and no region
+/// asked to act.
+#[allow(clippy::too_many_arguments)] // the request's parts, as `place` takes them
+pub async fn check_action(
+    regions: &Regions,
+    caches: &Caches,
+    action: &Action,
+    scope: &str,
+    body: &[u8],
+    owner: (usize, &str, &str),
+    ctx: &CallContext,
+) -> Result<(), RequestError> {
+    // A body Cinder would refuse is the owner's to refuse.
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(());
+    };
+    let (region, field, id) = owner;
+    let first = Some((region, field, id.to_string()));
+    co_locate(regions, caches, action.envelope, action.sources, scope, &body, first, ctx).await?;
+    Ok(())
+}
+
+/// The one region holding every item `sources` names in `body[envelope]` (and `first`, when
+/// given), or `None` when it names none; items in two regions are a 400 naming both.
+#[allow(clippy::too_many_arguments)]
+async fn co_locate(
+    regions: &Regions,
+    caches: &Caches,
+    envelope: &str,
+    sources: &[(&str, &'static Resource)],
+    scope: &str,
+    body: &serde_json::Value,
+    first: Option<(usize, &str, String)>,
+    ctx: &CallContext,
+) -> Result<Option<usize>, RequestError> {
+    let mut placed = first;
+    for (field, resource) in sources {
+        let Some(id) = body[envelope][*field].as_str() else {
             continue;
         };
         let region = owner(regions, caches, resource, scope, id, ctx).await?;
         match &placed {
             Some((other, other_field, other_id)) if *other != region => {
                 return Err(RequestError::bad_request(format!(
-                    "Invalid input received: the {} sources are in two regions: \
+                    "Invalid input received: the {envelope}'s items are in two regions: \
                      {other_field} {other_id} in {}, {field} {id} in {}.",
-                    creation.envelope,
                     regions.name(*other),
                     regions.name(region)
                 )))
@@ -225,13 +309,7 @@ pub async fn place(
             None => placed = Some((region, field, id.to_string())),
         }
     }
-    if let Some((region, _, _)) = placed {
-        return Ok(Some(region));
-    }
-    match body[creation.envelope]["availability_zone"].as_str() {
-        Some(zone) if creation.by_zone => Ok(zone_holder(regions, scope, zone, ctx).await),
-        _ => Ok(None),
-    }
+    Ok(placed.map(|(region, _, _)| region))
 }
 
 /// The first region (in configuration order) whose available zones include `zone`; `None`
@@ -277,6 +355,7 @@ mod tests {
             resource,
             scope: scope.into(),
             id: id.into(),
+            action: None,
         }
     }
 
@@ -290,6 +369,22 @@ mod tests {
         assert_eq!(of("/v3/backups/b1/restore"), b("/v3"));
         assert_eq!(of("/v3/p/snapshots/s1/metadata/k"), member("/v3/p", "snapshots", "s1"));
         assert_eq!(of("/v3/a b/backups/b1"), b("/v3/a%20b"));
+    }
+
+    #[test]
+    fn a_restore_names_the_action_whose_items_must_be_co_located() {
+        let segments: Vec<String> = ["v3", "p", "backups", "b1", "restore"]
+            .map(str::to_string)
+            .to_vec();
+        let Destination::Member { action, .. } = destination(&segments, true) else {
+            panic!("a member");
+        };
+        assert_eq!(action.map(|a| a.name), Some("restore"));
+        // Not a POST, or not that action: nothing to check.
+        let Destination::Member { action, .. } = destination(&segments, false) else {
+            panic!("a member");
+        };
+        assert!(action.is_none());
     }
 
     #[test]

@@ -184,6 +184,55 @@ async fn a_creation_goes_where_its_sources_are() {
     assert_eq!(status, 202);
 }
 
+/// A restore into an existing volume: the volume must be in the backup's region; across
+/// regions it is refused naming both, and no region is asked to act.
+#[tokio::test]
+async fn a_restore_into_a_volume_of_another_region_is_refused() {
+    let h = three_regions().await;
+    for (i, volume) in ["vol-0", "vol-1"].iter().enumerate() {
+        let held = Volume::held(volume, "abc123");
+        h.regions[i].volumes.write().unwrap().push(held);
+    }
+    let restore = |backup: &'static str, volume: &'static str| {
+        let h = &h;
+        async move {
+            let r = h
+                .client
+                .post(format!("{}/v3/abc123/backups/{backup}/restore", h.base))
+                .header("X-Auth-Token", TOKEN)
+                .body(format!(r#"{{"restore": {{"volume_id": "{volume}"}}}}"#))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let restores = |h: &Harness| -> usize {
+        let requests = h
+            .regions
+            .iter()
+            .flat_map(|r| r.requests.lock().unwrap().clone());
+        requests.filter(|line| line.contains("/restore")).count()
+    };
+    // b-000 is r1's, vol-0 r0's.
+    let (status, text) = restore("b-000", "vol-0").await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("backup b-000 in r1, volume_id vol-0 in r0"),
+        "{text}"
+    );
+    assert_eq!(restores(&h), 0, "no region was asked to restore");
+    // Into a volume of its own region: restored there.
+    let (status, text) = restore("b-000", "vol-1").await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(restores(&h), 1);
+    let requests = h.regions[1].requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|l| l.contains("b-000/restore")),
+        "{requests:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_new_volume_goes_to_the_region_of_its_availability_zone() {
     let h = three_regions().await;
