@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod caller;
+pub(crate) mod combined;
 pub mod error;
 pub mod list;
 pub mod listener;
@@ -69,11 +70,13 @@ pub(crate) type Edge = observe::Observe<protect::Inbound<protect::Timeout<auth::
 enum Endpoint {
     List(View, &'static Resource),
     Show(&'static Resource),
+    Combined(crate::routing::combined::Combined),
 }
 
 /// Each listed resource has its detail and summary listings and its show route, also without
 /// the project segment (Cinder ≥ 3.67 routes; python-cinderclient's noauth mode uses them),
-/// and backups the VBS alias `/native/backups/detail`.
+/// and backups the VBS alias `/native/backups/detail`; then the routes whose answer combines
+/// every region's (`routing::combined`).
 fn resource_routes() -> Vec<(String, Endpoint)> {
     let mut routes = Vec::new();
     for resource in RESOURCES {
@@ -88,6 +91,9 @@ fn resource_routes() -> Vec<(String, Endpoint)> {
                 routes.push((format!("{scope}/native/{c}/detail"), detail));
             }
         }
+    }
+    for (template, combined) in crate::routing::combined::ROUTES {
+        routes.push((template.to_string(), Endpoint::Combined(combined)));
     }
     routes
 }
@@ -118,6 +124,10 @@ fn routes(state: AppState) -> Router {
         let handler = move |l, s, c, r| show::handle(l, s, c, r, resource);
         get(handler).fallback(passthrough::handle)
     };
+    let combine = |combined| {
+        let handler = move |l, c, r| combined::handle(l, c, r, combined);
+        get(handler).fallback(passthrough::handle)
+    };
     let mut router = Router::new()
         .route("/", get(versions::root))
         .route("/v3", get(versions::v3))
@@ -130,6 +140,7 @@ fn routes(state: AppState) -> Router {
         router = match endpoint {
             Endpoint::List(view, resource) => router.route(&template, list(view, resource)),
             Endpoint::Show(resource) => router.route(&template, show(resource)),
+            Endpoint::Combined(combined) => router.route(&template, combine(combined)),
         };
     }
     router.fallback(passthrough::handle).with_state(state)

@@ -232,6 +232,40 @@ pub(crate) async fn find_item(
     }
 }
 
+/// Every region's JSON answer to `GET {scope}/{path}?{params}`, in configuration order, for
+/// answers combined whole (a sum is wrong without every part): any region that could not
+/// answer fails the request, naming it, whatever `upstream.on_region_failure` says.
+pub async fn every_region_json(
+    regions: &Regions,
+    scope: &str,
+    path: &str,
+    params: &[(String, String)],
+    ctx: &CallContext,
+) -> Result<Vec<serde_json::Value>, RequestError> {
+    let calls = regions
+        .iter()
+        .map(|region| region.get_json(scope, path, params, ctx));
+    let mut answers = Vec::with_capacity(regions.len());
+    let mut failed = Vec::new();
+    for (i, answer) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        match answer {
+            Ok(json) => answers.push(json),
+            Err(e) => {
+                log_failure(regions.region(i), path, &e);
+                failed.push((i, e));
+            }
+        }
+    }
+    let missing = judge_failures(regions, &failed)?;
+    if !missing.is_empty() {
+        return Err(RequestError::Regions {
+            unavailable: false,
+            message: format!("Regions failed: {}", missing.join(", ")),
+        });
+    }
+    Ok(answers)
+}
+
 /// A 401 or 403 from any region wins over data: the caller is not allowed.
 fn auth_refusal(failed: &[(usize, RegionError)]) -> Option<RequestError> {
     failed.iter().find_map(|(_, e)| match e {

@@ -91,6 +91,28 @@ impl RegionClient {
         .await
     }
 
+    /// `GET {base}{scope}/{path}?{params}` as JSON: an answer the proxy combines whole.
+    /// `path` is the proxy's own (a constant), the parameters the caller's, re-encoded.
+    pub async fn get_json(
+        &self,
+        scope: &str,
+        path: &str,
+        params: &[(String, String)],
+        ctx: &CallContext,
+    ) -> Result<Value, RegionError> {
+        let mut query = String::new();
+        for (k, v) in params {
+            crate::cinder::query::push_pair(&mut query, k, v);
+        }
+        let url = format!("{}{scope}/{path}?{query}", self.base);
+        let request = self.get(&url, ctx);
+        let tenant = tenant(scope, &ctx.token);
+        self.call(request, ctx.traceparent.as_ref(), Some(&tenant), &[StatusCode::OK], |body| {
+            serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+        })
+        .await
+    }
+
     /// `GET {base}{scope}/os-availability-zone`: the names of the region's available zones
     /// (`{"availabilityZoneInfo": [{"zoneName": ..., "zoneState": {"available": ...}}]}`),
     /// kept for a minute: a region's zones change with its deployment, not with requests.

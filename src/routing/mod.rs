@@ -11,6 +11,8 @@
 //!
 //! What a path names is read here and in the `Resource` descriptors only.
 
+pub mod combined;
+
 use crate::cache::Caches;
 use crate::cinder::resource::{Resource, BACKUPS, RESOURCES, SNAPSHOTS, VOLUMES};
 use crate::error::RequestError;

@@ -21,3 +21,13 @@ def world():
         yield c
     finally:
         c.stop()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "writes: changes the regions' rows (runs after every comparison)")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that change rows (test_routing.py) run last, so every differential comparison sees
+    the seeded data; they change the union instance alike, so it stays the union."""
+    items.sort(key=lambda item: item.get_closest_marker("writes") is not None)

@@ -10,6 +10,7 @@ from oslo_utils import timeutils  # noqa: F401  (imported by cinder anyway; keep
 
 from cinder.common import config  # noqa: F401  (registers the options)
 from cinder import context
+from cinder.backup import rpcapi as backup_rpcapi
 from cinder.db import api as db
 from cinder import objects
 from oslo_config import cfg
@@ -34,6 +35,16 @@ def main(conf_path, rows_path):
     for row in tables["snapshots"]:
         # No volume rows: the listing does not join them (db/api.py _snaps_get_query).
         db.snapshot_create(ctxt, times(row, ("created_at", "updated_at", "deleted_at")))
+    # A cinder-backup service in each zone the backups name, so that Cinder accepts deletes
+    # and restores (backup/api.py _get_available_backup_service_host); nothing runs behind it:
+    # the casts go to the fake transport.
+    for zone in ("az1", "az2"):
+        db.service_create(ctxt, {"host": f"backup-{zone}", "binary": "cinder-backup",
+                                 "topic": "cinder-backup", "availability_zone": zone,
+                                 # Versions as a running service reports them (else the API
+                                 # refuses to start: "Service cinder-backup is in Liberty").
+                                 "rpc_current_version": backup_rpcapi.BackupAPI.RPC_API_VERSION,
+                                 "object_current_version": objects.base.OBJ_VERSIONS.get_current()})
     # Every instance holds the same volume types: the volume view joins its row's type.
     for type_id, name in data.VOLUME_TYPES:
         db.volume_type_create(ctxt, {"id": type_id, "name": name})

@@ -186,3 +186,42 @@ async fn volume_markers_and_show_find_the_region_that_holds_them() {
         "Volume no-such-volume could not be found."
     );
 }
+
+/// `volumes/summary` counts every region's volumes as one Cinder would; the availability
+/// zones are every region's, each once; a region that cannot answer fails the sum, naming it.
+#[tokio::test]
+async fn the_volume_summary_and_the_zones_speak_for_every_region() {
+    let (h, union) = world().await;
+    let union_base = union.spawn().await.unwrap();
+    for version in [Some("3.12"), Some("3.36")] {
+        let path = format!("/v3/{PROJECT}/volumes/summary");
+        let got = h.get(&path, version).await;
+        let (status, want) = union_get(&union_base, &path, version).await;
+        assert_eq!((got.status, status), (200, 200), "{}", got.text);
+        assert_eq!(got.json(), want, "{version:?}");
+        assert!(want["volume-summary"]["total_count"].as_u64() > Some(40));
+    }
+    for (i, zones) in [["nova", "az-1"], ["nova", "az-2"], ["az-2", "az-3"]]
+        .iter()
+        .enumerate()
+    {
+        *h.regions[i].zones.write().unwrap() = zones.iter().map(|z| z.to_string()).collect();
+    }
+    let got = h
+        .get(&format!("/v3/{PROJECT}/os-availability-zone"), None)
+        .await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    let zones = got.json();
+    let names: Vec<&str> = zones["availabilityZoneInfo"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["zoneName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["nova", "az-1", "az-2", "az-3"]);
+    // A region down: no sum that leaves it out.
+    *h.regions[2].fault.write().unwrap() = cinder_sim::Fault::new(500, "{}");
+    let got = h.get(&format!("/v3/{PROJECT}/volumes/summary"), None).await;
+    assert!(got.status >= 500, "{}: {}", got.status, got.text);
+    assert!(got.text.contains("r2"), "{}", got.text);
+}

@@ -137,7 +137,8 @@ impl SimRegion {
             .route("/", get(versions))
             .route("/v3/", get(versions))
             .route("/v3/{project}/os-availability-zone", get(zones))
-            .route("/v3/{project}/limits", get(limits));
+            .route("/v3/{project}/limits", get(limits))
+            .route("/v3/{project}/volumes/summary", get(volume_summary));
         with_routes::<Volume>(with_routes::<Snapshot>(with_routes::<Backup>(router)))
             .route("/v3/{project}/volumes", post(create_volume))
             .route("/v3/{project}/backups", post(create))
@@ -452,6 +453,37 @@ async fn watched(sim: &SimRegion) {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         now.fetch_sub(1, AtomicOrdering::SeqCst);
     }
+}
+
+/// `GET /v3/{project}/volumes/summary` (3.12): the project's live volumes counted and their
+/// sizes summed; from 3.36 each metadata key's distinct values (`db/api.py
+/// get_volume_summary`, filters not modelled).
+async fn volume_summary(State(sim): Sim, request: Request) -> Response {
+    let ctx = match context(&sim, &request) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let volumes = sim.volumes.read().expect("lock");
+    let mine: Vec<&Volume> = volumes
+        .iter()
+        .filter(|v| !v.deleted && v.project_id == ctx.project)
+        .collect();
+    let mut summary = json!({
+        "total_count": mine.len(),
+        "total_size": mine.iter().map(|v| v.size).sum::<i64>(),
+    });
+    if ctx.version >= Version::new(3, 36) {
+        let mut metadata: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (k, v) in mine.iter().flat_map(|v| v.metadata.iter()) {
+            let values = metadata.entry(k).or_default();
+            if !values.contains(&v.as_str()) {
+                values.push(v);
+            }
+        }
+        summary["metadata"] = json!(metadata);
+    }
+    let body = json!({ "volume-summary": summary }).to_string();
+    json_answer(StatusCode::OK, body, Some(ctx.version))
 }
 
 /// `GET /v3/{project}/limits`: no limits; a route the proxy only passes through.
