@@ -31,7 +31,7 @@ def wait_up(url, timeout=90):
 
 
 class CinderRegions:
-    def __init__(self, keystone, service_password, rows_by_region):
+    def __init__(self, keystone, service_password, rows_by_region, volumes_by_region=None):
         venv = pathlib.Path(os.environ["VBS_CINDER_VENV"])
         self.bin, etc = venv / "bin", venv / "etc" / "cinder"
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="vbs-cinder-authtoken-"))
@@ -72,7 +72,8 @@ token_cache_time = 10
 """)
             subprocess.run([self.bin / "cinder-manage", "--config-file", conf, "db", "sync"], check=True, env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-            (state / "rows.json").write_text(json.dumps({"backups": rows, "snapshots": []}))
+            volumes = (volumes_by_region or {}).get(name, [])
+            (state / "rows.json").write_text(json.dumps({"backups": rows, "snapshots": [], "volumes": volumes}))
             subprocess.run([self.bin / "python", CONFORMANCE / "seed.py", conf, state / "rows.json"], check=True,
                            env=env, capture_output=True)
             log = open(state / "stdout.log", "w")
@@ -98,3 +99,13 @@ def backup(i, project, user):
             "display_name": f"backup-{i}", "display_description": None, "fail_reason": None,
             "created_at": created, "updated_at": None, "data_timestamp": created, "parent_id": None,
             "num_dependent_backups": 0, "metadata": {}}
+
+
+def volume(i, project, user):
+    """An available volume of `project`, of the type every seeded instance holds."""
+    created = f"2026-01-01T01:{i:02d}:00"
+    return {"id": f"1c2d3e4f-{i:04d}-4000-8000-{i:012d}", "user_id": user, "project_id": project,
+            "status": "available", "attach_status": "detached", "size": 1, "availability_zone": "az1",
+            "display_name": f"volume-{i}", "created_at": created,
+            # tests/conformance/data.py VOLUME_TYPES' first: seed.py creates it in every instance.
+            "volume_type_id": "3b0c1d2e-0f1a-4b2c-8d3e-4f5a6b7c8d9e"}
