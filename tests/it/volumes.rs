@@ -225,3 +225,66 @@ async fn the_volume_summary_and_the_zones_speak_for_every_region() {
     assert!(got.status >= 500, "{}: {}", got.status, got.text);
     assert!(got.text.contains("r2"), "{}", got.text);
 }
+
+/// Horizon's backups panel: pages of backups (`limit=N+1`, the N-th row's id as the next
+/// marker) beside the volume and snapshot lists, which name each backup's volume. Through the
+/// proxy every backup of every region is paged through once and every one's volume resolves,
+/// wherever that volume lives.
+#[tokio::test]
+async fn a_dashboard_resolves_every_backups_volume() {
+    let (h, _union) = world().await;
+    let volumes: Vec<String> = volumes()
+        .into_iter()
+        .filter(|v| v.project_id == PROJECT && !v.deleted)
+        .map(|v| v.id)
+        .collect();
+    // Each region's backups name volumes of any region.
+    let mut expected = Vec::new();
+    for (r, region) in h.regions.iter().enumerate() {
+        for (i, backup) in region.backups.write().unwrap().iter_mut().enumerate() {
+            backup.volume_id = volumes[(r * 7 + i * 5) % volumes.len()].clone();
+            expected.push(backup.id.clone());
+        }
+    }
+    const N: usize = 2;
+    let mut paged = Vec::new();
+    let mut marker: Option<String> = None;
+    for _ in 0..20 {
+        let query = match &marker {
+            Some(m) => format!("limit={}&marker={m}", N + 1),
+            None => format!("limit={}", N + 1),
+        };
+        let page = h
+            .get(&format!("/v3/{PROJECT}/backups/detail?{query}"), None)
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        let rows = page.json()["backups"].as_array().unwrap().clone();
+        let shown = &rows[..rows.len().min(N)];
+        paged.extend(shown.iter().map(|b| {
+            (
+                b["id"].as_str().unwrap().to_string(),
+                b["volume_id"].as_str().unwrap().to_string(),
+            )
+        }));
+        if rows.len() <= N {
+            break;
+        }
+        marker = Some(shown[N - 1]["id"].as_str().unwrap().to_string());
+    }
+    let listed = h.get(&format!("/v3/{PROJECT}/volumes/detail"), None).await;
+    let snapshots = h
+        .get(&format!("/v3/{PROJECT}/snapshots/detail"), None)
+        .await;
+    assert_eq!((listed.status, snapshots.status), (200, 200));
+    let listed: Vec<String> = VOLUMES.ids(&listed.json());
+    let mut ids: Vec<String> = paged.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected, "every backup paged through once");
+    for (backup, volume) in &paged {
+        assert!(
+            listed.contains(volume),
+            "{backup}'s volume {volume} is not listed"
+        );
+    }
+}
