@@ -80,6 +80,9 @@ pub struct Caches {
     /// Backup id → the region that holds it, learnt from listings and look-ups (for show and
     /// plain-id markers). Counted in bytes like the layers.
     pub(crate) holders: moka::sync::Cache<Box<str>, usize>,
+    /// Region index → its available zones (`routing`, where a new volume goes), kept a
+    /// minute: a region's zones change with its deployment, not with requests.
+    pub(crate) zones: moka::sync::Cache<usize, Arc<[String]>>,
     /// Fleet mode: the responses the replicas share (L2, behind `responses`).
     pub shared: Option<shared::SharedResponses>,
     /// HMAC-SHA-256 keyed with `cache.key_secret` (or a random key), its key already
@@ -135,6 +138,10 @@ impl Caches {
                 Arc::new(LayerMetrics::default()),
             ),
             holders,
+            zones: moka::sync::Cache::builder()
+                .max_capacity(1024)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
             shared: None,
             identity_mac,
             bytes: Default::default(),

@@ -109,6 +109,16 @@ pub static VOLUMES: Resource = Resource {
     collection_paths: &["detail", "summary"],
 };
 
+/// VBS's alias before a collection (`/v3/{p}/native/backups/detail`): a path segment that is
+/// neither a project nor a resource.
+pub const NATIVE_ALIAS: &str = "native";
+
+/// Whether the segment right after `/v3` names a collection or the alias (a project-less
+/// route, Cinder >= 3.67), not a project.
+pub fn names_collection(segment: &str) -> bool {
+    segment == NATIVE_ALIAS || RESOURCES.iter().any(|r| r.collection == segment)
+}
+
 /// Every resource the proxy lists.
 pub(crate) static RESOURCES: [&Resource; 3] = [&BACKUPS, &SNAPSHOTS, &VOLUMES];
 

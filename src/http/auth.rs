@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use tower::{Layer, Service};
 
 use super::error::ApiError;
-use crate::cinder::resource::RESOURCES;
+use crate::cinder::resource::names_collection;
 use crate::identity::{Keystone, Verdict};
 
 /// With `[keystone_authtoken]`, the token check; without it, nothing (a request passes
@@ -161,8 +161,7 @@ fn url_project(path: &str) -> Option<String> {
     segments.next()?;
     let project = super::decode_segment(first);
     // `/v3/native/backups/detail` is the VBS alias's project-less route, not a project.
-    let collection = project == "native" || RESOURCES.iter().any(|r| r.collection == project);
-    (!collection).then_some(project)
+    (!names_collection(&project)).then_some(project)
 }
 
 #[cfg(test)]

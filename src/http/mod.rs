@@ -22,7 +22,7 @@ use axum::Router;
 
 pub(crate) use caller::Caller;
 use crate::cinder::microversion::Version;
-use crate::cinder::resource::{Resource, RESOURCES};
+use crate::cinder::resource::{names_collection, Resource, NATIVE_ALIAS, RESOURCES};
 use crate::listing::render::View;
 use crate::state::AppState;
 use error::ApiError;
@@ -88,7 +88,7 @@ fn resource_routes() -> Vec<(String, Endpoint)> {
             routes.push((format!("{scope}/{c}"), summary));
             routes.push((format!("{scope}/{c}/{{id}}"), Endpoint::Show(resource)));
             if resource.native_alias {
-                routes.push((format!("{scope}/native/{c}/detail"), detail));
+                routes.push((format!("{scope}/{NATIVE_ALIAS}/{c}/detail"), detail));
             }
         }
     }
@@ -205,9 +205,8 @@ pub(crate) fn route_template(path: &str) -> &'static str {
 /// as they would talking to Cinder directly.
 pub fn scope(path: &str) -> Result<String, ApiError> {
     let segments = path::segments(path)?;
-    let collection = |s: &str| s == "native" || RESOURCES.iter().any(|r| r.collection == s);
     match segments.get(1).map(String::as_str) {
-        Some(s) if collection(s) => Ok("/v3".to_string()),
+        Some(s) if names_collection(s) => Ok("/v3".to_string()),
         Some(project) => Ok(format!("/v3/{}", crate::cinder::path::encode_segment(project))),
         None => Err(ApiError::NotFound(
             "The resource could not be found.".into(),

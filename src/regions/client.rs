@@ -43,8 +43,6 @@ pub struct RegionClient {
     pub(super) fleet: Option<Arc<crate::fleet::Fleet>>,
     /// Project listings it answered 404 in a row (see [`RegionClient::listed`]).
     listing_404s: AtomicU32,
-    /// Its availability zones, and when they were read (`endpoints.rs`, `zones`).
-    pub(super) zones: std::sync::Mutex<Option<(std::time::Instant, Arc<[String]>)>>,
 }
 
 /// Project listings answered 404 in a row before a region is called misconfigured.
@@ -92,7 +90,6 @@ impl RegionClient {
             metrics,
             fleet,
             listing_404s: AtomicU32::new(0),
-            zones: Default::default(),
         }
     }
 

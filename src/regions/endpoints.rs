@@ -3,7 +3,6 @@
 //! percent-encoded segments (`crate::cinder::path`) and stay under the scope they were given.
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -111,37 +110,6 @@ impl RegionClient {
             serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
         })
         .await
-    }
-
-    /// `GET {base}{scope}/os-availability-zone`: the names of the region's available zones
-    /// (`{"availabilityZoneInfo": [{"zoneName": ..., "zoneState": {"available": ...}}]}`),
-    /// kept for a minute: a region's zones change with its deployment, not with requests.
-    pub async fn zones(&self, scope: &str, ctx: &CallContext) -> Result<Arc<[String]>, RegionError> {
-        const KEEP: std::time::Duration = std::time::Duration::from_secs(60);
-        if let Some((read, zones)) = &*self.zones.lock().unwrap_or_else(|p| p.into_inner()) {
-            if read.elapsed() < KEEP {
-                return Ok(zones.clone());
-            }
-        }
-        let url = format!("{}{scope}/os-availability-zone", self.base);
-        let request = self.get(&url, ctx);
-        let tenant = tenant(scope, &ctx.token);
-        let zones: Arc<[String]> = self
-            .call(request, ctx.traceparent.as_ref(), Some(&tenant), &[StatusCode::OK], |body| {
-                let doc: Value = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
-                let info = doc["availabilityZoneInfo"]
-                    .as_array()
-                    .ok_or("no availabilityZoneInfo")?;
-                Ok(info
-                    .iter()
-                    .filter(|z| z["zoneState"]["available"].as_bool() == Some(true))
-                    .filter_map(|z| z["zoneName"].as_str().map(str::to_string))
-                    .collect())
-            })
-            .await?;
-        *self.zones.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), zones.clone()));
-        Ok(zones)
     }
 
     /// `GET {base}/`: the version document (Cinder answers 300 there).

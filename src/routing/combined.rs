@@ -39,6 +39,16 @@ impl Combined {
     }
 }
 
+/// The names of the zones a region's `os-availability-zone` answer says are available.
+pub fn available_zones(answer: &Value) -> Option<Vec<String>> {
+    let info = answer["availabilityZoneInfo"].as_array()?;
+    let available = info
+        .iter()
+        .filter(|z| z["zoneState"]["available"].as_bool() == Some(true))
+        .filter_map(|z| z["zoneName"].as_str().map(str::to_string));
+    Some(available.collect())
+}
+
 /// Every zone once, by name, in the order the regions list them (regions in configuration
 /// order); available when any region says it is.
 fn zones(answers: &[Value]) -> Result<Value, String> {

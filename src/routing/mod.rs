@@ -14,7 +14,9 @@
 pub mod combined;
 
 use crate::cache::Caches;
-use crate::cinder::resource::{Resource, BACKUPS, RESOURCES, SNAPSHOTS, VOLUMES};
+use crate::cinder::resource::{
+    names_collection, Resource, BACKUPS, NATIVE_ALIAS, RESOURCES, SNAPSHOTS, VOLUMES,
+};
 use crate::error::RequestError;
 use crate::regions::{CallContext, Regions};
 
@@ -148,11 +150,11 @@ pub fn destination(segments: &[String], creating: bool) -> Destination {
     rest.remove(0);
     let collection = |s: &str| RESOURCES.iter().copied().find(|r| r.collection == s);
     let project = match rest.first() {
-        Some(s) if collection(s).is_some() || *s == "native" => None,
+        Some(s) if names_collection(s) => None,
         Some(_) => Some(rest.remove(0)),
         None => return Destination::Primary,
     };
-    if rest.first() == Some(&"native") {
+    if rest.first() == Some(&NATIVE_ALIAS) {
         rest.remove(0);
     }
     let scope_of = |project: Option<&str>| match project {
@@ -251,7 +253,7 @@ pub async fn place(
         return Ok(placed);
     }
     match body[creation.envelope]["availability_zone"].as_str() {
-        Some(zone) if creation.by_zone => Ok(zone_holder(regions, scope, zone, ctx).await),
+        Some(zone) if creation.by_zone => Ok(zone_holder(regions, caches, scope, zone, ctx).await),
         _ => Ok(None),
     }
 }
@@ -316,14 +318,27 @@ async fn co_locate(
 
 /// The first region (in configuration order) whose available zones include `zone`; `None`
 /// when none does or none could say (the primary region then gives Cinder's own answer).
-async fn zone_holder(regions: &Regions, scope: &str, zone: &str, ctx: &CallContext) -> Option<usize> {
-    let asked = regions
-        .iter()
-        .map(|r| async move { r.zones(scope, ctx).await });
+async fn zone_holder(
+    regions: &Regions,
+    caches: &Caches,
+    scope: &str,
+    zone: &str,
+    ctx: &CallContext,
+) -> Option<usize> {
+    let asked = regions.iter().enumerate().map(|(i, region)| async move {
+        if let Some(zones) = caches.zones.get(&i) {
+            return Some(zones);
+        }
+        let path = combined::Combined::Zones.path();
+        let answer = region.get_json(scope, path, &[], ctx).await.ok()?;
+        let zones: std::sync::Arc<[String]> = combined::available_zones(&answer)?.into();
+        caches.zones.insert(i, zones.clone());
+        Some(zones)
+    });
     let zones = futures::future::join_all(asked).await;
     zones
         .iter()
-        .position(|z| z.as_ref().is_ok_and(|z| z.iter().any(|name| name == zone)))
+        .position(|z| z.as_ref().is_some_and(|z| z.iter().any(|name| name == zone)))
 }
 
 /// A deleted item's owner is forgotten, here and in the fleet.

@@ -7,6 +7,8 @@ import urllib.parse
 
 import requests
 
+import data
+
 HOST = re.compile(r"http://127\.0\.0\.1:\d+")
 
 
@@ -92,6 +94,12 @@ def exact_walk(world, path, token, version, query, collection):
         if len(page) < limit or not page:
             return seq
         pos = full.index(page[-1]) + 1
+
+
+def holder(table, id):
+    """The region whose seeded rows of `table` include `id`."""
+    tables = data.tables()
+    return next(name for name in data.REGIONS if any(r["id"] == id for r in tables[name][table]))
 
 
 def below(version, minor):

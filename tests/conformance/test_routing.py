@@ -14,7 +14,7 @@ import requests
 
 import data
 from conftest import USER
-from differential import normalised
+from differential import holder, normalised
 
 pytestmark = pytest.mark.writes
 P1 = data.P1
@@ -27,12 +27,6 @@ def send(base, method, path, body=None):
         headers["Content-Type"] = "application/json"
     return requests.request(method, base + path, headers=headers, timeout=60,
                             data=json.dumps(body) if body is not None else None)
-
-
-def holder(table, id):
-    """The region whose seeded rows include `id`."""
-    tables = data.tables()
-    return next(name for name in data.REGIONS if any(r["id"] == id for r in tables[name][table]))
 
 
 def calls(world, name, method, path):

@@ -10,7 +10,7 @@ import pytest
 
 import data
 from conftest import ADMIN, USER
-from differential import check_against_union, check_gated, gated, get, ids, normalised
+from differential import check_against_union, check_gated, gated, get, holder, ids, normalised
 
 P1 = data.P1
 DETAIL = f"/v3/{P1}/volumes/detail"
@@ -130,3 +130,30 @@ def test_the_comparison_is_not_vacuous(world):
         assert {v["id"] for v in body["volumes"]} == want
         assert {v["bootable"] for v in body["volumes"]} == {"true", "false"}
         assert {"group_id", "service_uuid", "volume_type_id", "consumes_quota"} <= body["volumes"][0].keys()
+
+
+@pytest.mark.parametrize("ctx", list(CONTEXTS))
+def test_a_dashboard_resolves_every_backups_volume(world, ctx):
+    """Horizon's backups panel: backup pages of `limit=N+1` with the N-th row's id as the next
+    marker, beside the volume and snapshot lists it names each backup's volume from. Through
+    the proxy: every live backup of P1 once, in the union's order, and every one's volume
+    listed (the backups of every region name volumes that other regions hold)."""
+    token, n = CONTEXTS[ctx], 4
+    paged, marker = [], None
+    for _ in range(50):
+        query = f"limit={n + 1}" + (f"&marker={marker}" if marker else "")
+        page = get(world.proxy_url, f"/v3/{P1}/backups/detail", token, None, query)
+        assert page.status_code == 200, page.text
+        rows = page.json()["backups"]
+        paged += rows[:n]
+        if len(rows) <= n:
+            break
+        marker = rows[n - 1]["id"]
+    union = get(world.urls["union"], f"/v3/{P1}/backups/detail", token, None, "limit=1000").json()["backups"]
+    assert [b["id"] for b in paged] == [b["id"] for b in union]
+    volumes = get(world.proxy_url, DETAIL, token, None).json()["volumes"]
+    snapshots = get(world.proxy_url, f"/v3/{P1}/snapshots/detail", token, None)
+    assert snapshots.status_code == 200
+    names = {v["id"]: v["name"] for v in volumes}
+    assert all(b["volume_id"] in names for b in paged), "a backup's volume is not listed"
+    assert len({holder("volumes", b["volume_id"]) for b in paged}) > 1, "the volumes are in one region"
