@@ -102,6 +102,23 @@ def holder(table, id):
     return next(name for name in data.REGIONS if any(r["id"] == id for r in tables[name][table]))
 
 
+def markers_of(world, collection):
+    """`{m}`: an item of P1 (the 7th in the default order); `{other}`: one of the other project."""
+    union = world.urls["union"]
+    first = get(union, f"/v3/{data.P1}/{collection}/detail", f"admin:{data.P1}", None, "limit=10")
+    other = get(union, f"/v3/{data.P2}/{collection}/detail", f"admin:{data.P2}", None, "limit=1")
+    return {"m": ids(first, collection)[6], "other": ids(other, collection)[0]}
+
+
+def check_shows(world, collection, token, version, ids):
+    """Showing each of `ids` through the proxy gives the union's answer (links normalised)."""
+    for id in ids:
+        path = f"/v3/{data.P1}/{collection}/{id}"
+        proxy, union = get(world.proxy_url, path, token, version), get(world.urls["union"], path, token, version)
+        assert proxy.status_code == union.status_code, f"{path}: {proxy.text[:300]} vs {union.text[:300]}"
+        assert normalised(proxy, collection) == normalised(union, collection), path
+
+
 def below(version, minor):
     return version is None or (version != "latest" and int(version.split(".")[1]) < minor)
 

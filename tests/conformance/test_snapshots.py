@@ -9,7 +9,7 @@ import pytest
 
 import data
 from conftest import ADMIN, USER
-from differential import below, check_against_union, check_gated, gated, get, ids
+from differential import below, check_against_union, check_gated, check_shows, gated, get, markers_of
 
 P1 = data.P1
 DETAIL = f"/v3/{P1}/snapshots/detail"
@@ -64,10 +64,7 @@ GATED = {"group_snapshot_id": 14, "user_id": 41, "use_quota": 65}
 
 @pytest.fixture(scope="module")
 def markers(world):
-    union = world.urls["union"]
-    first = get(union, DETAIL, ADMIN, None, "limit=10")
-    other = get(union, f"/v3/{data.P2}/snapshots/detail", f"admin:{data.P2}", None, "limit=1")
-    return {"m": ids(first, "snapshots")[6], "other": ids(other, "snapshots")[0]}
+    return markers_of(world, "snapshots")
 
 
 @pytest.mark.parametrize("ctx,version,query", [
@@ -102,12 +99,7 @@ def test_snapshot_summary_list_matches_union(world, ctx, version, query):
 @pytest.mark.parametrize("version", [None, "3.65"])
 @pytest.mark.parametrize("ctx", list(CONTEXTS))
 def test_snapshot_show_matches_union(world, markers, ctx, version):
-    token = CONTEXTS[ctx]
-    for id in (markers["m"], markers["other"], "does-not-exist"):
-        path = f"/v3/{P1}/snapshots/{id}"
-        proxy, union = get(world.proxy_url, path, token, version), get(world.urls["union"], path, token, version)
-        assert proxy.status_code == union.status_code, f"{path}: {proxy.text[:300]} vs {union.text[:300]}"
-        assert proxy.json() == union.json(), path
+    check_shows(world, "snapshots", CONTEXTS[ctx], version, (markers["m"], markers["other"], "does-not-exist"))
 
 
 def test_the_comparison_is_not_vacuous(world):

@@ -10,7 +10,7 @@ import pytest
 
 import data
 from conftest import ADMIN, USER
-from differential import check_against_union, check_gated, gated, get, holder, ids, normalised
+from differential import check_against_union, check_gated, check_shows, gated, get, holder, markers_of
 
 P1 = data.P1
 DETAIL = f"/v3/{P1}/volumes/detail"
@@ -72,10 +72,7 @@ GATED = {"group_id": 13, "service_uuid": 48, "volume_type_id": 63, "use_quota": 
 
 @pytest.fixture(scope="module")
 def markers(world):
-    union = world.urls["union"]
-    first = get(union, DETAIL, ADMIN, None, "limit=10")
-    other = get(union, f"/v3/{data.P2}/volumes/detail", f"admin:{data.P2}", None, "limit=1")
-    return {"m": ids(first, "volumes")[6], "other": ids(other, "volumes")[0]}
+    return markers_of(world, "volumes")
 
 
 @pytest.mark.parametrize("ctx,version,query", [
@@ -113,12 +110,7 @@ def test_volume_summary_list_matches_union(world, ctx, version, query):
 @pytest.mark.parametrize("version", [None, "3.63"])
 @pytest.mark.parametrize("ctx", list(CONTEXTS))
 def test_volume_show_matches_union(world, markers, ctx, version):
-    token = CONTEXTS[ctx]
-    for id in (markers["m"], markers["other"], "does-not-exist"):
-        path = f"/v3/{P1}/volumes/{id}"
-        proxy, union = get(world.proxy_url, path, token, version), get(world.urls["union"], path, token, version)
-        assert proxy.status_code == union.status_code, f"{path}: {proxy.text[:300]} vs {union.text[:300]}"
-        assert normalised(proxy, "volumes") == normalised(union, "volumes"), path
+    check_shows(world, "volumes", CONTEXTS[ctx], version, (markers["m"], markers["other"], "does-not-exist"))
 
 
 def test_the_comparison_is_not_vacuous(world):

@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cinder_sim::{SimConfig, SimRegion, Snapshot};
+use cinder_sim::{SimRegion, Snapshot};
 use serde_json::Value;
 
-use crate::support::{rows, Harness, PROJECT};
+use crate::support::{Harness, PROJECT};
 use crate::union::{union_get, Listed};
 
 const STATUSES: [&str; 4] = ["available", "error", "creating", "deleting"];
@@ -55,33 +55,8 @@ fn snapshots() -> Vec<Snapshot> {
         .collect()
 }
 
-/// Three regions holding a split of `snapshots()` (region 1 caps pages at 4) and a union
-/// region holding all of it.
 async fn world() -> (Harness, Arc<SimRegion>) {
-    let capped = SimConfig {
-        osapi_max_limit: 4,
-        ..SimConfig::default()
-    };
-    let h = Harness::start(
-        vec![
-            (SimConfig::default(), rows("b0", 3)),
-            (capped, rows("b1", 3)),
-            (SimConfig::default(), rows("b2", 3)),
-        ],
-        "",
-    )
-    .await;
-    let all = snapshots();
-    for (i, s) in all.iter().enumerate() {
-        h.regions[(i * 5 + i / 7) % 3]
-            .snapshots
-            .write()
-            .unwrap()
-            .push(s.clone());
-    }
-    let union = SimRegion::new(SimConfig::default(), Vec::new());
-    *union.snapshots.write().unwrap() = all;
-    (h, union)
+    crate::union::world(snapshots()).await
 }
 
 const SNAPSHOTS: Listed = Listed {

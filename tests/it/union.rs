@@ -3,9 +3,37 @@
 //! next link, and whole walks), query by query and microversion by microversion. The
 //! real-Cinder version is `tests/conformance/differential.py`.
 
+use std::sync::Arc;
+
+use cinder_sim::{Row, SimConfig, SimRegion};
 use serde_json::Value;
 
-use crate::support::{Harness, PROJECT, TOKEN};
+use crate::support::{rows, Harness, PROJECT, TOKEN};
+
+/// Three regions holding a split of `all` (region 1 caps pages at 4), beside three backups
+/// each, and a union region holding all of `all`.
+pub async fn world<R: Row>(all: Vec<R>) -> (Harness, Arc<SimRegion>) {
+    let capped = SimConfig {
+        osapi_max_limit: 4,
+        ..SimConfig::default()
+    };
+    let h = Harness::start(
+        vec![
+            (SimConfig::default(), rows("b0", 3)),
+            (capped, rows("b1", 3)),
+            (SimConfig::default(), rows("b2", 3)),
+        ],
+        "",
+    )
+    .await;
+    for (i, row) in all.iter().enumerate() {
+        let region = &h.regions[(i * 5 + i / 7) % 3];
+        R::table(region).write().unwrap().push(row.clone());
+    }
+    let union = SimRegion::new(SimConfig::default(), Vec::new());
+    *R::table(&union).write().unwrap() = all;
+    (h, union)
+}
 
 /// A listed collection and the sorts it can merge only from a microversion on:
 /// (column, "3.x", x).

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cinder_sim::{SimConfig, SimRegion, Volume};
+use cinder_sim::{SimRegion, Volume};
 
-use crate::support::{rows, Harness, PROJECT};
+use crate::support::{Harness, PROJECT};
 use crate::union::{union_get, Listed};
 
 const VOLUMES: Listed = Listed {
@@ -73,33 +73,8 @@ fn volumes() -> Vec<Volume> {
         .collect()
 }
 
-/// Three regions holding a split of `volumes()` (region 1 caps pages at 4) and a union
-/// region holding all of it.
 async fn world() -> (Harness, Arc<SimRegion>) {
-    let capped = SimConfig {
-        osapi_max_limit: 4,
-        ..SimConfig::default()
-    };
-    let h = Harness::start(
-        vec![
-            (SimConfig::default(), rows("b0", 3)),
-            (capped, rows("b1", 3)),
-            (SimConfig::default(), rows("b2", 3)),
-        ],
-        "",
-    )
-    .await;
-    let all = volumes();
-    for (i, v) in all.iter().enumerate() {
-        h.regions[(i * 5 + i / 7) % 3]
-            .volumes
-            .write()
-            .unwrap()
-            .push(v.clone());
-    }
-    let union = SimRegion::new(SimConfig::default(), Vec::new());
-    *union.volumes.write().unwrap() = all;
-    (h, union)
+    crate::union::world(volumes()).await
 }
 
 #[tokio::test]
