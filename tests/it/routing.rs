@@ -37,6 +37,19 @@ async fn send(h: &Harness, method: &str, path: &str, headers: &[(&str, &str)]) -
     }
 }
 
+/// POST `body` to `path` through the proxy: the status and the answer's text.
+async fn post(h: &Harness, path: String, body: String) -> (u16, String) {
+    let r = h
+        .client
+        .post(format!("{}{path}", h.base))
+        .header("X-Auth-Token", TOKEN)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 fn deleted(h: &Harness, region: usize, id: &str) -> bool {
     let rows = h.regions[region].backups.read().unwrap();
     rows.iter().any(|b| b.id == id && b.deleted)
@@ -133,20 +146,7 @@ async fn a_creation_goes_where_its_sources_are() {
             .unwrap()
             .push(Volume::held(volume, "abc123"));
     }
-    let create = |body: &'static str| {
-        let h = &h;
-        async move {
-            let r = h
-                .client
-                .post(format!("{}/v3/abc123/backups", h.base))
-                .header("X-Auth-Token", TOKEN)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
-    };
+    let create = |body: &'static str| post(&h, "/v3/abc123/backups".into(), body.into());
     // A backup of a volume only r2 holds: asked where it is, then created there alone.
     let (status, text) = create(r#"{"backup": {"volume_id": "vol-2"}}"#).await;
     assert_eq!(status, 202, "{text}");
@@ -193,19 +193,13 @@ async fn a_restore_into_a_volume_of_another_region_is_refused() {
         let held = Volume::held(volume, "abc123");
         h.regions[i].volumes.write().unwrap().push(held);
     }
-    let restore = |backup: &'static str, volume: &'static str| {
-        let h = &h;
-        async move {
-            let r = h
-                .client
-                .post(format!("{}/v3/abc123/backups/{backup}/restore", h.base))
-                .header("X-Auth-Token", TOKEN)
-                .body(format!(r#"{{"restore": {{"volume_id": "{volume}"}}}}"#))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
+    let restore = |backup: &str, volume: &str| {
+        let path = format!("/v3/abc123/backups/{backup}/restore");
+        post(
+            &h,
+            path,
+            format!(r#"{{"restore": {{"volume_id": "{volume}"}}}}"#),
+        )
     };
     let restores = |h: &Harness| -> usize {
         let requests = h
@@ -240,20 +234,8 @@ async fn a_new_volume_goes_to_the_region_of_its_availability_zone() {
         h.regions[i].zones.write().unwrap().push(zone.to_string());
     }
     // Every region's zones are read once, then the POST goes to one region.
-    let create = |body: &'static str| {
-        let h = &h;
-        async move {
-            h.client
-                .post(format!("{}/v3/abc123/volumes", h.base))
-                .header("X-Auth-Token", TOKEN)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let create =
+        |body: &'static str| async { post(&h, "/v3/abc123/volumes".into(), body.into()).await.0 };
     let held = |i: usize| -> Vec<String> {
         let volumes = h.regions[i].volumes.read().unwrap();
         volumes.iter().map(|v| v.id.clone()).collect()
