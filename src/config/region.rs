@@ -43,6 +43,9 @@ pub struct RegionSettings {
     /// counts as unavailable for it.
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// Calls of one project (one flow) that may wait at the region's limiter at once; past
+    /// it the call is refused at once (`regions/guard/fair.rs`).
+    pub max_queued_per_project: usize,
     /// Larger upstream answers fail that request.
     pub max_body_bytes: bytesize::ByteSize,
     /// Idle pooled connections to the region are closed after this long.
@@ -92,7 +95,7 @@ impl RegionSettings {
 
     /// Each key's bounds; `at(key)` names where the value came from.
     pub fn validate(&self, at: impl Fn(&str) -> String) -> Result<(), ConfigError> {
-        let checks: [(&str, bool, &str); 8] = [
+        let checks: [(&str, bool, &str); 9] = [
             ("timeout", self.timeout.is_zero(), "must be greater than 0"),
             (
                 "connect_timeout",
@@ -125,6 +128,11 @@ impl RegionSettings {
                 "must be a non-negative number (0 = no limit)",
             ),
             ("retries", self.retries > 10, "must be at most 10"),
+            (
+                "max_queued_per_project",
+                self.max_queued_per_project == 0,
+                "must be at least 1",
+            ),
         ];
         match checks.iter().find(|(_, bad, _)| *bad) {
             Some((key, _, message)) => Err(invalid(at(key), *message)),

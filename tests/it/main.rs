@@ -5,6 +5,7 @@ mod api;
 mod cache;
 mod cli;
 mod docs;
+mod fairness;
 mod faults;
 mod fleet;
 mod hardening;

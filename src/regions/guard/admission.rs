@@ -10,7 +10,8 @@ use http::StatusCode;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::{later, Health, Refusal};
+use super::fair::Joined;
+use super::{later, Guard, Health, Refusal};
 use crate::config::RetryAfterScope;
 use crate::regions::{RegionClient, RegionError};
 
@@ -67,10 +68,28 @@ impl Judged {
     }
 }
 
+/// While calls wait at the region's limiter: take a token, then a slot, and give them to the
+/// call whose turn it is then (so a call that joined during the wait is considered); stop
+/// when nobody waits, giving the token back.
+async fn hand_out(guard: Arc<Guard>) {
+    loop {
+        while let Err(wait) = guard.take_token(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let Ok(permit) = guard.permits.clone().acquire_owned().await else {
+            return; // never closed
+        };
+        if guard.fair.hand_over(permit).is_some() {
+            guard.refund_token();
+            return;
+        }
+    }
+}
+
 impl RegionClient {
-    /// Through the guard: `Retry-After`, breaker, rate limit (waiting up to the queue
-    /// timeout for a token), the fleet, then a concurrency slot (same bound); never past
-    /// `deadline`. A refusal is counted here: nothing is sent.
+    /// Through the guard: `Retry-After`, breaker, a rate token and a concurrency slot
+    /// (waiting up to the queue timeout, served by tenant in turn when contended), then the
+    /// fleet; never past `deadline`. A refusal is counted here: nothing is sent.
     pub(crate) async fn admitted(
         &self,
         first: bool,
@@ -78,7 +97,7 @@ impl RegionClient {
         tenant: Option<&str>,
     ) -> Result<OwnedSemaphorePermit, RegionError> {
         let guard = &self.guard;
-        let queue_until = deadline.min(later(Instant::now(), guard.settings.queue_timeout));
+        let queue_until = deadline.min(later(Instant::now(), guard.queue_wait()));
         if guard.take_probe(Instant::now()) {
             self.spawn_probe();
         }
@@ -89,28 +108,49 @@ impl RegionClient {
             if tenant.is_some_and(|t| guard.tenant_backing_off(t, Instant::now())) {
                 return Err(RegionError::Refused(Refusal::BackingOff));
             }
-            if let Err(wait) = guard.take_token(Instant::now()) {
-                let ready = later(Instant::now(), wait);
-                if ready > queue_until {
-                    return Err(RegionError::Refused(Refusal::RateLimited));
-                }
-                tokio::time::sleep_until(ready).await;
-                guard
-                    .take_token(Instant::now())
-                    .map_err(|_| RegionError::Refused(Refusal::RateLimited))?;
-            }
+            let permit = self.fair_share(queue_until, tenant).await?;
             self.fleet_admits(queue_until, tenant).await?;
-            let permit = guard.permits.clone().acquire_owned();
-            match tokio::time::timeout_at(queue_until, permit).await {
-                Ok(Ok(permit)) => Ok(permit),
-                _ => Err(RegionError::Refused(Refusal::Overloaded)),
-            }
+            Ok(permit)
         }
         .await;
         if let Err(refused) = &outcome {
             self.metrics.count(&self.name, refused.kind());
         }
         outcome
+    }
+
+    /// A rate token and a concurrency slot: at once while nobody waits for them, else in the
+    /// tenant's turn (`fair.rs`), by `queue_until`. The proxy's own calls (no tenant) are a
+    /// flow of their own: never starved by clients, never starving them.
+    async fn fair_share(
+        &self,
+        queue_until: Instant,
+        tenant: Option<&str>,
+    ) -> Result<OwnedSemaphorePermit, RegionError> {
+        let guard = &self.guard;
+        if guard.fair.is_idle() && guard.take_token(Instant::now()).is_ok() {
+            match guard.permits.clone().try_acquire_owned() {
+                Ok(permit) => return Ok(permit),
+                Err(_) => guard.refund_token(),
+            }
+        }
+        let short = if guard.settings.rate_limit > 0.0 {
+            Refusal::RateLimited
+        } else {
+            Refusal::Overloaded
+        };
+        match guard.fair.join(tenant.unwrap_or("")) {
+            Joined::Full => Err(RegionError::Refused(short)),
+            Joined::Waiting { grant, dispatch } => {
+                if dispatch {
+                    tokio::spawn(hand_out(Arc::clone(guard)));
+                }
+                match tokio::time::timeout_at(queue_until, grant).await {
+                    Ok(Ok(permit)) => Ok(permit),
+                    _ => Err(RegionError::Refused(short)),
+                }
+            }
+        }
     }
 
     /// A refusal of this replica's guard, with what opened the breaker when it is that.

@@ -12,6 +12,7 @@
 mod admission;
 mod breaker;
 mod budget;
+pub(crate) mod fair;
 mod fleet;
 mod pace;
 mod probe;
@@ -71,6 +72,8 @@ pub struct Guard {
     /// `retry_after_scope = "project"`: tenants the region answered 429, held back until the
     /// time it named (`retry_after.rs`).
     tenants_backing_off: retry_after::TenantBackOffs,
+    /// Calls waiting for a token and a slot, served by project in turn (`fair.rs`).
+    pub(crate) fair: fair::FairQueue,
 }
 
 impl Guard {
@@ -78,6 +81,7 @@ impl Guard {
         Guard {
             permits: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrency)),
             tenants_backing_off: retry_after::TenantBackOffs::new(),
+            fair: fair::FairQueue::new(settings.max_queued_per_project),
             state: Mutex::new(State {
                 breaker: Breaker::new(),
                 budget: RetryBudget::new(),
@@ -124,6 +128,25 @@ impl Guard {
     /// A rate token now, or how long until one.
     pub(crate) fn take_token(&self, now: Instant) -> Result<(), Duration> {
         self.state().bucket.take(self.settings.rate_limit, now)
+    }
+
+    /// How long a call may wait for a token and a slot: `queue_timeout`, and with a rate
+    /// limit one token interval more, since a call whose turn has come may still wait for the
+    /// next token (with `rate_limit = 10` and the default 100 ms, a turn that came just after
+    /// a token was spent would otherwise always miss).
+    pub(crate) fn queue_wait(&self) -> Duration {
+        let rate = self.settings.rate_limit;
+        let interval = if rate > 0.0 {
+            Duration::from_secs_f64(1.0 / rate)
+        } else {
+            Duration::ZERO
+        };
+        self.settings.queue_timeout.saturating_add(interval)
+    }
+
+    /// A token taken for nobody goes back.
+    pub(crate) fn refund_token(&self) {
+        self.state().bucket.refund(self.settings.rate_limit);
     }
 
     /// Record what a sent request came to (`cause`: what went wrong, if it did); true when
@@ -221,6 +244,7 @@ mod tests {
             rate_limit: 0.0,
             max_concurrency: 4,
             queue_timeout: Duration::from_millis(100),
+            max_queued_per_project: 64,
         }
     }
 

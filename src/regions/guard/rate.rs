@@ -17,6 +17,13 @@ impl TokenBucket {
         }
     }
 
+    /// A token taken for nobody (every waiter gave up) goes back.
+    pub(super) fn refund(&mut self, rate: f64) {
+        if rate > 0.0 {
+            self.tokens = (self.tokens + 1.0).min(rate.max(1.0));
+        }
+    }
+
     /// A token now, or how long until one (`rate` ≤ 0: no limit).
     pub(super) fn take(&mut self, rate: f64, now: Instant) -> Result<(), Duration> {
         if rate <= 0.0 {

@@ -1,0 +1,114 @@
+//! Issue 25: the regions' capacity is shared between projects, not handed out in arrival
+//! order. One project floods with listings that always miss while another asks for a page at
+//! a time; with `rate_limit = 10` and every other key at its default (`queue_timeout` 100 ms),
+//! the quiet project's answers are all complete, and the regions are held to their rate.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cinder_sim::SimConfig;
+
+use crate::support::{rows, Harness};
+
+const NOISY: &str = "noisy00";
+const QUIET: &str = "quiet00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quiet_project_is_served_while_another_floods() {
+    // Each region holds three backups of each project.
+    let mut regions = Vec::new();
+    for r in 0..3 {
+        let mut backups = rows(&format!("n{r}"), 3);
+        for b in &mut backups {
+            b.project_id = NOISY.into();
+        }
+        let mut quiet = rows(&format!("q{r}"), 3);
+        for b in &mut quiet {
+            b.project_id = QUIET.into();
+        }
+        backups.extend(quiet);
+        regions.push((SimConfig::default(), backups));
+    }
+    let h = Arc::new(Harness::start(regions, "[upstream]\nrate_limit = 10\n").await);
+    let flooding = Arc::new(AtomicBool::new(true));
+    let noisy_sent = Arc::new(AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    // Twelve clients of one project, each listing with an offset of its own (always a miss),
+    // until the quiet project is done (at most 300 requests each).
+    let flood: Vec<_> = (0..12)
+        .map(|c| {
+            let (h, flooding, sent) = (h.clone(), flooding.clone(), noisy_sent.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for i in 0..300 {
+                    if !flooding.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    // A filter of its own: the regions must be asked every time.
+                    let path = format!("/v3/{NOISY}/backups/detail?name=n{c}-{i}");
+                    let token = [("X-Auth-Token", format!("u:{NOISY}"))];
+                    let token: Vec<(&str, &str)> =
+                        token.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let r = h.get_with(&path, &token).await;
+                    let degraded = r.header("x-aggregate-missing-regions").is_some();
+                    statuses.push((r.status, degraded));
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+                statuses
+            })
+        })
+        .collect();
+    // The flood is on before the quiet project asks.
+    crate::support::until("the flood is on", || {
+        noisy_sent.load(Ordering::SeqCst) >= 24
+    })
+    .await;
+    let quiet_token = format!("u:{QUIET}");
+    let mut incomplete = Vec::new();
+    // A page every 0.6 s (pacing the quiet client, not waiting for anything).
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(600));
+    for i in 0..8 {
+        pace.tick().await;
+        let path = format!("/v3/{QUIET}/backups/detail?offset={i}&limit=1000");
+        let r = h.get_with(&path, &[("X-Auth-Token", &quiet_token)]).await;
+        let expected = 9usize.saturating_sub(i);
+        let complete = r.status == 200
+            && r.header("x-aggregate-missing-regions").is_none()
+            && r.ids().len() == expected;
+        if !complete {
+            incomplete.push((i, r.status, r.text.chars().take(200).collect::<String>()));
+        }
+    }
+    flooding.store(false, Ordering::SeqCst);
+    let mut noisy = Vec::new();
+    for task in flood {
+        noisy.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut by_status = std::collections::BTreeMap::new();
+    for status in &noisy {
+        *by_status.entry(*status).or_insert(0) += 1;
+    }
+    let calls: Vec<usize> = h.regions.iter().map(|r| r.calls()).collect();
+    assert!(
+        incomplete.is_empty(),
+        "the quiet project's incomplete answers (the flood's statuses {by_status:?}, \
+         region calls {calls:?}, {elapsed:.1} s): {incomplete:?}"
+    );
+    // The regions were contended: the flood did not get everything it asked for.
+    assert!(noisy.len() > 100, "the flood sent {}", noisy.len());
+    assert!(
+        noisy
+            .iter()
+            .any(|&(status, degraded)| status != 200 || degraded),
+        "the flood was never refused: {by_status:?}"
+    );
+    // Each region held to its rate: a second's burst, then ten a second.
+    for (i, region) in h.regions.iter().enumerate() {
+        let calls = region.calls() as f64;
+        assert!(
+            calls <= 10.0 + 10.0 * elapsed + 1.0,
+            "r{i}: {calls} calls in {elapsed:.1} s"
+        );
+    }
+}
