@@ -18,6 +18,13 @@ pub enum RequestError {
     /// Regions failed and the policy says fail (`unavailable`: every region is down).
     #[error("{message}")]
     Regions { unavailable: bool, message: String },
+    /// The caller's project passed its `[tenants]` limit: no region asked; try again after
+    /// `retry_after`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// A region's own 4xx answer, returned as it came (every region agreed, or a 401/403).
     #[error("a region answered {status}")]
     Upstream {

@@ -22,6 +22,7 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    pub tenants: TenantsConfig,
     pub merge: MergeConfig,
     pub cache: CacheConfig,
     pub upstream: UpstreamConfig,
@@ -89,6 +90,32 @@ pub struct ServerConfig {
 pub struct AdminConfig {
     #[serde(default)]
     pub token: Option<Secret>,
+}
+
+/// Per-project limits at the edge (README, "Fair sharing"): what one project may ask of the
+/// regions, whatever the others do. Cache hits are never limited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsConfig {
+    /// Requests per second one project may make that need a region call; 0 = no limit.
+    pub rate: f64,
+    /// How many such requests one project may make at once above its rate.
+    pub burst: u32,
+}
+
+impl TenantsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return Err(invalid(
+                "tenants.rate",
+                "must be a non-negative number (0 = no limit)",
+            ));
+        }
+        if self.rate > 0.0 && self.burst == 0 {
+            return Err(invalid("tenants.burst", "must be at least 1 with a rate"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -672,6 +699,7 @@ impl Config {
             ));
         }
         self.admin.validate()?;
+        self.tenants.validate()?;
         self.upstream.validate()?;
         self.fleet.validate(self)?;
         self.keystone_authtoken.validate()?;

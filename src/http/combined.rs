@@ -28,7 +28,11 @@ pub async fn handle(
         Err(e) => return caller.answered(e.into_response()),
     };
     let params = decode_query(parts.uri.query().unwrap_or(""));
-    let answers = every_region_json(&regions, &scope, combined.path(), &params, &caller.ctx).await;
+    let tenant = crate::regions::tenant(&scope, &caller.ctx.token);
+    let answers = match regions.tenant_admits(&tenant) {
+        Ok(()) => every_region_json(&regions, &scope, combined.path(), &params, &caller.ctx).await,
+        Err(refused) => Err(refused),
+    };
     let combined = answers.and_then(|answers| {
         combined.combine(&answers).map_err(|why| RequestError::Regions {
             unavailable: false,

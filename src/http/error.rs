@@ -40,6 +40,9 @@ pub enum ApiError {
     /// 413 (body too large) or 429.
     #[error("{message}")]
     OverLimit { status: StatusCode, message: String },
+    /// 429 `overLimit` with `Retry-After`: the project passed its `[tenants]` limit.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_secs: u64 },
     #[error("{0}")]
     HeadersTooLarge(String),
     /// Load shed: 503 with `Retry-After`.
@@ -70,6 +73,14 @@ impl From<crate::error::RequestError> for ApiError {
                     StatusCode::BAD_GATEWAY
                 },
                 message,
+            },
+            E::TooManyRequests {
+                message,
+                retry_after,
+            } => ApiError::TooManyRequests {
+                message,
+                // Whole seconds, rounded up: never sooner than the limit allows.
+                retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
             },
             E::Upstream {
                 status,
@@ -116,6 +127,19 @@ impl ApiError {
                 m.as_str(),
             ),
             ApiError::OverLimit { status, message } => (*status, "overLimit", message.as_str()),
+            // Cinder's overLimit fault carries retryAfter (api/openstack/wsgi.py OverLimitFault).
+            ApiError::TooManyRequests {
+                message,
+                retry_after_secs,
+            } => {
+                let status = StatusCode::TOO_MANY_REQUESTS;
+                let body = serde_json::json!({"overLimit": {
+                    "code": 429,
+                    "message": message,
+                    "retryAfter": retry_after_secs.to_string(),
+                }});
+                return (status, body);
+            }
             ApiError::HeadersTooLarge(m) => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "badRequest",
@@ -189,6 +213,12 @@ impl IntoResponse for ApiError {
             } => www_authenticate.clone(),
             _ => None,
         };
+        let retry_after = match &self {
+            ApiError::TooManyRequests {
+                retry_after_secs, ..
+            } => Some(HeaderValue::from(*retry_after_secs)),
+            _ => None,
+        };
         let (status, content_type, body) = self.into_parts();
         let mut response = (status, body).into_response();
         match content_type {
@@ -196,6 +226,9 @@ impl IntoResponse for ApiError {
             None => response.headers_mut().remove(header::CONTENT_TYPE),
         };
         set_retry_after(status, response.headers_mut());
+        if let Some(value) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if let Some(value) = www_authenticate {
             response
                 .headers_mut()

@@ -182,6 +182,17 @@ pub async fn handle(
             .into_response()
         }
     };
+    // Whom a 429 of the region holds back (`upstream.retry_after_scope`), and whose
+    // `[tenants]` limit the call counts against (before any region is asked, lookups too).
+    let scope = super::scope(parts.uri.path()).ok();
+    let token = parts.headers.get(super::AUTH_TOKEN);
+    let tenant = scope
+        .as_deref()
+        .zip(token)
+        .map(|(scope, token)| crate::regions::tenant(scope, token));
+    if let Some(Err(refused)) = tenant.as_deref().map(|t| regions.tenant_admits(t)) {
+        return ApiError::from(refused).into_response();
+    }
     let (index, item) = match destination(&config, &regions, &caches, &parts, &body).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),
@@ -197,13 +208,6 @@ pub async fn handle(
         .headers(copy_headers(&parts.headers))
         .body(body);
     let name = &region.name;
-    // Whom a 429 of the region holds back (`upstream.retry_after_scope`).
-    let scope = super::scope(parts.uri.path()).ok();
-    let token = parts.headers.get(super::AUTH_TOKEN);
-    let tenant = scope
-        .as_deref()
-        .zip(token)
-        .map(|(scope, token)| crate::regions::tenant(scope, token));
     match region.forward(request, tenant.as_deref()).await {
         Ok(upstream) => {
             // A successful write changes what the project's listings would show.

@@ -121,7 +121,13 @@ pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<A
 /// if any, is the better answer).
 async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutcome<Arc<Answer>> {
     {
-        let answer = list(&producer, &request).await;
+        // A page to produce needs the regions: within the project's limit (cache hits never
+        // come here).
+        let tenant = crate::regions::tenant(&request.target.scope, &request.ctx.token);
+        let answer = match producer.regions.tenant_admits(&tenant) {
+            Ok(()) => list(&producer, &request).await,
+            Err(refused) => Err(refused),
+        };
         // Whole: every region answered from fresh data. A region missing, or covered by a
         // stale page, is a failure: the layer's own stale entry, if any, is the better answer.
         let whole = answer

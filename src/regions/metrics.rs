@@ -101,6 +101,11 @@ impl Regions {
             u.latency.clone(),
         );
         registry.register(
+            "tenant_limited",
+            "Requests refused 429 because their project passed its [tenants] rate and burst",
+            self.tenant_limits.refused.clone(),
+        );
+        registry.register(
             "upstream_misconfigured",
             "1 when the region answers 404 to project listings (its url is probably wrong)",
             self.gauges.misconfigured.clone(),

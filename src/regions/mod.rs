@@ -10,6 +10,7 @@ mod endpoints;
 pub mod error;
 pub mod guard;
 pub mod metrics;
+pub mod tenant_limit;
 pub mod versions;
 
 use std::sync::Arc;
@@ -33,9 +34,26 @@ pub struct Regions {
     pub(crate) metrics: metrics::UpstreamMetrics,
     /// Breaker and misconfiguration, as the scrape shows them (`metrics.rs`).
     gauges: metrics::StateGauges,
+    /// What one project may ask of the regions (`[tenants]`); kept when the regions change.
+    pub(crate) tenant_limits: Arc<tenant_limit::TenantLimits>,
 }
 
 impl Regions {
+    /// A request of `tenant` (`tenant(scope, token)`) that needs a region call: within its
+    /// project's `[tenants]` limit, or refused before any region is asked.
+    pub(crate) fn tenant_admits(&self, tenant: &str) -> Result<(), crate::error::RequestError> {
+        self.tenant_limits
+            .admit(tenant, tokio::time::Instant::now())
+            .map_err(|wait| crate::error::RequestError::TooManyRequests {
+                message: format!(
+                    "This project's requests to the regions are over its limit (tenants.rate); \
+                     retry after {:.1} s.",
+                    wait.as_secs_f64()
+                ),
+                retry_after: wait,
+            })
+    }
+
     /// The regions of `config`; with a `fleet`, their limits, `Retry-After` and open breakers
     /// are the fleet's. With `previous`, a region of the same name and URL keeps its client
     /// and its guard (see [`RegionClient::new`]), and the call metrics go on.
@@ -63,6 +81,10 @@ impl Regions {
             versions: versions::VersionBook::new(clients.len()),
             bases: clients.iter().map(|r| r.base.clone()).collect(),
             on_failure: config.upstream.on_region_failure,
+            tenant_limits: previous.map_or_else(
+                || Arc::new(tenant_limit::TenantLimits::new(&config.tenants)),
+                |p| p.tenant_limits.clone(),
+            ),
             gauges: metrics::StateGauges::default(),
             metrics,
             clients,

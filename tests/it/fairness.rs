@@ -112,3 +112,53 @@ async fn a_quiet_project_is_served_while_another_floods() {
         );
     }
 }
+
+/// `[tenants]`: one project past its rate and burst gets 429 `overLimit` with `Retry-After`
+/// before any region is asked, for listings, shows and pass-through alike; its cache hits are
+/// still served, another project is untouched, and the refusal is neither cached nor counted
+/// against the regions.
+#[tokio::test]
+async fn a_project_past_its_limit_gets_429_and_its_cache_hits() {
+    let h = Harness::start(
+        vec![
+            (SimConfig::default(), rows("a", 2)),
+            (SimConfig::default(), rows("b", 2)),
+        ],
+        "[tenants]\nrate = 0.01\nburst = 2\n[cache]\nttl = \"60s\"\n",
+    )
+    .await;
+    let get = |project: &str, path: &str| {
+        let (h, token) = (&h, format!("u:{project}"));
+        let path = format!("/v3/{project}/{path}");
+        async move { h.get_with(&path, &[("X-Auth-Token", &token)]).await }
+    };
+    assert_eq!(get(NOISY, "backups/detail?limit=1").await.status, 200);
+    let hit = get(NOISY, "backups/detail?limit=1").await;
+    assert_eq!(hit.status, 200, "a cache hit is not counted");
+    assert_eq!(get(NOISY, "backups/detail?limit=2").await.status, 200);
+    let asked = h.total_calls();
+    for path in ["backups/detail?limit=3", "backups/b-000", "types"] {
+        let refused = get(NOISY, path).await;
+        assert_eq!(refused.status, 429, "{path}: {}", refused.text);
+        let fault = &refused.json()["overLimit"];
+        assert_eq!(fault["code"], 429);
+        let wait: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!(wait >= 1, "{path}: Retry-After {wait}");
+        assert_eq!(fault["retryAfter"], wait.to_string());
+    }
+    assert_eq!(
+        h.total_calls(),
+        asked,
+        "no region was asked for a refused request"
+    );
+    // Still refused (nothing was cached), its hits still served, another project untouched.
+    assert_eq!(get(NOISY, "backups/detail?limit=3").await.status, 429);
+    assert_eq!(get(NOISY, "backups/detail?limit=1").await.status, 200);
+    assert_eq!(get(QUIET, "backups/detail?limit=3").await.status, 200);
+    let metrics = h.get("/metrics", None).await.text;
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vbs_tenant_limited_total "))
+        .expect("the counter is scraped");
+    assert_eq!(refused, "4");
+}
