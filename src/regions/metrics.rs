@@ -30,6 +30,8 @@ pub(crate) struct UpstreamMetrics {
     pub calls: Family<RegionOutcome, Counter>,
     pub retries: Family<RegionLabel, Counter>,
     pub(crate) latency: Family<RegionLabel, Histogram>,
+    /// How long calls waited their turn at a region's limiter (only calls that waited).
+    pub(crate) queue_wait: Family<RegionLabel, Histogram>,
 }
 
 impl Default for UpstreamMetrics {
@@ -41,6 +43,9 @@ impl Default for UpstreamMetrics {
                 Histogram::new([
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
+            }),
+            queue_wait: Family::new_with_constructor(|| {
+                Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
             }),
         }
     }
@@ -64,6 +69,14 @@ impl UpstreamMetrics {
             .inc();
     }
 
+    pub(crate) fn observe_queue_wait(&self, region: &str, waited: std::time::Duration) {
+        self.queue_wait
+            .get_or_create(&RegionLabel {
+                region: region.to_string(),
+            })
+            .observe(waited.as_secs_f64());
+    }
+
     pub(crate) fn observe_latency(&self, region: &str, took: std::time::Duration) {
         self.latency
             .get_or_create(&RegionLabel {
@@ -79,6 +92,8 @@ pub(crate) struct StateGauges {
     /// 0 closed, 1 half-open, 2 open; by region.
     breaker: Family<RegionLabel, Gauge>,
     misconfigured: Family<RegionLabel, Gauge>,
+    /// Projects with calls waiting at the region's limiter now (throttled by fair queuing).
+    flows_waiting: Family<RegionLabel, Gauge>,
 }
 
 impl Regions {
@@ -99,6 +114,16 @@ impl Regions {
             "upstream_latency_seconds",
             "Upstream call latency by region",
             u.latency.clone(),
+        );
+        registry.register(
+            "upstream_queue_wait_seconds",
+            "How long calls waited their turn at the region's limiter (calls that waited)",
+            u.queue_wait.clone(),
+        );
+        registry.register(
+            "upstream_flows_waiting",
+            "Projects with calls waiting at the region's limiter now",
+            self.gauges.flows_waiting.clone(),
         );
         registry.register(
             "tenant_limited",
@@ -133,6 +158,11 @@ impl Regions {
                 .misconfigured
                 .get_or_create(&label)
                 .set(i64::from(region.misconfigured()));
+            let waiting = region.guard.fair.flows_waiting();
+            self.gauges
+                .flows_waiting
+                .get_or_create(&label)
+                .set(waiting.min(i64::MAX as usize) as i64);
         }
     }
 }

@@ -103,6 +103,16 @@ async fn a_quiet_project_is_served_while_another_floods() {
             .any(|&(status, degraded)| status != 200 || degraded),
         "the flood was never refused: {by_status:?}"
     );
+    // Waiting turns are visible, per region (no label per project).
+    let metrics = h.get("/metrics", None).await.text;
+    let waited: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vbs_upstream_queue_wait_seconds_count{region=\"r0\"} "))
+        .expect("queue waits are scraped")
+        .parse()
+        .unwrap();
+    assert!(waited > 0.0, "no call waited its turn at r0");
+    assert!(metrics.contains("vbs_upstream_flows_waiting{region=\"r0\"}"));
     // Each region held to its rate: a second's burst, then ten a second.
     for (i, region) in h.regions.iter().enumerate() {
         let calls = region.calls() as f64;

@@ -145,7 +145,10 @@ impl RegionClient {
                 if dispatch {
                     tokio::spawn(hand_out(Arc::clone(guard)));
                 }
-                match tokio::time::timeout_at(queue_until, grant).await {
+                let joined = Instant::now();
+                let granted = tokio::time::timeout_at(queue_until, grant).await;
+                self.metrics.observe_queue_wait(&self.name, joined.elapsed());
+                match granted {
                     Ok(Ok(permit)) => Ok(permit),
                     _ => Err(RegionError::Refused(short)),
                 }

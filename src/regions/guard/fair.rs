@@ -77,6 +77,11 @@ impl FairQueue {
         self.flows().flows.is_empty()
     }
 
+    /// How many flows have calls waiting now.
+    pub(crate) fn flows_waiting(&self) -> usize {
+        self.flows().flows.len()
+    }
+
     /// Queue a call of `flow`.
     pub(crate) fn join(&self, flow: &str) -> Joined {
         let mut s = self.flows();
