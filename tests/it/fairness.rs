@@ -104,15 +104,13 @@ async fn a_quiet_project_is_served_while_another_floods() {
         "the flood was never refused: {by_status:?}"
     );
     // Waiting turns are visible, per region (no label per project).
-    let metrics = h.get("/metrics", None).await.text;
-    let waited: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("vbs_upstream_queue_wait_seconds_count{region=\"r0\"} "))
-        .expect("queue waits are scraped")
-        .parse()
-        .unwrap();
+    let waited = h
+        .metric("vbs_upstream_queue_wait_seconds_count{region=\"r0\"}")
+        .await;
+    let waited: f64 = waited.expect("queue waits are scraped").parse().unwrap();
     assert!(waited > 0.0, "no call waited its turn at r0");
-    assert!(metrics.contains("vbs_upstream_flows_waiting{region=\"r0\"}"));
+    let waiting = h.metric("vbs_upstream_flows_waiting{region=\"r0\"}").await;
+    assert!(waiting.is_some(), "projects waiting are scraped");
     // Each region held to its rate: a second's burst, then ten a second.
     for (i, region) in h.regions.iter().enumerate() {
         let calls = region.calls() as f64;
@@ -165,10 +163,6 @@ async fn a_project_past_its_limit_gets_429_and_its_cache_hits() {
     assert_eq!(get(NOISY, "backups/detail?limit=3").await.status, 429);
     assert_eq!(get(NOISY, "backups/detail?limit=1").await.status, 200);
     assert_eq!(get(QUIET, "backups/detail?limit=3").await.status, 200);
-    let metrics = h.get("/metrics", None).await.text;
-    let refused = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("vbs_tenant_limited_total "))
-        .expect("the counter is scraped");
-    assert_eq!(refused, "4");
+    let refused = h.metric("vbs_tenant_limited_total").await;
+    assert_eq!(refused.as_deref(), Some("4"));
 }

@@ -59,11 +59,8 @@ fn assert_partial(r: &crate::support::Reply) {
 }
 
 async fn outcome_count(h: &Harness, region: &str, outcome: &str) -> u64 {
-    let text = h.get_with("/metrics", &[]).await.text;
-    let prefix = format!("vbs_upstream_calls_total{{region=\"{region}\",outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map_or(0, |n| n.parse().unwrap())
+    let series = format!("vbs_upstream_calls_total{{region=\"{region}\",outcome=\"{outcome}\"}}");
+    h.metric(&series).await.map_or(0, |n| n.parse().unwrap())
 }
 
 #[tokio::test]

@@ -18,23 +18,14 @@ async fn two_regions(extra: &str) -> Harness {
     .await
 }
 
-/// The value of one `/metrics` series (`name{labels}`), if it is there.
-async fn metric(h: &Harness, series: &str) -> Option<String> {
-    let text = h.get_with("/metrics", &[]).await.text;
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map(str::to_string)
-}
-
 async fn ok_calls(h: &Harness, region: &str) -> u64 {
     let series = format!("vbs_upstream_calls_total{{region=\"{region}\",outcome=\"ok\"}}");
-    metric(h, &series).await.map_or(0, |n| n.parse().unwrap())
+    h.metric(&series).await.map_or(0, |n| n.parse().unwrap())
 }
 
 async fn breaker_state(h: &Harness, region: &str) -> String {
     let series = format!("vbs_upstream_breaker_state{{region=\"{region}\"}}");
-    metric(h, &series).await.unwrap_or_default()
+    h.metric(&series).await.unwrap_or_default()
 }
 
 /// Wait (reading `/metrics`, never sleeping) until the region's breaker is in `state`;
@@ -669,7 +660,7 @@ async fn abandoned_requests_are_accounted() {
     gate.add_permits(100);
     let series =
         "vbs_http_requests_total{route=\"/v3/{project_id}/backups/detail\",status=\"499\"}";
-    assert_eq!(metric(&h, series).await.as_deref(), Some("3"));
+    assert_eq!(h.metric(series).await.as_deref(), Some("3"));
 }
 
 /// Round two, class 7: the smaller ones.
@@ -802,7 +793,7 @@ async fn a_requests_attempts_are_one_verdict_on_the_region() {
     }
     let failed = "vbs_upstream_calls_total{region=\"r0\",outcome=\"status_5xx\"}";
     assert_eq!(
-        metric(&h, failed).await.as_deref(),
+        h.metric(failed).await.as_deref(),
         Some("6"),
         "3 attempts each"
     );
@@ -1086,7 +1077,7 @@ async fn a_fetch_ends_with_its_last_waiter() {
     let h = std::sync::Arc::new(h);
     let mut seen = None;
     for _ in 0..100 {
-        seen = metric(&h, stopped).await;
+        seen = h.metric(stopped).await;
         if seen.as_deref() == Some("1") {
             break;
         }
@@ -1195,7 +1186,7 @@ async fn slow_queries_do_not_open_the_breaker_of_a_region_that_answers() {
         assert_eq!(r.header("x-aggregate-missing-regions"), Some("r1"));
     }
     let timeouts = "vbs_upstream_calls_total{region=\"r1\",outcome=\"timeout\"}";
-    assert_eq!(metric(&h, timeouts).await.as_deref(), Some("5"));
+    assert_eq!(h.metric(timeouts).await.as_deref(), Some("5"));
     assert_eq!(
         breaker_state(&h, "r1").await,
         "0",

@@ -92,6 +92,15 @@ impl Harness {
         }
     }
 
+    /// The value of one `/metrics` series (`name{labels}`), if it is there.
+    pub async fn metric(&self, series: &str) -> Option<String> {
+        let text = self.get_with("/metrics", &[]).await.text;
+        let prefix = format!("{series} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(str::to_string)
+    }
+
     pub async fn get_with(&self, path_or_url: &str, headers: &[(&str, &str)]) -> Reply {
         let url = if path_or_url.starts_with("http") {
             path_or_url.to_string()
