@@ -166,3 +166,67 @@ async fn a_project_past_its_limit_gets_429_and_its_cache_hits() {
     let refused = h.metric("vbs_tenant_limited_total").await;
     assert_eq!(refused.as_deref(), Some("4"));
 }
+
+/// Three projects that each ask more than a third of a region's rate get a third each,
+/// however many clients each has (12, 6 and 6: in arrival order the first would take half):
+/// after the first second's burst (taken as it comes), the region's calls split within 10 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn equal_demand_gets_equal_shares() {
+    const PROJECTS: [&str; 3] = ["share0a", "share1b", "share2c"];
+    let h = Arc::new(
+        Harness::start(
+            vec![(SimConfig::default(), rows("a", 1))],
+            "[upstream]\nrate_limit = 50\nqueue_timeout = \"1s\"\n",
+        )
+        .await,
+    );
+    // Past the burst (50), this many calls are counted.
+    const COUNTED: usize = 150;
+    let done = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = PROJECTS
+        .iter()
+        .zip([12, 6, 6])
+        .flat_map(|(project, clients)| (0..clients).map(move |c| (*project, c)))
+        .map(|(project, c)| {
+            let (h, done) = (h.clone(), done.clone());
+            tokio::spawn(async move {
+                let token = format!("u:{project}");
+                for i in 0..1000 {
+                    if done.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let path = format!("/v3/{project}/backups/detail?name=c{c}-{i}");
+                    h.get_with(&path, &[("X-Auth-Token", &token)]).await;
+                }
+            })
+        })
+        .collect();
+    let region = h.regions[0].clone();
+    let listings = |r: &cinder_sim::SimRegion| {
+        let requests = r.requests.lock().unwrap();
+        let listed = requests.iter().filter(|r| r.contains("/backups/detail"));
+        listed.cloned().collect::<Vec<String>>()
+    };
+    crate::support::until("the burst and the counted calls", || {
+        listings(&region).len() >= 50 + COUNTED
+    })
+    .await;
+    done.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let requests = region.requests.lock().unwrap().clone();
+    let listed: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.contains("/backups/detail"))
+        .collect();
+    let counted = &listed[50..50 + COUNTED];
+    for project in PROJECTS {
+        let share = counted.iter().filter(|r| r.contains(project)).count();
+        let fair = COUNTED / PROJECTS.len();
+        assert!(
+            share.abs_diff(fair) * 10 <= fair,
+            "{project}: {share} of {COUNTED} calls (a fair share is {fair})"
+        );
+    }
+}
