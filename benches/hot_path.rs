@@ -115,7 +115,7 @@ fn bench(c: &mut Criterion) {
         let p = produced.clone();
         caches
             .responses
-            .get(make_key(), false, move |_: &_| async move {
+            .get(make_key(), false, move |_: &_, _| async move {
                 FetchOutcome {
                     value: p,
                     store: Some((1000, Owner::Project("/v3/p".into()))),
@@ -131,7 +131,7 @@ fn bench(c: &mut Criterion) {
             let served = runtime.block_on(
                 caches
                     .responses
-                    .get(key, false, |_| async { unreachable!("a hit") }),
+                    .get(key, false, |_, _| async { unreachable!("a hit") }),
             );
             assert!(matches!(served, Lookup::Hit(_)));
         })
@@ -158,14 +158,18 @@ fn bench(c: &mut Criterion) {
             target: Digest(target),
         };
         let (p, owner) = (produced.clone(), owner_of(i));
-        runtime.block_on(caches.responses.get(key, false, move |_: &_| async move {
-            FetchOutcome {
-                value: p,
-                store: Some((1000, owner)),
-                failed: false,
-                age: std::time::Duration::ZERO,
-            }
-        }));
+        runtime.block_on(
+            caches
+                .responses
+                .get(key, false, move |_: &_, _| async move {
+                    FetchOutcome {
+                        value: p,
+                        store: Some((1000, owner)),
+                        failed: false,
+                        age: std::time::Duration::ZERO,
+                    }
+                }),
+        );
     };
     for i in 0..30_000 {
         store(i, 0);

@@ -43,6 +43,16 @@ impl KeySize for &'static str {
 /// deques, timer wheel node, the `Stored` header): measured roughly, rounded up.
 pub(crate) const ENTRY_OVERHEAD: usize = 256;
 
+/// Why a layer fetches: for the requests that wait on it, or to refresh a stale entry that
+/// was served (stale-while-revalidate), which nobody waits for: the proxy's own work, which
+/// the regions' limiters queue as the proxy's flow, not the project's (README, "Fair
+/// sharing").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetching {
+    ForRequests,
+    Refresh,
+}
+
 /// TTL and the two staleness windows after it (README, "Cache").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -316,7 +326,7 @@ where
     /// fails.
     pub async fn get<F, Fut>(&self, key: K, refresh: bool, fetch: F) -> Lookup<V>
     where
-        F: FnOnce(&K) -> Fut,
+        F: FnOnce(&K, Fetching) -> Fut,
         Fut: Future<Output = FetchOutcome<V>> + Send + 'static,
     {
         let inner = &self.0;
@@ -402,7 +412,7 @@ where
         wait: bool,
     ) -> Option<(Flight<V>, bool, u64)>
     where
-        F: FnOnce(&K) -> Fut,
+        F: FnOnce(&K, Fetching) -> Fut,
         Fut: Future<Output = FetchOutcome<V>> + Send + 'static,
     {
         let mut inflight = self.0.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -416,7 +426,11 @@ where
         let layer = self.clone();
         let task_key = key.clone();
         // The fetch belongs to the trace of the request that started it.
-        let work = fetch(&key).in_current_span();
+        let why = match wait {
+            true => Fetching::ForRequests,
+            false => Fetching::Refresh,
+        };
+        let work = fetch(&key, why).in_current_span();
         let serial = self.0.serials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let forget = Forget {
             layer: self.clone(),
@@ -589,7 +603,7 @@ mod tests {
             let l = l.clone();
             async move {
                 let served = l
-                    .get("k", false, |_| async move {
+                    .get("k", false, |_, _| async move {
                         let _ = rx.await;
                         panic!("a producer bug");
                     })
@@ -600,7 +614,7 @@ mod tests {
         settle().await;
         let waiter = tokio::spawn({
             let l = l.clone();
-            async move { value(&l.get("k", false, |_| async { ok(2) }).await) }
+            async move { value(&l.get("k", false, |_, _| async { ok(2) }).await) }
         });
         settle().await;
         tx.send(()).unwrap();
@@ -608,7 +622,7 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), (0, "lost"));
         // The key is free: the next request produces again.
         assert_eq!(
-            value(&l.get("k", false, |_| async { ok(3) }).await),
+            value(&l.get("k", false, |_, _| async { ok(3) }).await),
             (3, "fetched")
         );
     }
@@ -624,54 +638,82 @@ mod tests {
     async fn ttl_then_stale_while_revalidate_then_stale_if_error_then_expired() {
         let l = layer(30, 10, 300);
         assert_eq!(
-            value(&l.get("k", false, |_| async { ok(1) }).await),
+            value(&l.get("k", false, |_, _| async { ok(1) }).await),
             (1, "fetched")
         );
         tokio::time::advance(Duration::from_secs(29)).await;
         assert_eq!(
-            value(&l.get("k", false, |_| async { ok(2) }).await),
+            value(&l.get("k", false, |_, _| async { ok(2) }).await),
             (1, "hit")
         );
         // 35 s: stale within SWR → the old value now, one refresh behind it.
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(
-            value(&l.get("k", false, |_| async { ok(3) }).await),
+            value(&l.get("k", false, |_, _| async { ok(3) }).await),
             (1, "swr")
         );
         settle().await;
         assert_eq!(
-            value(&l.get("k", false, |_| async { ok(4) }).await),
+            value(&l.get("k", false, |_, _| async { ok(4) }).await),
             (3, "hit")
         );
         // 100 s after the refresh: past SWR, within stale-if-error.
         tokio::time::advance(Duration::from_secs(100)).await;
         assert_eq!(
-            value(&l.get("k", false, |_| async { failed(5) }).await),
+            value(&l.get("k", false, |_, _| async { failed(5) }).await),
             (3, "sie")
         );
         assert_eq!(
-            value(&l.get("k", false, |_| async { ok(6) }).await),
+            value(&l.get("k", false, |_, _| async { ok(6) }).await),
             (6, "fetched")
         );
         // Past every window: a failure is the answer.
         tokio::time::advance(Duration::from_secs(400)).await;
         assert_eq!(
-            value(&l.get("k", false, |_| async { failed(7) }).await),
+            value(&l.get("k", false, |_, _| async { failed(7) }).await),
             (7, "fetched")
         );
         assert_eq!(l.metrics().hits.get(), 2);
     }
 
+    /// The regions' limiters queue a refresh nobody waits for as the proxy's own work: the
+    /// layer says which fetch is which.
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_entrys_refresh_is_fetched_as_the_layers_own() {
+        let l = layer(30, 10, 0);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let fetch = |v: u32| {
+            let seen = seen.clone();
+            move |_: &&str, why: Fetching| async move {
+                seen.lock().unwrap().push((v, why));
+                ok(v)
+            }
+        };
+        l.get("k", false, fetch(1)).await;
+        tokio::time::advance(Duration::from_secs(35)).await;
+        assert_eq!(value(&l.get("k", false, fetch(2)).await), (1, "swr"));
+        settle().await;
+        assert_eq!(value(&l.get("k", true, fetch(3)).await), (3, "fetched"));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (1, Fetching::ForRequests),
+                (2, Fetching::Refresh),
+                (3, Fetching::ForRequests)
+            ]
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn refresh_bypasses_a_fresh_entry_but_falls_back_on_error() {
         let l = layer(30, 0, 300);
-        l.get("k", false, |_| async { ok(1) }).await;
+        l.get("k", false, |_, _| async { ok(1) }).await;
         assert_eq!(
-            value(&l.get("k", true, |_| async { ok(2) }).await),
+            value(&l.get("k", true, |_, _| async { ok(2) }).await),
             (2, "fetched")
         );
         assert_eq!(
-            value(&l.get("k", true, |_| async { failed(3) }).await),
+            value(&l.get("k", true, |_, _| async { failed(3) }).await),
             (2, "sie")
         );
     }
@@ -688,27 +730,27 @@ mod tests {
             Arc::new(LayerMetrics::default()),
         );
         // An entry stored by an ordinary miss does not hold a forced refresh back.
-        l.get("k", false, |_| async { ok(1) }).await;
+        l.get("k", false, |_, _| async { ok(1) }).await;
         assert_eq!(
-            value(&l.get("k", true, |_| async { ok(2) }).await),
+            value(&l.get("k", true, |_, _| async { ok(2) }).await),
             (2, "fetched")
         );
         assert_eq!(
-            value(&l.get("k", true, |_| async { ok(9) }).await),
+            value(&l.get("k", true, |_, _| async { ok(9) }).await),
             (2, "recent")
         );
         tokio::time::advance(Duration::from_millis(999)).await;
         assert_eq!(
-            value(&l.get("k", true, |_| async { ok(3) }).await),
+            value(&l.get("k", true, |_, _| async { ok(3) }).await),
             (2, "recent")
         );
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(
-            value(&l.get("k", true, |_| async { ok(4) }).await),
+            value(&l.get("k", true, |_, _| async { ok(4) }).await),
             (4, "fetched")
         );
         assert_eq!(
-            value(&l.get("k", true, |_| async { ok(5) }).await),
+            value(&l.get("k", true, |_, _| async { ok(5) }).await),
             (4, "recent")
         );
     }
@@ -720,7 +762,7 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let gate = rx.shared();
         let fetch = |calls: Arc<AtomicUsize>, gate: Shared<tokio::sync::oneshot::Receiver<()>>| {
-            move |_: &&str| async move {
+            move |_: &&str, _| async move {
                 calls.fetch_add(1, Ordering::SeqCst);
                 let _ = gate.await;
                 ok(9)
@@ -754,7 +796,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(l.metrics().coalesced.get(), 50);
         assert_eq!(
-            value(&l.get("k", false, |_| async { ok(10) }).await),
+            value(&l.get("k", false, |_, _| async { ok(10) }).await),
             (9, "hit")
         );
     }
@@ -779,8 +821,8 @@ mod tests {
         progress: Arc<Progress>,
         gate: Arc<tokio::sync::Semaphore>,
         v: u32,
-    ) -> impl FnOnce(&&'static str) -> BoxFuture<'static, FetchOutcome<u32>> {
-        move |_| {
+    ) -> impl FnOnce(&&'static str, Fetching) -> BoxFuture<'static, FetchOutcome<u32>> {
+        move |_, _| {
             async move {
                 progress.started.fetch_add(1, Ordering::SeqCst);
                 let _mark = DropMark(progress.clone());
@@ -823,7 +865,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_background_refresh_is_never_stopped() {
         let l = layer(30, 60, 0).stopping_unwanted_fetches();
-        assert_eq!(value(&l.get("k", false, |_| async { ok(1) }).await).0, 1);
+        assert_eq!(value(&l.get("k", false, |_, _| async { ok(1) }).await).0, 1);
         tokio::time::advance(Duration::from_secs(31)).await;
         let progress = Arc::new(Progress::default());
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -834,7 +876,7 @@ mod tests {
         // A forced refresh joins it and leaves: the refresh still goes on.
         let joined = tokio::spawn({
             let l = l.clone();
-            async move { value(&l.get("k", true, |_| async { ok(3) }).await) }
+            async move { value(&l.get("k", true, |_, _| async { ok(3) }).await) }
         });
         settle().await;
         joined.abort();
@@ -849,7 +891,7 @@ mod tests {
         }
         assert_eq!(progress.finished.load(Ordering::SeqCst), 1);
         settle().await;
-        assert_eq!(value(&l.get("k", false, |_| async { ok(4) }).await), (2, "hit"));
+        assert_eq!(value(&l.get("k", false, |_, _| async { ok(4) }).await), (2, "hit"));
     }
 
     /// Index lines held for the layer's entries.
@@ -875,7 +917,7 @@ mod tests {
         };
         for k in 0..100u32 {
             let owner = owner(k);
-            l.get(k, false, move |_| async move {
+            l.get(k, false, move |_, _| async move {
                 FetchOutcome {
                     value: k,
                     store: Some((500, owner)),

@@ -50,6 +50,7 @@ impl Caller {
             version,
             request_id,
             traceparent: parts.headers.get("traceparent").cloned(),
+            background: false,
         };
         Ok(Caller {
             ctx,

@@ -143,6 +143,7 @@ fn lookup_context(regions: &Regions, parts: &Parts) -> Result<CallContext, ApiEr
         version,
         request_id: super::observe::RequestId::of(parts),
         traceparent: parts.headers.get("traceparent").cloned(),
+        background: false,
     })
 }
 

@@ -21,7 +21,7 @@ use super::sort::Comparator;
 use super::target::Target;
 use std::mem::size_of;
 
-use crate::cache::coalescing::{FetchOutcome, Lookup};
+use crate::cache::coalescing::{FetchOutcome, Fetching, Lookup};
 use crate::cache::key::{Identity, Owner, ResponseKey};
 use crate::cache::{Answer, Caches, RenderedPage};
 use crate::config::Collation;
@@ -78,6 +78,20 @@ pub struct ListRequest {
 
 impl ListRequest {
     /// Whose data its pages are, for purges (worked out when something is stored).
+    /// The same request, made by the proxy itself to refresh a stale page nobody waits for.
+    fn in_background(&self) -> ListRequest {
+        ListRequest {
+            target: self.target.clone(),
+            ctx: CallContext {
+                background: true,
+                ..self.ctx.clone()
+            },
+            identity: self.identity,
+            token_info: self.token_info.clone(),
+            refresh: self.refresh,
+        }
+    }
+
     pub fn owner(&self) -> Owner {
         Owner::of(
             &self.target.scope,
@@ -93,7 +107,11 @@ pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<A
     let key = request.target.response_key(request.identity);
     let refresh = request.refresh;
     let producer = lister.clone();
-    let produce = move |key: &ResponseKey| {
+    let produce = move |key: &ResponseKey, why: Fetching| {
+        let request = match why {
+            Fetching::ForRequests => request,
+            Fetching::Refresh => Arc::new(request.in_background()),
+        };
         // Fleet mode: the page may come from another replica (L2), under the same key.
         let shared_key = producer
             .caches
@@ -122,9 +140,13 @@ pub async fn answer(lister: &Arc<Lister>, request: Arc<ListRequest>) -> Lookup<A
 async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutcome<Arc<Answer>> {
     {
         // A page to produce needs the regions: within the project's limit (cache hits never
-        // come here).
+        // come here; nor does the proxy's own refresh of a page it served stale count).
         let tenant = crate::regions::tenant(&request.target.scope, &request.ctx.token);
-        let answer = match producer.regions.tenant_admits(&tenant) {
+        let admitted = match request.ctx.background {
+            true => Ok(()),
+            false => producer.regions.tenant_admits(&tenant),
+        };
+        let answer = match admitted {
             Ok(()) => list(&producer, &request).await,
             Err(refused) => Err(refused),
         };

@@ -13,7 +13,7 @@ use crate::cinder::resource::Resource;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::cache::coalescing::{FetchOutcome, Lookup};
+use crate::cache::coalescing::{FetchOutcome, Fetching, Lookup};
 use crate::regions::guard::Refusal;
 use crate::cinder::item::ListPage;
 use crate::regions::{CallContext, RegionClient, RegionError, Regions};
@@ -104,7 +104,12 @@ impl Source for RegionSource<'_> {
         let fields = a.fields.to_vec();
         let regions = self.regions.clone();
         let enabled = self.caches.enabled;
-        let fetch = move |_: &_| async move {
+        let fetch = move |_: &_, why: Fetching| async move {
+            // A refresh of a stale page nobody waits for is the proxy's own work.
+            let ctx = CallContext {
+                background: ctx.background || why == Fetching::Refresh,
+                ..ctx
+            };
             let client = regions.region(region);
             let result = client
                 .list(resource, &scope, &params, &fields, &ctx)

@@ -26,6 +26,44 @@ pub struct CallContext {
     pub version: Version,
     pub(crate) request_id: HeaderValue,
     pub traceparent: Option<HeaderValue>,
+    /// The proxy refreshes a stale page nobody waits for: its calls wait in the proxy's own
+    /// flow at a contended region (README, "Fair sharing"), not in the project's.
+    pub(crate) background: bool,
+}
+
+/// Whom a region call is for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Whom<'a> {
+    /// The project's scope, or a project-less caller's token digest: whom a 429 holds back
+    /// with `retry_after_scope = "project"`. `None` for the proxy's own calls (probes).
+    pub tenant: Option<&'a str>,
+    /// Whose turn the call waits for at a contended limiter: the tenant's, or `None`, the
+    /// proxy's own flow (probes, background refreshes).
+    pub flow: Option<&'a str>,
+}
+
+impl<'a> Whom<'a> {
+    /// The proxy's own call (a version document, a probe).
+    pub(crate) const PROXY: Whom<'static> = Whom {
+        tenant: None,
+        flow: None,
+    };
+
+    /// A call for `tenant` in `ctx`: in its flow unless it is the proxy's background work.
+    pub(crate) fn of(tenant: &'a str, ctx: &CallContext) -> Whom<'a> {
+        Whom {
+            tenant: Some(tenant),
+            flow: (!ctx.background).then_some(tenant),
+        }
+    }
+
+    /// A client's own call (a pass-through: never background).
+    pub(crate) fn client(tenant: Option<&'a str>) -> Whom<'a> {
+        Whom {
+            tenant,
+            flow: tenant,
+        }
+    }
 }
 
 /// One regional Cinder, as every call to it sees it.
@@ -104,13 +142,12 @@ impl RegionClient {
     ///
     /// `upstream.timeout` is the whole budget of the call, retries and waits for the guard
     /// included: a hung region costs a request one deadline, never one per attempt.
-    /// `tenant` (a project's scope, or a project-less caller's token digest; `None` for the
-    /// proxy's own calls) is whom a 429 holds back with `retry_after_scope = "project"`.
+    /// `whom`: the tenant a 429 holds back, and the flow the call waits in.
     pub(super) async fn call<T>(
         &self,
         request: reqwest::RequestBuilder,
         client_traceparent: Option<&HeaderValue>,
-        tenant: Option<&str>,
+        whom: Whom<'_>,
         ok: &[StatusCode],
         parse: impl Fn(Bytes) -> Result<T, String>,
     ) -> Result<T, RegionError> {
@@ -121,7 +158,7 @@ impl RegionClient {
             let request = request
                 .try_clone()
                 .expect("GET requests have no streaming body");
-            let (result, judged) = match self.admitted(attempt == 0, deadline, tenant).await {
+            let (result, judged) = match self.admitted(attempt == 0, deadline, whom).await {
                 Err(refused) => (Err(refused), None),
                 Ok(_permit) => {
                     let started = Instant::now();
@@ -156,7 +193,7 @@ impl RegionClient {
             // failing request are not more failures of the region, and a retry that is
             // served is a region that serves.
             if let Some((judged, took)) = judged {
-                self.learn(judged, took, tenant);
+                self.learn(judged, took, whom.tenant);
             }
             return result;
         }
@@ -173,8 +210,9 @@ impl RegionClient {
         request: reqwest::RequestBuilder,
         tenant: Option<&str>,
     ) -> Result<Forwarded, RegionError> {
+        let whom = Whom::client(tenant);
         let deadline = later(Instant::now(), self.timeout);
-        let _permit = self.admitted(true, deadline, tenant).await?;
+        let _permit = self.admitted(true, deadline, whom).await?;
         let started = Instant::now();
         let span = self.span(0);
         let exchange = async {
@@ -189,7 +227,7 @@ impl RegionClient {
             Ok((answer, retry_after)) => Judged::status(answer.status, *retry_after),
             Err(e) => Judged::of(e),
         };
-        self.judge(&span, started, judged, tenant);
+        self.judge(&span, started, judged, whom.tenant);
         read.map(|(answer, _)| answer)
     }
 

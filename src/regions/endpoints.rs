@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use serde_json::Value;
 
-use super::client::{CallContext, RegionClient};
+use super::client::{CallContext, RegionClient, Whom};
 use super::RegionError;
 use crate::cinder::item::{self, Item, ListPage};
 use crate::cinder::path::encode_segment;
@@ -55,7 +55,7 @@ impl RegionClient {
         self.call(
             request,
             ctx.traceparent.as_ref(),
-            Some(&tenant),
+            Whom::of(&tenant, ctx),
             &[StatusCode::OK],
             |body| item::parse_list(body, fields, resource),
         )
@@ -83,7 +83,7 @@ impl RegionClient {
         self.call(
             request,
             ctx.traceparent.as_ref(),
-            Some(&tenant),
+            Whom::of(&tenant, ctx),
             &[StatusCode::OK],
             |body| item::parse_show(body, fields, resource),
         )
@@ -106,7 +106,7 @@ impl RegionClient {
         let url = format!("{}{scope}/{path}?{query}", self.base);
         let request = self.get(&url, ctx);
         let tenant = tenant(scope, &ctx.token);
-        self.call(request, ctx.traceparent.as_ref(), Some(&tenant), &[StatusCode::OK], |body| {
+        self.call(request, ctx.traceparent.as_ref(), Whom::of(&tenant, ctx), &[StatusCode::OK], |body| {
             serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
         })
         .await
@@ -119,7 +119,7 @@ impl RegionClient {
             .get(&url)
             .header(reqwest::header::ACCEPT, "application/json");
         let ok = [StatusCode::OK, StatusCode::MULTIPLE_CHOICES];
-        self.call(request, None, None, &ok, |body| {
+        self.call(request, None, Whom::PROXY, &ok, |body| {
             serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
         })
         .await

@@ -13,6 +13,40 @@ use crate::support::{rows, Harness};
 const NOISY: &str = "noisy00";
 const QUIET: &str = "quiet00";
 
+/// `clients` clients of `project`, each listing with a filter of its own (the regions are asked
+/// every time), at most `max` requests each, while `on` holds; each returns the status of each
+/// answer and whether it was degraded (a region missing), and counts it in `sent`.
+fn flood(
+    h: &Arc<Harness>,
+    project: &str,
+    clients: usize,
+    max: usize,
+    on: &Arc<AtomicBool>,
+    sent: &Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Vec<(u16, bool)>>> {
+    (0..clients)
+        .map(|c| {
+            let (h, on, sent) = (h.clone(), on.clone(), sent.clone());
+            let token = format!("u:{project}");
+            let project = project.to_string();
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in 0..max {
+                    if !on.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let path = format!("/v3/{project}/backups/detail?name=c{c}-{i}");
+                    let r = h.get_with(&path, &[("X-Auth-Token", &token)]).await;
+                    let degraded = r.header("x-aggregate-missing-regions").is_some();
+                    answers.push((r.status, degraded));
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+                answers
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_quiet_project_is_served_while_another_floods() {
     // Each region holds three backups of each project.
@@ -33,31 +67,9 @@ async fn a_quiet_project_is_served_while_another_floods() {
     let flooding = Arc::new(AtomicBool::new(true));
     let noisy_sent = Arc::new(AtomicUsize::new(0));
     let started = std::time::Instant::now();
-    // Twelve clients of one project, each listing with an offset of its own (always a miss),
+    // Twelve clients of one project, each listing with a filter of its own (always a miss),
     // until the quiet project is done (at most 300 requests each).
-    let flood: Vec<_> = (0..12)
-        .map(|c| {
-            let (h, flooding, sent) = (h.clone(), flooding.clone(), noisy_sent.clone());
-            tokio::spawn(async move {
-                let mut statuses = Vec::new();
-                for i in 0..300 {
-                    if !flooding.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    // A filter of its own: the regions must be asked every time.
-                    let path = format!("/v3/{NOISY}/backups/detail?name=n{c}-{i}");
-                    let token = [("X-Auth-Token", format!("u:{NOISY}"))];
-                    let token: Vec<(&str, &str)> =
-                        token.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    let r = h.get_with(&path, &token).await;
-                    let degraded = r.header("x-aggregate-missing-regions").is_some();
-                    statuses.push((r.status, degraded));
-                    sent.fetch_add(1, Ordering::SeqCst);
-                }
-                statuses
-            })
-        })
-        .collect();
+    let flood = flood(&h, NOISY, 12, 300, &flooding, &noisy_sent);
     // The flood is on before the quiet project asks.
     crate::support::until("the flood is on", || {
         noisy_sent.load(Ordering::SeqCst) >= 24
@@ -185,24 +197,12 @@ async fn equal_demand_gets_equal_shares() {
     // Past the burst (50) and the next second (50), this many calls are counted.
     const SKIPPED: usize = 100;
     const COUNTED: usize = 150;
-    let done = Arc::new(AtomicBool::new(false));
+    let on = Arc::new(AtomicBool::new(true));
+    let sent = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = PROJECTS
         .iter()
         .zip([12, 6, 6])
-        .flat_map(|(project, clients)| (0..clients).map(move |c| (*project, c)))
-        .map(|(project, c)| {
-            let (h, done) = (h.clone(), done.clone());
-            tokio::spawn(async move {
-                let token = format!("u:{project}");
-                for i in 0..1000 {
-                    if done.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let path = format!("/v3/{project}/backups/detail?name=c{c}-{i}");
-                    h.get_with(&path, &[("X-Auth-Token", &token)]).await;
-                }
-            })
-        })
+        .flat_map(|(project, clients)| flood(&h, project, clients, 1000, &on, &sent))
         .collect();
     let region = h.regions[0].clone();
     let listings = |r: &cinder_sim::SimRegion| {
@@ -214,7 +214,7 @@ async fn equal_demand_gets_equal_shares() {
         listings(&region).len() >= SKIPPED + COUNTED
     })
     .await;
-    done.store(true, Ordering::SeqCst);
+    on.store(false, Ordering::SeqCst);
     for client in clients {
         client.await.unwrap();
     }
@@ -232,4 +232,95 @@ async fn equal_demand_gets_equal_shares() {
             "{project}: {share} of {COUNTED} calls (a fair share is {fair})"
         );
     }
+}
+
+/// The proxy's own work has a flow of its own: while one project floods a region held to
+/// `rate_limit = 10` from 36 clients (each waiting up to a second), the proxy's version reads
+/// go before the flood's next call, not behind its queue: each is answered while at most a
+/// few of the flood's calls reach the region (in arrival order, about ten: a second's worth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_proxys_own_calls_run_during_a_flood() {
+    let h = Arc::new(
+        Harness::start(
+            vec![(SimConfig::default(), rows("a", 3))],
+            "[upstream]\nrate_limit = 10\nqueue_timeout = \"1s\"\n",
+        )
+        .await,
+    );
+    let (on, sent) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let flood = flood(&h, NOISY, 36, 300, &on, &sent);
+    let region = h.regions[0].clone();
+    // Past the burst, the flood's calls wait their turn.
+    crate::support::until("the flood waits its turn", || region.calls() >= 10 + 20).await;
+    let mut read = Vec::new();
+    for _ in 0..3 {
+        let before = region.calls();
+        let answered = h.state.regions.region(0).versions().await;
+        let flood_calls = region.calls() - before;
+        read.push((
+            answered.map(|_| "answered").unwrap_or_else(|e| e.kind()),
+            flood_calls,
+        ));
+    }
+    on.store(false, Ordering::SeqCst);
+    for client in flood {
+        client.await.unwrap();
+    }
+    assert!(
+        read.iter()
+            .all(|&(answer, flood_calls)| answer == "answered" && flood_calls <= 3),
+        "version reads during the flood (answer, the flood's calls meanwhile): {read:?}"
+    );
+}
+
+/// A page served stale is refreshed by the proxy on its own account: the refresh is not held
+/// to the project's `[tenants]` limit (here spent by its first request), so the project's
+/// next answers carry what the region holds now.
+#[tokio::test]
+async fn a_background_refresh_does_not_spend_the_projects_limit() {
+    let mut backups = rows("a", 3);
+    for b in &mut backups {
+        b.project_id = QUIET.into();
+    }
+    let h = Harness::start(
+        vec![(SimConfig::default(), backups)],
+        "[tenants]\nrate = 0.01\nburst = 1\n\
+         [cache]\nttl = \"1ns\"\nstale_while_revalidate = \"60s\"\n",
+    )
+    .await;
+    let token = format!("u:{QUIET}");
+    let path = format!("/v3/{QUIET}/backups/detail");
+    let auth = [("X-Auth-Token", token.as_str())];
+    let get = || h.get_with(&path, &auth);
+    assert_eq!(get().await.ids().len(), 3);
+    h.regions[0].backups.write().unwrap().truncate(2);
+    let stale = get().await;
+    assert_eq!(
+        stale.header("cache-status"),
+        Some("vbs-proxy; hit; fwd=stale")
+    );
+    assert_eq!(stale.ids().len(), 3);
+    // The refresh reaches the region and is stored: a later stale answer is the new page.
+    let region = h.regions[0].clone();
+    crate::support::until("the background refresh", || region.calls() >= 2).await;
+    let mut answered = Vec::new();
+    for _ in 0..1000 {
+        let r = get().await;
+        answered.push(r.ids().len());
+        if r.ids().len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        answered.last(),
+        Some(&2),
+        "answers while refreshing: {answered:?}"
+    );
+    assert_eq!(
+        h.metric("vbs_tenant_limited_total").await.as_deref(),
+        Some("0")
+    );
 }

@@ -117,6 +117,8 @@ pub struct SimRegion {
     /// When set: (requests in flight now, the most seen at once); each request then takes
     /// a millisecond, like a real database would take some time.
     pub watch: RwLock<Option<(Arc<AtomicUsize>, Arc<AtomicUsize>)>>,
+    /// Version documents served (`GET /` and `GET /v3/`).
+    pub version_reads: AtomicUsize,
 }
 
 impl SimRegion {
@@ -203,6 +205,7 @@ fn base_of(request: &Request) -> String {
 }
 
 async fn versions(State(sim): Sim, request: Request) -> Response {
+    sim.version_reads.fetch_add(1, AtomicOrdering::SeqCst);
     let max = sim.config.read().expect("lock").max_version;
     let doc = json!({"versions": [{"id": "v3.0", "status": "CURRENT", "version": max.to_string(),
         "min_version": "3.0", "updated": "2023-08-31T00:00:00Z",

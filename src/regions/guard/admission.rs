@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::fair::Joined;
 use super::{later, Guard, Health, Refusal};
 use crate::config::RetryAfterScope;
+use crate::regions::client::Whom;
 use crate::regions::{RegionClient, RegionError};
 
 /// What one attempt came to, as the metrics, the span and the guard record it.
@@ -94,7 +95,7 @@ impl RegionClient {
         &self,
         first: bool,
         deadline: Instant,
-        tenant: Option<&str>,
+        whom: Whom<'_>,
     ) -> Result<OwnedSemaphorePermit, RegionError> {
         let guard = &self.guard;
         let queue_until = deadline.min(later(Instant::now(), guard.queue_wait()));
@@ -105,11 +106,11 @@ impl RegionClient {
             guard
                 .admit(Instant::now(), first)
                 .map_err(|refusal| self.refused(refusal))?;
-            if tenant.is_some_and(|t| guard.tenant_backing_off(t, Instant::now())) {
+            if whom.tenant.is_some_and(|t| guard.tenant_backing_off(t, Instant::now())) {
                 return Err(RegionError::Refused(Refusal::BackingOff));
             }
-            let permit = self.fair_share(queue_until, tenant).await?;
-            self.fleet_admits(queue_until, tenant).await?;
+            let permit = self.fair_share(queue_until, whom.flow).await?;
+            self.fleet_admits(queue_until, whom.tenant).await?;
             Ok(permit)
         }
         .await;
@@ -125,7 +126,7 @@ impl RegionClient {
     async fn fair_share(
         &self,
         queue_until: Instant,
-        tenant: Option<&str>,
+        flow: Option<&str>,
     ) -> Result<OwnedSemaphorePermit, RegionError> {
         let guard = &self.guard;
         if guard.fair.is_idle() && guard.take_token(Instant::now()).is_ok() {
@@ -139,7 +140,7 @@ impl RegionClient {
         } else {
             Refusal::Overloaded
         };
-        match guard.fair.join(tenant.unwrap_or("")) {
+        match guard.fair.join(flow.unwrap_or("")) {
             Joined::Full => Err(RegionError::Refused(short)),
             Joined::Waiting { grant, dispatch } => {
                 if dispatch {
