@@ -90,6 +90,19 @@ pub struct ServerConfig {
 pub struct AdminConfig {
     #[serde(default)]
     pub token: Option<Secret>,
+    /// How `GET /admin/throttled` names projects.
+    #[serde(default)]
+    pub throttled_names: ThrottledNames,
+}
+
+/// How the operator's view of throttled projects names them: by a digest (the default: the
+/// view can be shared without naming customers) or by project id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThrottledNames {
+    #[default]
+    Hashed,
+    Named,
 }
 
 /// Per-project limits at the edge (README, "Fair sharing"): what one project may ask of the
@@ -101,6 +114,9 @@ pub struct TenantsConfig {
     pub rate: f64,
     /// How many such requests one project may make at once above its rate.
     pub burst: u32,
+    /// How many such requests of one project may be under way at once (each asks a region
+    /// one call at a time, so this caps its share of every region's concurrency); 0 = no cap.
+    pub max_concurrency: u32,
 }
 
 impl TenantsConfig {

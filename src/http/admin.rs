@@ -1,4 +1,4 @@
-//! `POST /admin/cache/purge` and `GET /metrics`.
+//! `POST /admin/cache/purge`, `GET /admin/throttled` and `GET /metrics`.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 use super::error::ApiError;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, ThrottledNames};
+use crate::regions::throttled::{Reason, WINDOW};
 use crate::cache::Caches;
 use crate::state::metrics::Metrics;
 use crate::regions::Regions;
@@ -36,21 +37,102 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
         == 0
 }
 
+/// The admin routes are off without `admin.token` (404, as for any unknown route), and need
+/// it in `X-Admin-Token`.
+fn authorized(config: &Config, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &config.admin.token else {
+        return Err(ApiError::NotFound("The resource could not be found.".into()));
+    };
+    let Some(given) = headers.get("x-admin-token") else {
+        return Err(ApiError::Unauthorized("X-Admin-Token is required.".into()));
+    };
+    if !same_secret(given.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::Forbidden("Invalid admin token.".into()));
+    }
+    Ok(())
+}
+
+/// `GET /admin/throttled[?limit=N]`: the projects refused most in the last minute (a 429 of
+/// `[tenants]`, or a call past its turn at a region's limiter), most first, by reason; named
+/// by a digest or by id (`admin.throttled_names`). At most `limit` (20; 1 to 1000).
+pub async fn throttled(
+    State(config): State<Arc<Config>>,
+    State(regions): State<Arc<Regions>>,
+    request: Request,
+) -> Response {
+    if let Err(e) = authorized(&config, request.headers()) {
+        return e.into_response();
+    }
+    let mut limit = 20;
+    for (key, value) in crate::cinder::query::decode_query(request.uri().query().unwrap_or("")) {
+        match (key.as_str(), value.parse::<usize>()) {
+            ("limit", Ok(n)) if (1..=1000).contains(&n) => limit = n,
+            _ => {
+                return ApiError::bad_request(format!(
+                    "Invalid query: {key}={value} (only limit, 1 to 1000, is known)."
+                ))
+                .into_response()
+            }
+        }
+    }
+    let names = config.admin.throttled_names;
+    let throttled: Vec<serde_json::Value> = regions
+        .metrics
+        .throttled
+        .top(limit)
+        .into_iter()
+        .map(|t| {
+            let mut entry = serde_json::Map::new();
+            let (key, name) = throttled_name(&t.tenant, names);
+            entry.insert(key.into(), name.into());
+            let refused: serde_json::Map<String, serde_json::Value> = Reason::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), t.refused[*r as usize].into()))
+                .collect();
+            entry.insert("refused".into(), refused.into());
+            entry.insert("total".into(), t.total().into());
+            let ago = (t.since_last.as_secs_f64() * 10.0).round() / 10.0;
+            entry.insert("last_refused_seconds_ago".into(), ago.into());
+            entry.into()
+        })
+        .collect();
+    let body = serde_json::json!({
+        "window_seconds": WINDOW.as_secs(),
+        "throttled": throttled,
+    });
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// How the operator's view names a tenant: a project by id, or by the SHA-256 of its id
+/// (hex, 16 bytes); a project-less caller by the digest of its token it is known by.
+fn throttled_name(tenant: &str, names: ThrottledNames) -> (&'static str, String) {
+    if let Some(caller) = tenant.strip_prefix("/v3@") {
+        return ("caller_sha256", caller.to_string());
+    }
+    let project = super::decode_segment(tenant.strip_prefix("/v3/").unwrap_or(tenant));
+    match names {
+        ThrottledNames::Named => ("project", project),
+        ThrottledNames::Hashed => {
+            let digest = Sha256::digest(project.as_bytes());
+            let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            ("project_sha256", hex)
+        }
+    }
+}
+
 /// `{"project_id": "..."}` drops that project's entries, `{}` drops all; answers how many.
 pub async fn purge(
     State(config): State<Arc<Config>>,
     State(caches): State<Arc<Caches>>,
     request: Request,
 ) -> Response {
-    let Some(expected) = &config.admin.token else {
-        return ApiError::NotFound("The resource could not be found.".into()).into_response();
-    };
     let (parts, body) = request.into_parts();
-    let Some(given) = parts.headers.get("x-admin-token") else {
-        return ApiError::Unauthorized("X-Admin-Token is required.".into()).into_response();
-    };
-    if !same_secret(given.as_bytes(), expected.as_bytes()) {
-        return ApiError::Forbidden("Invalid admin token.".into()).into_response();
+    if let Err(e) = authorized(&config, &parts.headers) {
+        return e.into_response();
     }
     let bytes = match axum::body::to_bytes(body, 64 * 1024).await {
         Ok(b) => b,

@@ -133,6 +133,7 @@ fn routes(state: AppState) -> Router {
         .route("/v3", get(versions::v3))
         .route("/v3/", get(versions::v3))
         .route("/admin/cache/purge", axum::routing::post(admin::purge))
+        .route("/admin/throttled", get(admin::throttled))
         .route("/healthz", get(|| async { "OK" }))
         .route("/readyz", get(versions::readyz))
         .route("/metrics", get(admin::metrics));

@@ -191,9 +191,10 @@ pub async fn handle(
         .as_deref()
         .zip(token)
         .map(|(scope, token)| crate::regions::tenant(scope, token));
-    if let Some(Err(refused)) = tenant.as_deref().map(|t| regions.tenant_admits(t)) {
-        return ApiError::from(refused).into_response();
-    }
+    let _under_way = match tenant.as_deref().map(|t| regions.tenant_admits(t)).transpose() {
+        Ok(under_way) => under_way,
+        Err(refused) => return ApiError::from(refused).into_response(),
+    };
     let (index, item) = match destination(&config, &regions, &caches, &parts, &body).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),

@@ -28,9 +28,12 @@ pub async fn handle(
     };
     let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
     let tenant = crate::regions::tenant(&scope, &caller.ctx.token);
-    if let Err(refused) = regions.tenant_admits(&tenant) {
-        return caller.answered(super::error::ApiError::from(refused).into_response());
-    }
+    let _under_way = match regions.tenant_admits(&tenant) {
+        Ok(under_way) => under_way,
+        Err(refused) => {
+            return caller.answered(super::error::ApiError::from(refused).into_response())
+        }
+    };
     match source::find_item(resource, &regions, &caches, &scope, &id, &[], &caller.ctx).await {
         Ok((_, item)) => {
             let base = caller.public_base.to_string();

@@ -143,11 +143,11 @@ async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutco
         // come here; nor does the proxy's own refresh of a page it served stale count).
         let tenant = crate::regions::tenant(&request.target.scope, &request.ctx.token);
         let admitted = match request.ctx.background {
-            true => Ok(()),
-            false => producer.regions.tenant_admits(&tenant),
+            true => Ok(None),
+            false => producer.regions.tenant_admits(&tenant).map(Some),
         };
         let answer = match admitted {
-            Ok(()) => list(&producer, &request).await,
+            Ok(_under_way) => list(&producer, &request).await,
             Err(refused) => Err(refused),
         };
         // Whole: every region answered from fresh data. A region missing, or covered by a

@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use std::sync::Arc;
+
 use super::guard::BreakerState;
 use super::Regions;
 
@@ -32,6 +34,8 @@ pub(crate) struct UpstreamMetrics {
     pub(crate) latency: Family<RegionLabel, Histogram>,
     /// How long calls waited their turn at a region's limiter (only calls that waited).
     pub(crate) queue_wait: Family<RegionLabel, Histogram>,
+    /// The projects refused lately, by name (never a metric label).
+    pub(crate) throttled: Arc<super::throttled::Throttled>,
 }
 
 impl Default for UpstreamMetrics {
@@ -47,6 +51,7 @@ impl Default for UpstreamMetrics {
             queue_wait: Family::new_with_constructor(|| {
                 Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])
             }),
+            throttled: Arc::default(),
         }
     }
 }
@@ -94,6 +99,8 @@ pub(crate) struct StateGauges {
     misconfigured: Family<RegionLabel, Gauge>,
     /// Projects with calls waiting at the region's limiter now (throttled by fair queuing).
     flows_waiting: Family<RegionLabel, Gauge>,
+    /// Projects refused within the last minute (`throttled.rs`).
+    throttled: Gauge,
 }
 
 impl Regions {
@@ -127,8 +134,15 @@ impl Regions {
         );
         registry.register(
             "tenant_limited",
-            "Requests refused 429 because their project passed its [tenants] rate and burst",
+            "Requests refused 429 because their project passed a [tenants] limit, by reason \
+             (rate, concurrency)",
             self.tenant_limits.refused.clone(),
+        );
+        registry.register(
+            "tenants_throttled",
+            "Projects refused (429, or a call past its turn at a region's limiter) in the last \
+             minute",
+            self.gauges.throttled.clone(),
         );
         registry.register(
             "upstream_misconfigured",
@@ -144,6 +158,8 @@ impl Regions {
 
     /// Set the breaker and misconfiguration gauges from the regions' state now.
     pub(crate) fn update_gauges(&self) {
+        let throttled = self.metrics.throttled.count();
+        self.gauges.throttled.set(throttled.min(i64::MAX as u64) as i64);
         for region in self.iter() {
             let state = match region.guard.breaker() {
                 BreakerState::Closed => 0,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod tenant_limit;
+pub mod throttled;
 pub mod versions;
 
 use std::sync::Arc;
@@ -40,17 +41,34 @@ pub struct Regions {
 
 impl Regions {
     /// A request of `tenant` (`tenant(scope, token)`) that needs a region call: within its
-    /// project's `[tenants]` limit, or refused before any region is asked.
-    pub(crate) fn tenant_admits(&self, tenant: &str) -> Result<(), crate::error::RequestError> {
+    /// project's `[tenants]` limits (counted as under way while the value lives), or refused
+    /// before any region is asked.
+    pub(crate) fn tenant_admits(
+        &self,
+        tenant: &str,
+    ) -> Result<tenant_limit::UnderWay, crate::error::RequestError> {
+        use throttled::Reason;
         self.tenant_limits
             .admit(tenant, tokio::time::Instant::now())
-            .map_err(|wait| crate::error::RequestError::TooManyRequests {
-                message: format!(
-                    "This project's requests to the regions are over its limit (tenants.rate); \
-                     retry after {:.1} s.",
-                    wait.as_secs_f64()
-                ),
-                retry_after: wait,
+            .map_err(|refused| {
+                self.metrics.throttled.record(tenant, refused.reason);
+                let wait = refused.retry_after;
+                let message = match refused.reason {
+                    Reason::Concurrency => format!(
+                        "This project has {} requests to the regions under way, its limit \
+                         (tenants.max_concurrency); retry when one is answered.",
+                        self.tenant_limits.max_concurrency()
+                    ),
+                    _ => format!(
+                        "This project's requests to the regions are over its limit \
+                         (tenants.rate); retry after {:.1} s.",
+                        wait.as_secs_f64()
+                    ),
+                };
+                crate::error::RequestError::TooManyRequests {
+                    message,
+                    retry_after: wait,
+                }
             })
     }
 

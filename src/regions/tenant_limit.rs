@@ -1,15 +1,31 @@
 //! Per-project limits at the edge (`[tenants]`, README "Fair sharing"): how many requests
 //! that need a region call one project may make, whatever the others do. A generic cell rate
-//! algorithm per project: `rate` a second, `burst` at once above it. Past it the request is
-//! refused before any region is asked, with how long to wait. Cache hits never come here.
+//! algorithm per project: `rate` a second, `burst` at once above it; and at most
+//! `max_concurrency` of them under way at once. Past either the request is refused before any
+//! region is asked, with how long to wait. Cache hits never come here.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::time::Instant;
 
+use super::throttled::Reason;
 use crate::config::TenantsConfig;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Why a request was refused, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub reason: Reason,
+    pub retry_after: Duration,
+}
 
 /// Bytes the projects' states may take, keys included (a project's scope is a path segment).
 const MAX_BYTES: u64 = 16 << 20;
@@ -22,8 +38,37 @@ pub struct TenantLimits {
     tolerance: Duration,
     /// A project's theoretical arrival time: when its next request would be on time.
     projects: moka::sync::Cache<Box<str>, Arc<Mutex<Instant>>>,
-    /// Requests refused, all projects together (no label per project: cardinality).
-    pub(crate) refused: Counter,
+    /// `max_concurrency`: one project's requests under way at once; 0: no cap.
+    max_concurrency: u32,
+    /// Each project's requests under way now. A project leaves at zero, so the map holds at
+    /// most one entry per request in flight (`server.max_in_flight`).
+    under_way: Arc<UnderWayCounts>,
+    /// Requests refused by reason, all projects together (no label per project: cardinality).
+    pub(crate) refused: Family<ReasonLabel, Counter>,
+}
+
+/// Each project's requests under way.
+type UnderWayCounts = Mutex<HashMap<Box<str>, u32>>;
+
+/// A request of one project under way to the regions: counted against its
+/// `max_concurrency` until dropped.
+#[derive(Debug)]
+pub struct UnderWay {
+    counted: Option<(Arc<UnderWayCounts>, Box<str>)>,
+}
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        if let Some((under_way, tenant)) = self.counted.take() {
+            let mut map = under_way.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&tenant);
+                }
+            }
+        }
+    }
 }
 
 impl TenantLimits {
@@ -38,13 +83,60 @@ impl TenantLimits {
                 // A project idle for a burst's time is back to a full burst anyway.
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
-            refused: Counter::default(),
+            max_concurrency: config.max_concurrency,
+            under_way: Arc::default(),
+            refused: Family::default(),
         }
     }
 
-    /// May `tenant` make a request that needs a region call now? `Err(wait)`: not before
-    /// `wait` has passed.
-    pub fn admit(&self, tenant: &str, now: Instant) -> Result<(), Duration> {
+    /// May `tenant` make a request that needs a region call now? While it is under way, the
+    /// returned value counts it. Refused: it waits or is under way too often.
+    pub fn admit(&self, tenant: &str, now: Instant) -> Result<UnderWay, Refused> {
+        let under_way = self.start(tenant)?;
+        if let Err(wait) = self.on_time(tenant, now) {
+            return Err(self.refuse(Reason::Rate, wait));
+        }
+        Ok(under_way)
+    }
+
+    pub fn max_concurrency(&self) -> u32 {
+        self.max_concurrency
+    }
+
+    fn refuse(&self, reason: Reason, retry_after: Duration) -> Refused {
+        let label = ReasonLabel {
+            reason: reason.as_str(),
+        };
+        self.refused.get_or_create(&label).inc();
+        Refused {
+            reason,
+            retry_after,
+        }
+    }
+
+    /// One more request of `tenant` under way, within `max_concurrency`. Refused, it may try
+    /// again when one of its requests is answered: a second, as `Retry-After` says it.
+    fn start(&self, tenant: &str) -> Result<UnderWay, Refused> {
+        if self.max_concurrency == 0 {
+            return Ok(UnderWay { counted: None });
+        }
+        let mut map = self.under_way.lock().unwrap_or_else(|p| p.into_inner());
+        let n = match map.get_mut(tenant) {
+            Some(n) => n,
+            None => map.entry(tenant.into()).or_insert(0),
+        };
+        if *n >= self.max_concurrency {
+            drop(map);
+            return Err(self.refuse(Reason::Concurrency, Duration::from_secs(1)));
+        }
+        *n += 1;
+        Ok(UnderWay {
+            counted: Some((self.under_way.clone(), tenant.into())),
+        })
+    }
+
+    /// The rate: `Err(wait)` when `tenant` is early by more than its burst.
+    fn on_time(&self, tenant: &str, now: Instant) -> Result<(), Duration> {
         let Some(interval) = self.interval else {
             return Ok(());
         };
@@ -57,7 +149,6 @@ impl TenantLimits {
         let mut tat = state.lock().unwrap_or_else(|p| p.into_inner());
         let next = (*tat).max(now) + interval;
         if next.saturating_duration_since(now) > self.tolerance {
-            self.refused.inc();
             return Err(next.saturating_duration_since(now) - self.tolerance);
         }
         *tat = next;
@@ -75,20 +166,64 @@ fn weight(key: &Box<str>, _state: &Arc<Mutex<Instant>>) -> u32 {
 mod tests {
     use super::*;
 
+    fn limits(rate: f64, burst: u32, max_concurrency: u32) -> TenantLimits {
+        TenantLimits::new(&TenantsConfig {
+            rate,
+            burst,
+            max_concurrency,
+        })
+    }
+
+    fn refused(limits: &TenantLimits, reason: Reason) -> u64 {
+        let label = ReasonLabel {
+            reason: reason.as_str(),
+        };
+        limits.refused.get_or_create(&label).get()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_project_gets_its_burst_then_its_rate_and_others_are_untouched() {
-        let limits = TenantLimits::new(&TenantsConfig { rate: 2.0, burst: 3 });
+        let limits = limits(2.0, 3, 0);
         let now = Instant::now();
         for _ in 0..3 {
-            assert_eq!(limits.admit("/v3/a", now), Ok(()));
+            assert!(limits.admit("/v3/a", now).is_ok());
         }
         let wait = limits.admit("/v3/a", now).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(500));
-        assert_eq!(limits.admit("/v3/b", now), Ok(()), "another project");
-        assert_eq!(limits.admit("/v3/a", now + wait), Ok(()));
-        assert!(limits.admit("/v3/a", now + wait).is_err());
-        assert_eq!(limits.refused.get(), 2);
-        let off = TenantLimits::new(&TenantsConfig { rate: 0.0, burst: 1 });
+        assert_eq!(wait.retry_after, Duration::from_millis(500));
+        assert_eq!(wait.reason, Reason::Rate);
+        assert!(limits.admit("/v3/b", now).is_ok(), "another project");
+        assert!(limits.admit("/v3/a", now + wait.retry_after).is_ok());
+        assert!(limits.admit("/v3/a", now + wait.retry_after).is_err());
+        assert_eq!(refused(&limits, Reason::Rate), 2);
+        let off = self::limits(0.0, 1, 0);
         assert!((0..1000).all(|_| off.admit("/v3/a", now).is_ok()));
+    }
+
+    #[test]
+    fn a_project_has_at_most_its_requests_under_way_and_others_are_untouched() {
+        let limits = limits(0.0, 1, 2);
+        let now = Instant::now();
+        let first = limits.admit("/v3/a", now).unwrap();
+        let second = limits.admit("/v3/a", now).unwrap();
+        let third = limits.admit("/v3/a", now).unwrap_err();
+        assert_eq!(third.reason, Reason::Concurrency);
+        assert_eq!(third.retry_after, Duration::from_secs(1));
+        let other = limits.admit("/v3/b", now).unwrap();
+        drop(first);
+        let again = limits.admit("/v3/a", now).unwrap();
+        assert!(limits.admit("/v3/a", now).is_err());
+        drop((second, again, other));
+        assert!(limits.under_way.lock().unwrap().is_empty(), "no project left behind");
+        assert_eq!(refused(&limits, Reason::Concurrency), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_rate_does_not_stay_under_way() {
+        let limits = limits(1.0, 1, 1);
+        let now = Instant::now();
+        let first = limits.admit("/v3/a", now).unwrap();
+        drop(first);
+        assert_eq!(limits.admit("/v3/a", now).unwrap_err().reason, Reason::Rate);
+        assert!(limits.under_way.lock().unwrap().is_empty());
     }
 }

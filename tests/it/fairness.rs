@@ -144,7 +144,10 @@ async fn a_project_past_its_limit_gets_429_and_its_cache_hits() {
             (SimConfig::default(), rows("a", 2)),
             (SimConfig::default(), rows("b", 2)),
         ],
-        "[tenants]\nrate = 0.01\nburst = 2\n[cache]\nttl = \"60s\"\n",
+        &format!(
+            "[tenants]\nrate = 0.01\nburst = 2\n[cache]\nttl = \"60s\"\n\
+             [admin]\ntoken = \"{ADMIN}\"\n"
+        ),
     )
     .await;
     let get = |project: &str, path: &str| {
@@ -175,8 +178,133 @@ async fn a_project_past_its_limit_gets_429_and_its_cache_hits() {
     assert_eq!(get(NOISY, "backups/detail?limit=3").await.status, 429);
     assert_eq!(get(NOISY, "backups/detail?limit=1").await.status, 200);
     assert_eq!(get(QUIET, "backups/detail?limit=3").await.status, 200);
-    let refused = h.metric("vbs_tenant_limited_total").await;
+    let refused = h.metric("vbs_tenant_limited_total{reason=\"rate\"}").await;
     assert_eq!(refused.as_deref(), Some("4"));
+    assert_eq!(
+        h.metric("vbs_tenants_throttled").await.as_deref(),
+        Some("1")
+    );
+    // The operator sees who: by default a digest of the project id, not the id.
+    let admin = [("X-Admin-Token", ADMIN)];
+    let view = h.get_with("/admin/throttled", &admin).await;
+    assert_eq!(view.status, 200, "{}", view.text);
+    let view = view.json();
+    let throttled = view["throttled"].as_array().unwrap();
+    assert_eq!(throttled.len(), 1, "{view}");
+    assert_eq!(throttled[0]["project_sha256"], sha256_16(NOISY));
+    assert_eq!(throttled[0]["refused"]["rate"], 4);
+    assert_eq!(throttled[0]["total"], 4);
+    assert!(!view.to_string().contains(NOISY), "{view}");
+    assert_eq!(view["window_seconds"], 60);
+    // Without the admin token, nothing; a limit out of range is the caller's mistake.
+    assert_eq!(h.get("/admin/throttled", None).await.status, 401);
+    let wrong = h
+        .get_with("/admin/throttled", &[("X-Admin-Token", "not-it")])
+        .await;
+    assert_eq!(wrong.status, 403);
+    let bad = h.get_with("/admin/throttled?limit=0", &admin).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(bad.json()["badRequest"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("limit"));
+}
+
+const ADMIN: &str = "0123456789abcdef-admin";
+
+/// The first 16 bytes of SHA-256 over `s`, in hex.
+fn sha256_16(s: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(s.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `tenants.max_concurrency`: a project with that many requests to the regions under way gets
+/// a 429 for the next one (its region calls are held at a slow region here), before any
+/// region is asked; another project is served meanwhile, and once one of the project's
+/// requests is answered it may ask again. The operator's view names it when told to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_project_with_its_requests_under_way_waits_for_one_of_them() {
+    let mut backups = rows("a", 2);
+    backups.extend(rows("b", 2).into_iter().map(|mut b| {
+        b.project_id = QUIET.into();
+        b
+    }));
+    for b in backups.iter_mut().take(2) {
+        b.project_id = NOISY.into();
+    }
+    let h = Arc::new(
+        Harness::start(
+            vec![(SimConfig::default(), backups)],
+            &format!(
+                "[tenants]\nmax_concurrency = 2\n[admin]\ntoken = \"{ADMIN}\"\n\
+                 throttled_names = \"named\"\n"
+            ),
+        )
+        .await,
+    );
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let region = h.regions[0].clone();
+    *region.gate_only.write().unwrap() = Some("name=slow".into());
+    *region.gate.write().unwrap() = Some(gate.clone());
+    let get = |project: &'static str, query: String| {
+        let h = h.clone();
+        async move {
+            let path = format!("/v3/{project}/backups/detail?{query}");
+            h.get_with(&path, &[("X-Auth-Token", &format!("u:{project}"))])
+                .await
+        }
+    };
+    let slow: Vec<_> = (0..2)
+        .map(|i| tokio::spawn(get(NOISY, format!("name=slow{i}"))))
+        .collect();
+    crate::support::until("two slow listings at the region", || region.calls() >= 2).await;
+    let refused = get(NOISY, "limit=1".into()).await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    let message = refused.json()["overLimit"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("tenants.max_concurrency"), "{message}");
+    assert_eq!(
+        region.calls(),
+        2,
+        "no region was asked for the refused request"
+    );
+    let quiet = get(QUIET, "limit=5".into()).await;
+    assert_eq!(
+        (quiet.status, quiet.ids().len()),
+        (200, 2),
+        "{}",
+        quiet.text
+    );
+    gate.add_permits(1);
+    // One answered (either), the project may ask again.
+    let mut slow = slow;
+    let (first, _, rest) = futures::future::select_all(slow.drain(..)).await;
+    assert_eq!(first.unwrap().status, 200);
+    let again = get(NOISY, "limit=1".into()).await;
+    assert_eq!(
+        (again.status, again.ids().len()),
+        (200, 1),
+        "{}",
+        again.text
+    );
+    gate.add_permits(1);
+    for r in futures::future::join_all(rest).await {
+        assert_eq!(r.unwrap().status, 200);
+    }
+    let limited = h
+        .metric("vbs_tenant_limited_total{reason=\"concurrency\"}")
+        .await;
+    assert_eq!(limited.as_deref(), Some("1"));
+    let view = h
+        .get_with("/admin/throttled", &[("X-Admin-Token", ADMIN)])
+        .await
+        .json();
+    assert_eq!(view["throttled"][0]["project"], NOISY, "{view}");
+    assert_eq!(view["throttled"][0]["refused"]["concurrency"], 1, "{view}");
 }
 
 /// Three projects that each ask more than a third of a region's rate get a third each,
@@ -319,8 +447,9 @@ async fn a_background_refresh_does_not_spend_the_projects_limit() {
         Some(&2),
         "answers while refreshing: {answered:?}"
     );
-    assert_eq!(
-        h.metric("vbs_tenant_limited_total").await.as_deref(),
-        Some("0")
+    let limited = h.metric("vbs_tenant_limited_total{reason=\"rate\"}").await;
+    assert!(
+        matches!(limited.as_deref(), None | Some("0")),
+        "{limited:?}"
     );
 }

@@ -14,6 +14,7 @@ use super::fair::Joined;
 use super::{later, Guard, Health, Refusal};
 use crate::config::RetryAfterScope;
 use crate::regions::client::Whom;
+use crate::regions::throttled::Reason;
 use crate::regions::{RegionClient, RegionError};
 
 /// What one attempt came to, as the metrics, the span and the guard record it.
@@ -140,8 +141,14 @@ impl RegionClient {
         } else {
             Refusal::Overloaded
         };
+        let refused = || {
+            if let Some(flow) = flow {
+                self.metrics.throttled.record(flow, Reason::RegionQueue);
+            }
+            Err(RegionError::Refused(short))
+        };
         match guard.fair.join(flow.unwrap_or("")) {
-            Joined::Full => Err(RegionError::Refused(short)),
+            Joined::Full => refused(),
             Joined::Waiting { grant, dispatch } => {
                 if dispatch {
                     tokio::spawn(hand_out(Arc::clone(guard)));
@@ -151,7 +158,7 @@ impl RegionClient {
                 self.metrics.observe_queue_wait(&self.name, joined.elapsed());
                 match granted {
                     Ok(Ok(permit)) => Ok(permit),
-                    _ => Err(RegionError::Refused(short)),
+                    _ => refused(),
                 }
             }
         }
