@@ -12,8 +12,8 @@
 //! redis-rs's `ConnectionManager` (one multiplexed connection, reconnected in the background
 //! with backoff) is created lazily: the proxy starts and serves without Redis.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,6 +28,12 @@ use crate::config::FleetConfig;
 /// While Redis is down, one operation in this long is tried (the others are skipped).
 pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(250);
 
+/// How often a replica tells the store it is alive.
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// A replica not heard from for this long is not counted alive.
+pub(crate) const ALIVE_FOR: Duration = Duration::from_secs(5);
+
 /// Fleet operations by kind and outcome (`ok`, `error`, `timeout`, `skipped`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct OpLabels {
@@ -40,6 +46,8 @@ pub struct FleetMetrics {
     /// 1 while the last operation tried succeeded.
     pub up: Gauge,
     pub(crate) ops: Family<OpLabels, Counter>,
+    /// Replicas the store last said were alive.
+    replicas_alive: Gauge,
 }
 
 /// A page's value as another replica stored it, or the lock to fetch it.
@@ -102,6 +110,12 @@ return 0
 
 /// GCRA (the generic cell rate algorithm: one timestamp per region, the theoretical arrival
 /// time of the next call), after the region's published `Retry-After` and open breaker.
+///
+/// A region's timestamp is kept a day after its last call, so that one missing means the
+/// store lost it (a restart without persistence, a flush), or a fleet's first call: the
+/// bucket then starts empty, not full. While the store was away each replica spent its share
+/// of the rate on its own (`Guard::rate_now`); a full burst on its return would come on top
+/// of that.
 const ADMIT: &str = r"
 -- KEYS: gcra, backoff, breaker, the tenant's backoff (or the region's again). ARGV: interval
 -- ms (0 = no limit), burst tolerance ms.
@@ -117,13 +131,26 @@ local interval = tonumber(ARGV[1])
 if interval <= 0 then return {0, 0} end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local tat = tonumber(redis.call('GET', KEYS[1]) or (now + tonumber(ARGV[2])))
 if tat < now then tat = now end
 local allowed_at = tat - tonumber(ARGV[2])
 if now < allowed_at then return {3, allowed_at - now} end
 local next_tat = tat + interval
-redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now + 1000)
+redis.call('SET', KEYS[1], next_tat, 'PX', 86400000)
 return {0, 0}
+";
+
+/// A replica alive now; how many are (heard from within ARGV[2] ms, in Redis's clock). The set
+/// holds only those, and goes with the last of them.
+const HEARTBEAT: &str = r"
+-- KEYS: the replicas (member: a replica, score: when it was last heard from). ARGV: this
+-- replica, how long one counts as alive (ms).
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
 ";
 
 /// A `Retry-After` published: kept if it ends later than the one already there.
@@ -148,6 +175,22 @@ pub struct Fleet {
     admit: redis::Script,
     back_off: redis::Script,
     purge: redis::Script,
+    heartbeat: redis::Script,
+    /// This replica among the fleet's (random, for this process).
+    replica: String,
+    /// Replicas alive when the store was last asked (this one included).
+    alive: AtomicU32,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the connection: its address may carry the password.
+        f.debug_struct("Fleet")
+            .field("prefix", &self.prefix)
+            .field("up", &self.is_up())
+            .field("replicas_alive", &self.replicas_alive())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Fleet {
@@ -163,6 +206,12 @@ impl Fleet {
             "fleet_operations",
             "Fleet store operations by kind and outcome (ok, error, timeout, skipped)",
             self.metrics.ops.clone(),
+        );
+        registry.register(
+            "fleet_replicas_alive",
+            "Replicas the fleet store last said were alive (heard from within 5 s); while the \
+             store is down each keeps the regions' rate over this many",
+            self.metrics.replicas_alive.clone(),
         );
     }
 
@@ -206,8 +255,12 @@ impl Fleet {
             admit: redis::Script::new(ADMIT),
             back_off: redis::Script::new(BACK_OFF),
             purge: redis::Script::new(PURGE),
+            heartbeat: redis::Script::new(HEARTBEAT),
+            replica: uuid::Uuid::new_v4().simple().to_string(),
+            alive: AtomicU32::new(1),
         };
         fleet.metrics.up.set(1);
+        fleet.metrics.replicas_alive.set(1);
         Ok(Some(fleet))
     }
 
@@ -217,6 +270,49 @@ impl Fleet {
 
     pub(crate) fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Replicas the store last said were alive (this one included; 1 before it was asked).
+    pub(crate) fn replicas_alive(&self) -> u32 {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Tell the store this replica is alive, every [`HEARTBEAT_EVERY`], for as long as the
+    /// fleet is in use (the task ends when the last handle on it is dropped), and learn how
+    /// many are. While the store is down this is also what notices it is back, traffic or
+    /// not.
+    pub fn keep_alive(fleet: &std::sync::Arc<Fleet>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return; // not serving (a configuration check)
+        }
+        let fleet: Weak<Fleet> = std::sync::Arc::downgrade(fleet);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(fleet) = fleet.upgrade() else {
+                    return;
+                };
+                fleet.beat().await;
+            }
+        });
+    }
+
+    async fn beat(&self) {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.heartbeat.key(self.key("replicas", "alive"));
+        invocation.arg(&self.replica).arg(millis(ALIVE_FOR));
+        if let Some(n) = self
+            .run("heartbeat", invocation.invoke_async::<i64>(&mut conn))
+            .await
+        {
+            let n = n.clamp(1, i64::from(u32::MAX)) as u32;
+            self.metrics.replicas_alive.set(i64::from(n));
+            if self.alive.swap(n, Ordering::Relaxed) != n {
+                tracing::info!(replicas = n, "replicas alive in the fleet");
+            }
+        }
     }
 
     /// Skip this operation? Only while down, and not if a probe is due.

@@ -115,7 +115,8 @@ impl RegionClient {
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .expect("the TLS files were checked when the configuration was loaded");
-                (http, Arc::new(Guard::new(p.clone())))
+                let guard = Guard::new(p.clone()).in_fleet(fleet.clone());
+                (http, Arc::new(guard))
             }
         };
         RegionClient {

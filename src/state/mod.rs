@@ -55,6 +55,9 @@ impl AppState {
                 None
             })
             .map(Arc::new);
+        if let Some(fleet) = &fleet {
+            crate::fleet::Fleet::keep_alive(fleet);
+        }
         let cursor_key = match &config.server.cursor_secret {
             Some(secret) => CursorKey::new(secret.as_bytes()),
             None => CursorKey::random(),

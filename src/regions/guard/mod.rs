@@ -74,6 +74,9 @@ pub struct Guard {
     tenants_backing_off: retry_after::TenantBackOffs,
     /// Calls waiting for a token and a slot, served by project in turn (`fair.rs`).
     pub(crate) fair: fair::FairQueue,
+    /// Fleet mode: while its store cannot be reached, this replica keeps to its share of the
+    /// region's rate.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Guard {
@@ -91,6 +94,25 @@ impl Guard {
                 last_answer: None,
             }),
             settings,
+            fleet: None,
+        }
+    }
+
+    /// In fleet mode: the region's rate is the fleet's, shared through `fleet`.
+    pub(crate) fn in_fleet(mut self, fleet: Option<Arc<crate::fleet::Fleet>>) -> Guard {
+        self.fleet = fleet;
+        self
+    }
+
+    /// The rate this replica holds the region to now: the region's (in fleet mode the fleet's
+    /// store holds the fleet to it too), or, while the store cannot be reached, this replica's
+    /// share of it, the rate over the replicas it last saw alive: each replica alone at the
+    /// whole rate would let a fleet of N send N times it.
+    fn rate_now(&self) -> f64 {
+        let rate = self.settings.rate_limit;
+        match &self.fleet {
+            Some(fleet) if !fleet.is_up() => rate / f64::from(fleet.replicas_alive().max(1)),
+            _ => rate,
         }
     }
 
@@ -127,7 +149,8 @@ impl Guard {
 
     /// A rate token now, or how long until one.
     pub(crate) fn take_token(&self, now: Instant) -> Result<(), Duration> {
-        self.state().bucket.take(self.settings.rate_limit, now)
+        let rate = self.rate_now();
+        self.state().bucket.take(rate, now)
     }
 
     /// How long a call may wait for a token and a slot: `queue_timeout`, and with a rate
@@ -135,7 +158,7 @@ impl Guard {
     /// next token (with `rate_limit = 10` and the default 100 ms, a turn that came just after
     /// a token was spent would otherwise always miss).
     pub(crate) fn queue_wait(&self) -> Duration {
-        let rate = self.settings.rate_limit;
+        let rate = self.rate_now();
         let interval = if rate > 0.0 {
             Duration::from_secs_f64(1.0 / rate)
         } else {
@@ -146,7 +169,8 @@ impl Guard {
 
     /// A token taken for nobody goes back.
     pub(crate) fn refund_token(&self) {
-        self.state().bucket.refund(self.settings.rate_limit);
+        let rate = self.rate_now();
+        self.state().bucket.refund(rate);
     }
 
     /// Record what a sent request came to (`cause`: what went wrong, if it did); true when
