@@ -140,6 +140,22 @@ redis.call('SET', KEYS[1], next_tat, 'PX', 86400000)
 return {0, 0}
 ";
 
+/// A project's `[tenants]` rate for the fleet: GCRA, one timestamp per project (ms with a
+/// fraction, written with `%.3f` so that Lua's number printing loses nothing), kept until its
+/// burst would be whole again. Returns the ms to wait (as a string: a fraction), or 0.
+const TENANT_RATE: &str = r"
+-- KEYS: the project's theoretical arrival time. ARGV: interval ms, tolerance ms.
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local next_tat = tat + tonumber(ARGV[1])
+local ahead = next_tat - now
+if ahead > tonumber(ARGV[2]) then return string.format('%.3f', ahead - tonumber(ARGV[2])) end
+redis.call('SET', KEYS[1], string.format('%.3f', next_tat), 'PX', math.ceil(ahead) + 1000)
+return '0'
+";
+
 /// A replica alive now; how many are (heard from within ARGV[2] ms, in Redis's clock). The set
 /// holds only those, and goes with the last of them.
 const HEARTBEAT: &str = r"
@@ -176,6 +192,7 @@ pub struct Fleet {
     back_off: redis::Script,
     purge: redis::Script,
     heartbeat: redis::Script,
+    tenant_rate: redis::Script,
     /// This replica among the fleet's (random, for this process).
     replica: String,
     /// Replicas alive when the store was last asked (this one included).
@@ -256,6 +273,7 @@ impl Fleet {
             back_off: redis::Script::new(BACK_OFF),
             purge: redis::Script::new(PURGE),
             heartbeat: redis::Script::new(HEARTBEAT),
+            tenant_rate: redis::Script::new(TENANT_RATE),
             replica: uuid::Uuid::new_v4().simple().to_string(),
             alive: AtomicU32::new(1),
         };
@@ -526,6 +544,28 @@ impl Fleet {
             [redis::Value::Int(3), wait] => Admission::Wait(ms(wait)),
             [redis::Value::Int(4), wait] => Admission::TenantBackingOff(ms(wait)),
             _ => Admission::Go,
+        })
+    }
+
+    /// May `tenant` (a project's scope, or a project-less caller's token digest) make a
+    /// request that needs the regions now, fleet-wide? GCRA in Redis: one request every
+    /// `interval`, running at most `tolerance` ahead. `None`: Redis unavailable.
+    pub(crate) async fn admit_tenant(
+        &self,
+        tenant: &str,
+        interval: Duration,
+        tolerance: Duration,
+    ) -> Option<Result<(), Duration>> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.tenant_rate.key(self.key("tenant", tenant));
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        invocation.arg(ms(interval)).arg(ms(tolerance));
+        let wait: f64 = self
+            .run("admit_tenant", invocation.invoke_async::<f64>(&mut conn))
+            .await?;
+        Some(match wait > 0.0 {
+            true => Err(Duration::from_secs_f64(wait / 1000.0)),
+            false => Ok(()),
         })
     }
 

@@ -29,7 +29,7 @@ pub async fn handle(
     };
     let params = decode_query(parts.uri.query().unwrap_or(""));
     let tenant = crate::regions::tenant(&scope, &caller.ctx.token);
-    let answers = match regions.tenant_admits(&tenant) {
+    let answers = match regions.tenant_admits(&tenant).await {
         Ok(_under_way) => every_region_json(&regions, &scope, combined.path(), &params, &caller.ctx).await,
         Err(refused) => Err(refused),
     };

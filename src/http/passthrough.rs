@@ -191,9 +191,12 @@ pub async fn handle(
         .as_deref()
         .zip(token)
         .map(|(scope, token)| crate::regions::tenant(scope, token));
-    let _under_way = match tenant.as_deref().map(|t| regions.tenant_admits(t)).transpose() {
-        Ok(under_way) => under_way,
-        Err(refused) => return ApiError::from(refused).into_response(),
+    let _under_way = match tenant.as_deref() {
+        Some(tenant) => match regions.tenant_admits(tenant).await {
+            Ok(under_way) => Some(under_way),
+            Err(refused) => return ApiError::from(refused).into_response(),
+        },
+        None => None,
     };
     let (index, item) = match destination(&config, &regions, &caches, &parts, &body).await {
         Ok(found) => found,

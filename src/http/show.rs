@@ -28,7 +28,7 @@ pub async fn handle(
     };
     let id = super::decode_segment(path.rsplit('/').next().unwrap_or(""));
     let tenant = crate::regions::tenant(&scope, &caller.ctx.token);
-    let _under_way = match regions.tenant_admits(&tenant) {
+    let _under_way = match regions.tenant_admits(&tenant).await {
         Ok(under_way) => under_way,
         Err(refused) => {
             return caller.answered(super::error::ApiError::from(refused).into_response())

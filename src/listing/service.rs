@@ -144,7 +144,7 @@ async fn produce(producer: Arc<Lister>, request: Arc<ListRequest>) -> FetchOutco
         let tenant = crate::regions::tenant(&request.target.scope, &request.ctx.token);
         let admitted = match request.ctx.background {
             true => Ok(None),
-            false => producer.regions.tenant_admits(&tenant).map(Some),
+            false => producer.regions.tenant_admits(&tenant).await.map(Some),
         };
         let answer = match admitted {
             Ok(_under_way) => list(&producer, &request).await,

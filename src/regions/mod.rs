@@ -37,39 +37,65 @@ pub struct Regions {
     gauges: metrics::StateGauges,
     /// What one project may ask of the regions (`[tenants]`); kept when the regions change.
     pub(crate) tenant_limits: Arc<tenant_limit::TenantLimits>,
+    /// Fleet mode: the `[tenants]` rate is the fleet's.
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Regions {
     /// A request of `tenant` (`tenant(scope, token)`) that needs a region call: within its
     /// project's `[tenants]` limits (counted as under way while the value lives), or refused
     /// before any region is asked.
-    pub(crate) fn tenant_admits(
+    ///
+    /// In fleet mode the rate is the fleet's (Redis), this replica's own limits staying as a
+    /// floor; while Redis is away, this replica keeps its share of them (the limits over the
+    /// replicas it last saw alive).
+    pub(crate) async fn tenant_admits(
         &self,
         tenant: &str,
     ) -> Result<tenant_limit::UnderWay, crate::error::RequestError> {
+        let fleet = self.fleet.as_ref();
+        let share = fleet
+            .filter(|f| !f.is_up())
+            .map_or(1, |f| f.replicas_alive());
+        let under_way = self
+            .tenant_limits
+            .admit(tenant, tokio::time::Instant::now(), share)
+            .map_err(|refused| self.tenant_refused(tenant, refused))?;
+        if let (Some(fleet), Some((interval, tolerance))) = (fleet, self.tenant_limits.fleet_gcra())
+        {
+            if let Some(Err(wait)) = fleet.admit_tenant(tenant, interval, tolerance).await {
+                let refused = self.tenant_limits.refuse(throttled::Reason::Rate, wait);
+                return Err(self.tenant_refused(tenant, refused));
+            }
+        }
+        Ok(under_way)
+    }
+
+    /// A `[tenants]` refusal: recorded for the operator's view, and the caller's 429.
+    fn tenant_refused(
+        &self,
+        tenant: &str,
+        refused: tenant_limit::Refused,
+    ) -> crate::error::RequestError {
         use throttled::Reason;
-        self.tenant_limits
-            .admit(tenant, tokio::time::Instant::now())
-            .map_err(|refused| {
-                self.metrics.throttled.record(tenant, refused.reason);
-                let wait = refused.retry_after;
-                let message = match refused.reason {
-                    Reason::Concurrency => format!(
-                        "This project has {} requests to the regions under way, its limit \
-                         (tenants.max_concurrency); retry when one is answered.",
-                        self.tenant_limits.max_concurrency()
-                    ),
-                    _ => format!(
-                        "This project's requests to the regions are over its limit \
-                         (tenants.rate); retry after {:.1} s.",
-                        wait.as_secs_f64()
-                    ),
-                };
-                crate::error::RequestError::TooManyRequests {
-                    message,
-                    retry_after: wait,
-                }
-            })
+        self.metrics.throttled.record(tenant, refused.reason);
+        let wait = refused.retry_after;
+        let message = match refused.reason {
+            Reason::Concurrency => format!(
+                "This project has {} requests to the regions under way, its limit \
+                 (tenants.max_concurrency); retry when one is answered.",
+                self.tenant_limits.max_concurrency()
+            ),
+            _ => format!(
+                "This project's requests to the regions are over its limit (tenants.rate); \
+                 retry after {:.1} s.",
+                wait.as_secs_f64()
+            ),
+        };
+        crate::error::RequestError::TooManyRequests {
+            message,
+            retry_after: wait,
+        }
     }
 
     /// The regions of `config`; with a `fleet`, their limits, `Retry-After` and open breakers
@@ -99,6 +125,7 @@ impl Regions {
             versions: versions::VersionBook::new(clients.len()),
             bases: clients.iter().map(|r| r.base.clone()).collect(),
             on_failure: config.upstream.on_region_failure,
+            fleet: fleet.clone(),
             tenant_limits: previous.map_or_else(
                 || Arc::new(tenant_limit::TenantLimits::new(&config.tenants)),
                 |p| p.tenant_limits.clone(),

@@ -36,6 +36,7 @@ pub struct TenantLimits {
     interval: Option<Duration>,
     /// How far ahead of now a project's theoretical arrival time may run.
     tolerance: Duration,
+    burst: u32,
     /// A project's theoretical arrival time: when its next request would be on time.
     projects: moka::sync::Cache<Box<str>, Arc<Mutex<Instant>>>,
     /// `max_concurrency`: one project's requests under way at once; 0: no cap.
@@ -77,6 +78,7 @@ impl TenantLimits {
         TenantLimits {
             interval,
             tolerance: interval.unwrap_or_default() * config.burst.max(1),
+            burst: config.burst.max(1),
             projects: moka::sync::Cache::builder()
                 .max_capacity(MAX_BYTES)
                 .weigher(weight)
@@ -89,11 +91,13 @@ impl TenantLimits {
         }
     }
 
-    /// May `tenant` make a request that needs a region call now? While it is under way, the
-    /// returned value counts it. Refused: it waits or is under way too often.
-    pub fn admit(&self, tenant: &str, now: Instant) -> Result<UnderWay, Refused> {
+    /// May `tenant` make a request that needs a region call now, on this replica's `share`
+    /// of the rate (1, or in fleet mode while Redis is away the replicas last seen alive)?
+    /// While it is under way, the returned value counts it. Refused: it waits or is under
+    /// way too often.
+    pub fn admit(&self, tenant: &str, now: Instant, share: u32) -> Result<UnderWay, Refused> {
         let under_way = self.start(tenant)?;
-        if let Err(wait) = self.on_time(tenant, now) {
+        if let Err(wait) = self.on_time(tenant, now, share) {
             return Err(self.refuse(Reason::Rate, wait));
         }
         Ok(under_way)
@@ -103,7 +107,13 @@ impl TenantLimits {
         self.max_concurrency
     }
 
-    fn refuse(&self, reason: Reason, retry_after: Duration) -> Refused {
+    /// The rate as the fleet's store holds it: the interval between two requests of one
+    /// project and how far ahead its burst lets it run (`None`: no rate).
+    pub(crate) fn fleet_gcra(&self) -> Option<(Duration, Duration)> {
+        self.interval.map(|i| (i, self.tolerance))
+    }
+
+    pub(crate) fn refuse(&self, reason: Reason, retry_after: Duration) -> Refused {
         let label = ReasonLabel {
             reason: reason.as_str(),
         };
@@ -116,16 +126,18 @@ impl TenantLimits {
 
     /// One more request of `tenant` under way, within `max_concurrency`. Refused, it may try
     /// again when one of its requests is answered: a second, as `Retry-After` says it.
+    /// Per replica, as the region's own concurrency (`upstream.max_concurrency`) is.
     fn start(&self, tenant: &str) -> Result<UnderWay, Refused> {
         if self.max_concurrency == 0 {
             return Ok(UnderWay { counted: None });
         }
+        let cap = self.max_concurrency;
         let mut map = self.under_way.lock().unwrap_or_else(|p| p.into_inner());
         let n = match map.get_mut(tenant) {
             Some(n) => n,
             None => map.entry(tenant.into()).or_insert(0),
         };
-        if *n >= self.max_concurrency {
+        if *n >= cap {
             drop(map);
             return Err(self.refuse(Reason::Concurrency, Duration::from_secs(1)));
         }
@@ -136,9 +148,16 @@ impl TenantLimits {
     }
 
     /// The rate: `Err(wait)` when `tenant` is early by more than its burst.
-    fn on_time(&self, tenant: &str, now: Instant) -> Result<(), Duration> {
+    fn on_time(&self, tenant: &str, now: Instant, share: u32) -> Result<(), Duration> {
         let Some(interval) = self.interval else {
             return Ok(());
+        };
+        // A share of the rate, and of the burst (at least one request).
+        let share = share.max(1);
+        let interval = interval * share;
+        let tolerance = match share {
+            1 => self.tolerance,
+            _ => interval * (self.burst / share).max(1),
         };
         let state = match self.projects.get(tenant) {
             Some(state) => state,
@@ -148,8 +167,8 @@ impl TenantLimits {
         };
         let mut tat = state.lock().unwrap_or_else(|p| p.into_inner());
         let next = (*tat).max(now) + interval;
-        if next.saturating_duration_since(now) > self.tolerance {
-            return Err(next.saturating_duration_since(now) - self.tolerance);
+        if next.saturating_duration_since(now) > tolerance {
+            return Err(next.saturating_duration_since(now) - tolerance);
         }
         *tat = next;
         Ok(())
@@ -186,44 +205,58 @@ mod tests {
         let limits = limits(2.0, 3, 0);
         let now = Instant::now();
         for _ in 0..3 {
-            assert!(limits.admit("/v3/a", now).is_ok());
+            assert!(limits.admit("/v3/a", now, 1).is_ok());
         }
-        let wait = limits.admit("/v3/a", now).unwrap_err();
+        let wait = limits.admit("/v3/a", now, 1).unwrap_err();
         assert_eq!(wait.retry_after, Duration::from_millis(500));
         assert_eq!(wait.reason, Reason::Rate);
-        assert!(limits.admit("/v3/b", now).is_ok(), "another project");
-        assert!(limits.admit("/v3/a", now + wait.retry_after).is_ok());
-        assert!(limits.admit("/v3/a", now + wait.retry_after).is_err());
+        assert!(limits.admit("/v3/b", now, 1).is_ok(), "another project");
+        assert!(limits.admit("/v3/a", now + wait.retry_after, 1).is_ok());
+        assert!(limits.admit("/v3/a", now + wait.retry_after, 1).is_err());
         assert_eq!(refused(&limits, Reason::Rate), 2);
         let off = self::limits(0.0, 1, 0);
-        assert!((0..1000).all(|_| off.admit("/v3/a", now).is_ok()));
+        assert!((0..1000).all(|_| off.admit("/v3/a", now, 1).is_ok()));
     }
 
     #[test]
     fn a_project_has_at_most_its_requests_under_way_and_others_are_untouched() {
         let limits = limits(0.0, 1, 2);
         let now = Instant::now();
-        let first = limits.admit("/v3/a", now).unwrap();
-        let second = limits.admit("/v3/a", now).unwrap();
-        let third = limits.admit("/v3/a", now).unwrap_err();
+        let first = limits.admit("/v3/a", now, 1).unwrap();
+        let second = limits.admit("/v3/a", now, 1).unwrap();
+        let third = limits.admit("/v3/a", now, 1).unwrap_err();
         assert_eq!(third.reason, Reason::Concurrency);
         assert_eq!(third.retry_after, Duration::from_secs(1));
-        let other = limits.admit("/v3/b", now).unwrap();
+        let other = limits.admit("/v3/b", now, 1).unwrap();
         drop(first);
-        let again = limits.admit("/v3/a", now).unwrap();
-        assert!(limits.admit("/v3/a", now).is_err());
+        let again = limits.admit("/v3/a", now, 1).unwrap();
+        assert!(limits.admit("/v3/a", now, 1).is_err());
         drop((second, again, other));
         assert!(limits.under_way.lock().unwrap().is_empty(), "no project left behind");
         assert_eq!(refused(&limits, Reason::Concurrency), 2);
+    }
+
+    /// While the fleet's store is away, each of N replicas keeps 1/N of the rate and of the
+    /// burst (at least one); the cap on requests under way is per replica anyway.
+    #[tokio::test(start_paused = true)]
+    async fn a_share_of_the_rate_while_the_fleet_is_apart() {
+        let limits = limits(2.0, 4, 0);
+        let now = Instant::now();
+        assert!(limits.admit("/v3/a", now, 2).is_ok());
+        assert!(limits.admit("/v3/a", now, 2).is_ok());
+        let wait = limits.admit("/v3/a", now, 2).unwrap_err();
+        assert_eq!(wait.retry_after, Duration::from_secs(1), "1/s, not 2/s");
+        assert!(limits.admit("/v3/c", now, 8).is_ok(), "at least one");
+        assert!(limits.admit("/v3/c", now, 8).is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_request_past_the_rate_does_not_stay_under_way() {
         let limits = limits(1.0, 1, 1);
         let now = Instant::now();
-        let first = limits.admit("/v3/a", now).unwrap();
+        let first = limits.admit("/v3/a", now, 1).unwrap();
         drop(first);
-        assert_eq!(limits.admit("/v3/a", now).unwrap_err().reason, Reason::Rate);
+        assert_eq!(limits.admit("/v3/a", now, 1).unwrap_err().reason, Reason::Rate);
         assert!(limits.under_way.lock().unwrap().is_empty());
     }
 }

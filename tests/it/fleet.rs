@@ -151,6 +151,16 @@ impl Replica {
     }
 
     async fn get(&self, client: &reqwest::Client, path_or_url: &str) -> (u16, Value) {
+        self.get_as(client, path_or_url, TOKEN).await
+    }
+
+    /// [`Replica::get`] with another caller's token.
+    async fn get_as(
+        &self,
+        client: &reqwest::Client,
+        path_or_url: &str,
+        token: &str,
+    ) -> (u16, Value) {
         let url = match path_or_url.strip_prefix("http://") {
             // A link another replica wrote: the same path and query, on this one.
             Some(rest) => format!("{}{}", self.base, &rest[rest.find('/').unwrap_or(0)..]),
@@ -158,7 +168,7 @@ impl Replica {
         };
         let response = client
             .get(url)
-            .header("X-Auth-Token", TOKEN)
+            .header("X-Auth-Token", token)
             .send()
             .await
             .expect("the replica answers");
@@ -510,15 +520,7 @@ async fn the_rate_limit_holds_while_redis_is_away_and_after_it_comes_back() {
     let a = Arc::new(Replica::start("away-a", &urls, &redis.url(), RATE_4));
     let b = Arc::new(Replica::start("away-b", &urls, &redis.url(), RATE_4));
     let client = reqwest::Client::new();
-    let alive = "vbs_fleet_replicas_alive";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while a.metric(&client, alive).await < 2.0 || b.metric(&client, alive).await < 2.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replicas never saw each other"
-        );
-        tokio::task::yield_now().await;
-    }
+    until_both_alive(&a, &b, &client).await;
     redis.kill();
     let (away, _) = hammer(&a, &b, &sims[0], Duration::from_secs(4), 1).await;
     // Each replica's own burst (its bucket held up to 4 when Redis went), then 2/s each.
@@ -538,6 +540,70 @@ async fn the_rate_limit_holds_while_redis_is_away_and_after_it_comes_back() {
         away >= 8 && back >= 12,
         "the hammer reached the region: {away}, {back}"
     );
+}
+
+/// Until both replicas have heard of each other through Redis.
+async fn until_both_alive(a: &Replica, b: &Replica, client: &reqwest::Client) {
+    let alive = "vbs_fleet_replicas_alive";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.metric(client, alive).await < 2.0 || b.metric(client, alive).await < 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replicas never saw each other"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Issue 25: a project's `[tenants]` rate is the fleet's. With a burst of 2 (and a rate that
+/// gives nothing back within the test), six requests of one project spread over two replicas
+/// get two answers and four 429s; while Redis is away each replica keeps half the burst (one),
+/// so a second project gets two again, not four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_limit_holds_for_the_fleet_and_while_redis_is_away() {
+    let mut redis = Redis::start();
+    let (_sims, urls) = regions(1, 3).await;
+    let limits = "[tenants]\nrate = 0.001\nburst = 2\n[cache]\nttl = \"0s\"\n";
+    let a = Replica::start("tenants-a", &urls, &redis.url(), limits);
+    let b = Replica::start("tenants-b", &urls, &redis.url(), limits);
+    let client = reqwest::Client::new();
+    until_both_alive(&a, &b, &client).await;
+    let six = |project: &'static str| {
+        let (a, b, client) = (&a, &b, &client);
+        async move {
+            let mut statuses = Vec::new();
+            for i in 0..6 {
+                let replica = if i % 2 == 0 { a } else { b };
+                let path = format!("/v3/{project}/backups/detail?limit={}", i + 1);
+                let token = format!("user:{project}");
+                statuses.push(replica.get_as(client, &path, &token).await.0);
+            }
+            statuses
+        }
+    };
+    let answered = |statuses: &[u16]| statuses.iter().filter(|&&s| s == 200).count();
+    let together = six("tenant1").await;
+    assert_eq!(answered(&together), 2, "with Redis: {together:?}");
+    assert!(
+        together.iter().all(|&s| s == 200 || s == 429),
+        "{together:?}"
+    );
+    redis.kill();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.metric(&client, "vbs_fleet_up").await > 0.0
+        || b.metric(&client, "vbs_fleet_up").await > 0.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replicas never noticed"
+        );
+        tokio::task::yield_now().await;
+    }
+    let apart = six("tenant2").await;
+    assert_eq!(answered(&apart), 2, "with Redis away: {apart:?}");
+    let limited = "vbs_tenant_limited_total{reason=\"rate\"}";
+    let refused = a.metric(&client, limited).await + b.metric(&client, limited).await;
+    assert_eq!(refused, 8.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
