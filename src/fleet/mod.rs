@@ -169,6 +169,20 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return redis.call('ZCARD', KEYS[1])
 ";
 
+/// The region's GCRA alone (as in [`ADMIT`], the same key), reserving: the next token is
+/// taken now, and the ms until it is due returned (0: now). Each replica's dispatcher holds
+/// at most one reservation, so the key runs ahead by at most one interval per replica.
+const RATE_TOKEN: &str = r"
+-- KEYS: gcra. ARGV: interval ms, burst tolerance ms.
+local interval = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or (now + tonumber(ARGV[2])))
+if tat < now then tat = now end
+redis.call('SET', KEYS[1], tat + interval, 'PX', 86400000)
+return math.max(tat - tonumber(ARGV[2]) - now, 0)
+";
+
 /// A `Retry-After` published: kept if it ends later than the one already there.
 const BACK_OFF: &str = r"
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
@@ -193,6 +207,7 @@ pub struct Fleet {
     purge: redis::Script,
     heartbeat: redis::Script,
     tenant_rate: redis::Script,
+    rate_token: redis::Script,
     /// This replica among the fleet's (random, for this process).
     replica: String,
     /// Replicas alive when the store was last asked (this one included).
@@ -274,6 +289,7 @@ impl Fleet {
             purge: redis::Script::new(PURGE),
             heartbeat: redis::Script::new(HEARTBEAT),
             tenant_rate: redis::Script::new(TENANT_RATE),
+            rate_token: redis::Script::new(RATE_TOKEN),
             replica: uuid::Uuid::new_v4().simple().to_string(),
             alive: AtomicU32::new(1),
         };
@@ -545,6 +561,23 @@ impl Fleet {
             [redis::Value::Int(4), wait] => Admission::TenantBackingOff(ms(wait)),
             _ => Admission::Go,
         })
+    }
+
+    /// The fleet's next token for `region` (`rate` a second), reserved: it is this replica's
+    /// after the wait returned (`None`: Redis unavailable, the replica's own share stands
+    /// alone). A replica's dispatcher reserves one at a time for the call whose turn it is, so
+    /// contending replicas are served in the order they reserved, in turn, not by who asks
+    /// Redis first when a token comes due.
+    pub(crate) async fn reserve_rate_token(&self, region: &str, rate: f64) -> Option<Duration> {
+        let interval = if rate > 0.0 { (1000.0 / rate).ceil() as u64 } else { 0 };
+        let tolerance = interval * (rate.max(1.0) as u64).saturating_sub(1);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.rate_token.key(self.key("gcra", region));
+        invocation.arg(interval).arg(tolerance);
+        let wait: i64 = self
+            .run("rate_token", invocation.invoke_async(&mut conn))
+            .await?;
+        Some(Duration::from_millis(wait.max(0) as u64))
     }
 
     /// May `tenant` (a project's scope, or a project-less caller's token digest) make a

@@ -606,6 +606,80 @@ async fn a_projects_limit_holds_for_the_fleet_and_while_redis_is_away() {
     assert_eq!(refused, 8.0);
 }
 
+/// Issue 25: the shares hold across replicas. One project floods a region held to
+/// `rate_limit = 10` for the fleet from 12 clients spread over two replicas; another asks for
+/// a page every 0.6 s through one of them: each of its answers is whole. Each replica's
+/// dispatcher takes the fleet's token for the call whose turn it is there, so a replica gets
+/// about half the fleet's tokens and gives its quiet project the next of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_project_is_served_while_another_floods_the_fleet() {
+    let redis = Redis::start();
+    let mut backups = rows("f0", 3);
+    backups.extend(rows("q0", 3).into_iter().map(|mut b| {
+        b.project_id = "quiet1".into();
+        b
+    }));
+    let sim = SimRegion::new(SimConfig::default(), backups);
+    let urls = vec![sim.spawn().await.expect("region")];
+    let limits = "[upstream]\nrate_limit = 10\n[cache]\nttl = \"0s\"\n";
+    let a = Arc::new(Replica::start("fair-a", &urls, &redis.url(), limits));
+    let b = Arc::new(Replica::start("fair-b", &urls, &redis.url(), limits));
+    let client = reqwest::Client::new();
+    until_both_alive(&a, &b, &client).await;
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let started = tokio::time::Instant::now();
+    let before = sim.calls();
+    let flood: Vec<_> = (0..12)
+        .map(|c| {
+            let replica = if c % 2 == 0 { a.clone() } else { b.clone() };
+            let (client, flooding) = (client.clone(), flooding.clone());
+            tokio::spawn(async move {
+                let mut refused = 0;
+                for i in 0..300 {
+                    if !flooding.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let path = format!("{DETAIL}?name=c{c}-{i}");
+                    if replica.get(&client, &path).await.0 != 200 {
+                        refused += 1;
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    // The flood is on (past the start, when every flow is new) before the quiet project asks.
+    crate::support::until("the flood is on", || sim.calls() >= before + 10).await;
+    // A page every 0.6 s (pacing the quiet client, not waiting for anything).
+    let mut pace = tokio::time::interval(Duration::from_millis(600));
+    let mut incomplete = Vec::new();
+    for i in 0..8 {
+        pace.tick().await;
+        let path = format!("/v3/quiet1/backups/detail?offset={i}");
+        let (status, body) = b.get_as(&client, &path, "user:quiet1").await;
+        let rows = body["backups"].as_array().map_or(0, Vec::len);
+        if status != 200 || rows != 3usize.saturating_sub(i) {
+            incomplete.push((i, status, body.to_string()));
+        }
+    }
+    flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut refused = 0;
+    for f in flood {
+        refused += f.await.expect("flood");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        incomplete.is_empty(),
+        "the quiet project's incomplete answers: {incomplete:?}"
+    );
+    assert!(refused > 0, "the flood was held back");
+    let calls = sim.calls() - before;
+    assert!(
+        calls as f64 <= 10.0 + 10.0 * elapsed + 1.0,
+        "{calls} calls in {elapsed:.1} s: over the fleet's 10/s"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_seen_by_one_replica_is_honoured_by_the_other() {
     let redis = Redis::start();

@@ -11,6 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::fair::Joined;
+use super::fleet::FleetSays;
 use super::{later, Guard, Health, Refusal};
 use crate::config::RetryAfterScope;
 use crate::regions::client::Whom;
@@ -70,13 +71,22 @@ impl Judged {
     }
 }
 
-/// While calls wait at the region's limiter: take a token, then a slot, and give them to the
-/// call whose turn it is then (so a call that joined during the wait is considered); stop
-/// when nobody waits, giving the token back.
-async fn hand_out(guard: Arc<Guard>) {
+/// While calls wait at the region's limiter: take a token (in fleet mode the fleet's too, so
+/// that what the fleet lets through goes to the call whose turn it is here, not to whichever
+/// granted call asks Redis first), then a slot, and give them to the call whose turn it is
+/// then (so a call that joined during the wait is considered); stop when nobody waits,
+/// giving this replica's token back.
+async fn hand_out(guard: Arc<Guard>, region: String) {
     loop {
         while let Err(wait) = guard.take_token(Instant::now()) {
             tokio::time::sleep(wait).await;
+        }
+        if let Some(fleet) = guard.fleet().filter(|_| guard.settings.rate_limit > 0.0) {
+            // Redis unavailable: this replica's share of the rate (its bucket) stands alone.
+            let rate = guard.settings.rate_limit;
+            if let Some(wait) = fleet.reserve_rate_token(&region, rate).await {
+                tokio::time::sleep(wait).await;
+            }
         }
         let Ok(permit) = guard.permits.clone().acquire_owned().await else {
             return; // never closed
@@ -110,8 +120,20 @@ impl RegionClient {
             if whom.tenant.is_some_and(|t| guard.tenant_backing_off(t, Instant::now())) {
                 return Err(RegionError::Refused(Refusal::BackingOff));
             }
-            let permit = self.fair_share(queue_until, whom.flow).await?;
-            self.fleet_admits(queue_until, whom.tenant).await?;
+            if let Some(permit) = self.at_once() {
+                match self.fleet_admits(whom.tenant, false).await? {
+                    FleetSays::Go => return Ok(permit),
+                    // The fleet's bucket is contended: this call waits its turn here, so
+                    // that the fleet's tokens go by this replica's turns, not by who asks
+                    // Redis first.
+                    FleetSays::Queue => {
+                        drop(permit);
+                        guard.refund_token();
+                    }
+                }
+            }
+            let permit = self.in_turn(queue_until, whom.flow).await?;
+            self.fleet_admits(whom.tenant, true).await?;
             Ok(permit)
         }
         .await;
@@ -121,21 +143,27 @@ impl RegionClient {
         outcome
     }
 
-    /// A rate token and a concurrency slot: at once while nobody waits for them, else in the
-    /// tenant's turn (`fair.rs`), by `queue_until`. The proxy's own calls (no tenant) are a
-    /// flow of their own: never starved by clients, never starving them.
-    async fn fair_share(
+    /// A rate token and a concurrency slot at once, while nobody waits for them.
+    fn at_once(&self) -> Option<OwnedSemaphorePermit> {
+        let guard = &self.guard;
+        if guard.fair.is_idle() && guard.take_token(Instant::now()).is_ok() {
+            match guard.permits.clone().try_acquire_owned() {
+                Ok(permit) => return Some(permit),
+                Err(_) => guard.refund_token(),
+            }
+        }
+        None
+    }
+
+    /// A rate token and a concurrency slot (in fleet mode the fleet's token too, taken by the
+    /// dispatcher) in the tenant's turn (`fair.rs`), by `queue_until`. The proxy's own calls
+    /// (no tenant) are a flow of their own: never starved by clients, never starving them.
+    async fn in_turn(
         &self,
         queue_until: Instant,
         flow: Option<&str>,
     ) -> Result<OwnedSemaphorePermit, RegionError> {
         let guard = &self.guard;
-        if guard.fair.is_idle() && guard.take_token(Instant::now()).is_ok() {
-            match guard.permits.clone().try_acquire_owned() {
-                Ok(permit) => return Ok(permit),
-                Err(_) => guard.refund_token(),
-            }
-        }
         let short = if guard.settings.rate_limit > 0.0 {
             Refusal::RateLimited
         } else {
@@ -151,7 +179,7 @@ impl RegionClient {
             Joined::Full => refused(),
             Joined::Waiting { grant, dispatch } => {
                 if dispatch {
-                    tokio::spawn(hand_out(Arc::clone(guard)));
+                    tokio::spawn(hand_out(Arc::clone(guard), self.name.clone()));
                 }
                 let joined = Instant::now();
                 let granted = tokio::time::timeout_at(queue_until, grant).await;

@@ -104,6 +104,10 @@ impl Guard {
         self
     }
 
+    pub(crate) fn fleet(&self) -> Option<&Arc<crate::fleet::Fleet>> {
+        self.fleet.as_ref()
+    }
+
     /// The rate this replica holds the region to now: the region's (in fleet mode the fleet's
     /// store holds the fleet to it too), or, while the store cannot be reached, this replica's
     /// share of it, the rate over the replicas it last saw alive: each replica alone at the
@@ -157,8 +161,15 @@ impl Guard {
     /// limit one token interval more, since a call whose turn has come may still wait for the
     /// next token (with `rate_limit = 10` and the default 100 ms, a turn that came just after
     /// a token was spent would otherwise always miss).
+    ///
+    /// In fleet mode the interval is that of this replica's share of the fleet's rate (the
+    /// rate over the replicas alive): with every replica contending, that is how often its
+    /// turn at the fleet's bucket comes.
     pub(crate) fn queue_wait(&self) -> Duration {
-        let rate = self.rate_now();
+        let rate = match &self.fleet {
+            Some(fleet) => self.settings.rate_limit / f64::from(fleet.replicas_alive().max(1)),
+            None => self.settings.rate_limit,
+        };
         let interval = if rate > 0.0 {
             Duration::from_secs_f64(1.0 / rate)
         } else {
