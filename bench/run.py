@@ -88,9 +88,26 @@ def to_ms(value):
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url, conns):
+# A caller of its own for every request ("bench<n>:p"): identical misses are not coalesced.
+DISTINCT_CALLERS = """
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", nil, {["X-Auth-Token"] = "bench" .. n .. ":p"})
+end
+"""
+
+
+def wrk(url, conns, script=None):
+    extra = []
+    if script:
+        path = pathlib.Path(tempfile.mkdtemp()) / "wrk.lua"
+        path.write_text(script)
+        DIRS.append(path.parent)
+        extra = ["-s", str(path)]
     out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency",
-                          "-H", f"X-Auth-Token: {TOKEN}", url], capture_output=True, text=True, check=True).stdout
+                          "-H", f"X-Auth-Token: {TOKEN}", *extra, url], capture_output=True, text=True,
+                         check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
@@ -100,18 +117,18 @@ def wrk(url, conns):
             "p50": to_ms(latency["50"]), "p99": to_ms(latency["99"])}
 
 
-def measure(url, pids, conns):
+def measure(url, pids, conns, script=None):
     before = ticks(pids)
-    r = wrk(url, conns)
+    r = wrk(url, conns, script)
     r["cpu_us"] = (ticks(pids) - before) / TICK / r["requests"] * 1e6
     return r
 
 
-def proxy_config(regions, ttl, port, cache="", server=""):
+def proxy_config(regions, ttl, port, cache="", server="", extra=""):
     if "public_url" not in server:
         server += f'public_url = "http://127.0.0.1:{port}"\n'
     text = f'[server]\nlisten = "127.0.0.1:{port}"\n{server}'
-    text += f'[cache]\nttl = "{ttl}"\n{cache}[log]\nlevel = "warn"\n'
+    text += f'[cache]\nttl = "{ttl}"\n{cache}[log]\nlevel = "warn"\n{extra}'
     for i, url in enumerate(regions):
         text += f'[[regions]]\nname = "r{i}"\nurl = "{url}"\n'
     path = pathlib.Path(tempfile.mkdtemp()) / "bench.toml"
@@ -119,10 +136,10 @@ def proxy_config(regions, ttl, port, cache="", server=""):
     return path
 
 
-def start_proxy(regions, ttl, cache="", binary=None, server=""):
+def start_proxy(regions, ttl, cache="", binary=None, server="", extra=""):
     port = free_port()
     binary = binary or RELEASE / "vbs-proxy"
-    p = start([binary, "serve", "--config", proxy_config(regions, ttl, port, cache, server)])
+    p = start([binary, "serve", "--config", proxy_config(regions, ttl, port, cache, server, extra)])
     base = f"http://127.0.0.1:{port}"
     wait_up(base + "/healthz")
     return p, base
@@ -207,13 +224,13 @@ def large_keys(requests=12_000, key_bytes=12_000, max_mib=16):
     return grown / max_mib
 
 
-def compare(proxies, page, conns):
+def compare(proxies, page, conns, script=None):
     """Each of `proxies` ({name: (process, url)}) under the same load, interleaved, ROUNDS
     rounds: a table of medians."""
     results = {name: [] for name in proxies}
     for _ in range(ROUNDS):
         for name, (proxy, url) in proxies.items():
-            results[name].append(measure(url + page, [proxy.pid], conns))
+            results[name].append(measure(url + page, [proxy.pid], conns, script))
     print("| binary | req/s | p50 ms | p99 ms | server CPU µs/req |")
     print("|---|---|---|---|---|")
     for name, runs in results.items():
@@ -227,6 +244,21 @@ def misses(binaries):
     three = [start_region(seed) for seed in (1, 2, 3)]
     proxies = {str(b): start_proxy([u for _, u in three], "0s", binary=b) for b in binaries}
     compare(proxies, "/v3/p/backups/detail?limit=50", 4)
+
+
+def contended_misses(binaries):
+    """`run.py miss-contended [BINARY...]`: server CPU per 50-item miss over three regions, a
+    caller of its own per request (nothing coalesced), 8 connections, for each binary given,
+    interleaved: first uncontended, then with the regions' concurrency contended
+    (`upstream.max_concurrency = 1`: every region call waits its turn at the limiter and is
+    handed its slot). The cost of fair sharing with and without contention."""
+    three = [start_region(seed) for seed in (1, 2, 3)]
+    urls = [u for _, u in three]
+    contended = "[upstream]\nmax_concurrency = 1\nqueue_timeout = \"2s\"\n"
+    for name, extra in (("uncontended", ""), ("max_concurrency = 1", contended)):
+        print(f"{name}:")
+        proxies = {str(b): start_proxy(urls, "0s", binary=b, extra=extra) for b in binaries}
+        compare(proxies, "/v3/p/backups/detail?limit=50", 8, DISTINCT_CALLERS)
 
 
 def hits(binaries):
@@ -312,6 +344,9 @@ def main():
         return
     if sys.argv[1:2] == ["hit"]:
         hits(sys.argv[2:] or [RELEASE / "vbs-proxy"])
+        return
+    if sys.argv[1:2] == ["miss-contended"]:
+        contended_misses(sys.argv[2:] or [RELEASE / "vbs-proxy"])
         return
     if sys.argv[1:2] == ["miss"]:
         misses(sys.argv[2:] or [RELEASE / "vbs-proxy"])
