@@ -250,8 +250,8 @@ def contended_misses(binaries):
     """`run.py miss-contended [BINARY...]`: server CPU per 50-item miss over three regions, a
     caller of its own per request (nothing coalesced), 8 connections, for each binary given,
     interleaved: first uncontended, then with the regions' concurrency contended
-    (`upstream.max_concurrency = 1`: every region call waits its turn at the limiter and is
-    handed its slot). The cost of fair sharing with and without contention."""
+    (`upstream.max_concurrency = 1`: most region calls wait their turn at the limiter and are
+    handed their slot). The cost of fair sharing with and without contention."""
     three = [start_region(seed) for seed in (1, 2, 3)]
     urls = [u for _, u in three]
     contended = "[upstream]\nmax_concurrency = 1\nqueue_timeout = \"2s\"\n"
