@@ -680,6 +680,64 @@ async fn a_quiet_project_is_served_while_another_floods_the_fleet() {
     );
 }
 
+/// Issue 25: equal shares for the fleet. Three projects with 8, 4 and 4 clients, each client
+/// sent to either replica in turn (as a load balancer spreads them), ask more of a region held
+/// to `rate_limit = 20` for the fleet than it gives: after two seconds, the region's calls
+/// split in thirds within 10 %. (In arrival order the first project would take half.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_demand_gets_equal_shares_across_the_fleet() {
+    const PROJECTS: [&str; 3] = ["share0a", "share1b", "share2c"];
+    const SKIPPED: usize = 40;
+    const COUNTED: usize = 120;
+    let redis = Redis::start();
+    let (sims, urls) = regions(1, 1).await;
+    let limits = "[upstream]\nrate_limit = 20\nqueue_timeout = \"1s\"\n[cache]\nttl = \"0s\"\n";
+    let a = Arc::new(Replica::start("shares-a", &urls, &redis.url(), limits));
+    let b = Arc::new(Replica::start("shares-b", &urls, &redis.url(), limits));
+    let client = reqwest::Client::new();
+    until_both_alive(&a, &b, &client).await;
+    let on = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let clients: Vec<_> = PROJECTS
+        .iter()
+        .zip([8, 4, 4])
+        .flat_map(|(project, n)| (0..n).map(move |c| (*project, c)))
+        .map(|(project, c)| {
+            let (a, b, client, on) = (a.clone(), b.clone(), client.clone(), on.clone());
+            tokio::spawn(async move {
+                let token = format!("user:{project}");
+                for i in 0..1000 {
+                    if !on.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let replica = if (c + i) % 2 == 0 { &a } else { &b };
+                    let path = format!("/v3/{project}/backups/detail?name=c{c}-{i}");
+                    replica.get_as(&client, &path, &token).await;
+                }
+            })
+        })
+        .collect();
+    let sim = sims[0].clone();
+    crate::support::until("the skipped and the counted calls", || {
+        sim.calls() >= SKIPPED + COUNTED
+    })
+    .await;
+    on.store(false, std::sync::atomic::Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("client");
+    }
+    let requests = sim.requests.lock().unwrap().clone();
+    let counted = &requests[SKIPPED..SKIPPED + COUNTED];
+    let shares: Vec<usize> = PROJECTS
+        .iter()
+        .map(|p| counted.iter().filter(|r| r.contains(p)).count())
+        .collect();
+    let fair = COUNTED / PROJECTS.len();
+    assert!(
+        shares.iter().all(|s| s.abs_diff(fair) * 10 <= fair),
+        "shares of {COUNTED} calls: {shares:?} (a fair share is {fair})"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_seen_by_one_replica_is_honoured_by_the_other() {
     let redis = Redis::start();
