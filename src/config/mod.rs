@@ -788,7 +788,10 @@ impl Config {
 /// The Cinder endpoint a region URL names, as the proxy builds paths on it
 /// (`{base}/v3/{project}/...`): the URL as given, or what `openstack endpoint list` shows —
 /// `.../v3/%(project_id)s` (also `$(project_id)s`, `%(tenant_id)s`, `$(tenant_id)s`) or
-/// `.../v3` — with that tail and trailing slashes taken off.
+/// `.../v3` — or what `openstack catalog list` shows, `.../v3/{a project id}`, with that tail
+/// and trailing slashes taken off. (Everything Cinder serves under `/v3/` is a project's or
+/// project-less, so a segment after `/v3` is a project id, never part of the endpoint; kept,
+/// every listing would ask for `/v3/{id}/v3/{project}/...` and miss the region.)
 pub fn endpoint_base(url: &str) -> String {
     const PROJECT_TEMPLATES: &[&str] = &[
         "%(project_id)s",
@@ -801,6 +804,13 @@ pub fn endpoint_base(url: &str) -> String {
         if let Some(rest) = base.strip_suffix(template) {
             base = rest.trim_end_matches('/');
             break;
+        }
+    }
+    if let Some((root, project)) = base.rsplit_once("/v3/") {
+        // In the path (a host named `v3` is not a path segment).
+        let in_path = root.find("://").is_some_and(|i| root.len() > i + 3);
+        if in_path && !project.is_empty() && !project.contains('/') {
+            base = root;
         }
     }
     base.strip_suffix("/v3").unwrap_or(base).to_string()
@@ -858,6 +868,8 @@ mod tests {
             "https://cinder.example:8776/v3/%(project_id)s",
             "https://cinder.example:8776/v3/$(project_id)s",
             "https://cinder.example:8776/v3/%(tenant_id)s/",
+            // `openstack catalog list`: the token's project, substituted.
+            "https://cinder.example:8776/v3/4f3c0e4a1b2d4c5e8f9a0b1c2d3e4f5a",
         ] {
             let toml = format!("[[regions]]\nname = \"a\"\nurl = \"{url}\"\n");
             let config = Config::from_toml(&toml).unwrap();
@@ -871,6 +883,11 @@ mod tests {
             endpoint_base("http://10.0.0.1/volume/v3/$(project_id)s"),
             "http://10.0.0.1/volume"
         );
+        assert_eq!(
+            endpoint_base("http://10.0.0.1/volume/v3/4f3c0e4a1b2d"),
+            "http://10.0.0.1/volume"
+        );
+        assert_eq!(endpoint_base("http://v3/x"), "http://v3/x");
 
         let bad_url = "[[regions]]\nname = \"a\"\nurl = \"ftp://x\"\n";
         let err = Config::from_toml(bad_url).unwrap_err().to_string();
