@@ -4,9 +4,17 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vbs_proxy::config::Config;
 
-/// Caching aggregation proxy for the OpenStack Cinder/VBS backups API.
+/// Caching aggregation proxy for the OpenStack Cinder/VBS API: backups, snapshots and volumes
+/// of many regions listed as one Cinder would list them, every other call sent to the region
+/// that holds its resource.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    after_help = "Configuration: config/default.toml lists every key with its default. Any key \
+                  can be set from the environment as VBS_PROXY__SECTION__KEY (for example \
+                  VBS_PROXY__CACHE__TTL=60s, VBS_PROXY__FLEET__REDIS_URL=redis://...), over the \
+                  file. docs/configuration.md explains each."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

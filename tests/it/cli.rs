@@ -17,6 +17,26 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// `--help` says what the proxy serves and how any key is set from the environment (a new
+/// user found neither snapshots nor the overrides there).
+#[test]
+fn help_names_the_resources_and_the_environment_overrides() {
+    let out = std::process::Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).expect("utf-8");
+    for needle in [
+        "snapshots",
+        "volumes",
+        "VBS_PROXY__SECTION__KEY",
+        "config/default.toml",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}
+
 #[test]
 fn check_config_accepts_the_example_and_rejects_bad_keys_with_64() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/vbs-proxy.toml");
