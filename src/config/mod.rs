@@ -635,8 +635,7 @@ impl Config {
 
     fn extract(figment: Figment) -> Result<Config, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
-            // figment's error already names the key path ("for key `server.max_limit`").
-            let mut msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            let mut msgs: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
             msgs.dedup();
             ConfigError::Parse(msgs.join("; "))
         })?;
@@ -785,6 +784,53 @@ impl Config {
     }
 }
 
+/// What figment found wrong, without its nested quoting: an unknown key with the keys its
+/// section has (`section`: where it was, empty at the top level), an unknown value with the
+/// values there are.
+pub(crate) fn what_is_wrong(kind: &figment::error::Kind, section: &str) -> String {
+    use figment::error::Kind;
+    match kind {
+        Kind::UnknownField(found, known) => {
+            let within = match section.is_empty() {
+                true => "at the top level".to_string(),
+                false => format!("in [{section}]"),
+            };
+            format!(
+                "unknown key `{found}`; {within} the keys are {}",
+                known.join(", ")
+            )
+        }
+        Kind::UnknownVariant(found, known) => {
+            format!("unknown value `{found}`; it is one of {}", known.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// One of figment's errors as an operator reads it: the key (`cache.ttl`, not figment's
+/// `default.cache.ttl`: profiles are not used here), what is wrong, and where it came from
+/// (the file, or the environment variable that set it).
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let section = e.path[..e.path.len().saturating_sub(1)].join(".");
+    let what = what_is_wrong(&e.kind, &section);
+    let from = match e.metadata.as_ref() {
+        Some(m) if m.name.contains("environment") => format!(
+            " (from the environment: VBS_PROXY__{})",
+            e.path.join("__").to_uppercase()
+        ),
+        Some(m) => match &m.source {
+            Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    match key.is_empty() {
+        true => format!("{what}{from}"),
+        false => format!("{key}: {what}{from}"),
+    }
+}
+
 /// The Cinder endpoint a region URL names, as the proxy builds paths on it
 /// (`{base}/v3/{project}/...`): the URL as given, or what `openstack endpoint list` shows —
 /// `.../v3/%(project_id)s` (also `$(project_id)s`, `%(tenant_id)s`, `$(tenant_id)s`) or
@@ -837,6 +883,39 @@ mod tests {
     use super::*;
 
     const ONE_REGION: &str = "[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:9001\"\n";
+
+    /// Errors name the key as the operator wrote it, without figment's profile or its nested
+    /// quoting, and an unknown key comes with the keys its section has.
+    #[test]
+    fn errors_name_the_key_and_what_it_could_be() {
+        let err = Config::from_toml(&format!("[cache]\nttll = \"3s\"\n{ONE_REGION}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cache.ttll: unknown key `ttll`; in [cache] the keys are ttl, "),
+            "{err}"
+        );
+        assert!(!err.contains("default.") && !err.contains("``"), "{err}");
+        let err = Config::from_toml(&format!(
+            "[upstream]\non_region_failure = \"x\"\n{ONE_REGION}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "upstream.on_region_failure: unknown value `x`; it is one of partial, fail"
+            ),
+            "{err}"
+        );
+        let err = Config::from_toml(&format!("{ONE_REGION}retriez = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("regions[0].retriez") && err.contains("unknown key `retriez`"),
+            "{err}"
+        );
+        assert!(!err.contains("``"), "{err}");
+    }
 
     #[test]
     fn defaults_and_one_region_validate() {

@@ -154,5 +154,5 @@ fn named(at: &str, e: figment::Error) -> ConfigError {
         [] => at.to_string(),
         keys => format!("{at}.{}", keys.join(".")),
     };
-    invalid(key, e.kind.to_string())
+    invalid(key, super::what_is_wrong(&e.kind, at))
 }
