@@ -36,8 +36,19 @@ impl Telemetry {
 /// Install the global subscriber (logs, and traces when configured). Call once, inside the
 /// tokio runtime (the exporter sends on it).
 pub fn init(config: &Config) -> Telemetry {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| "info".into());
+    // `RUST_LOG`, when set, over `log.level`: what a Rust program is expected to read.
+    let asked = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| ("RUST_LOG", v))
+        .unwrap_or(("log.level", config.log.level.clone()));
+    let (filter, refused) = match tracing_subscriber::EnvFilter::try_new(&asked.1) {
+        Ok(filter) => (filter, None),
+        Err(e) => (
+            tracing_subscriber::EnvFilter::new("info"),
+            Some(e.to_string()),
+        ),
+    };
     let fmt = match config.log.format {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
         // Colour codes only for a person at a terminal, never into a file or a pipe.
@@ -64,6 +75,10 @@ pub fn init(config: &Config) -> Telemetry {
         .with(fmt.with_filter(filter))
         .with(otel)
         .init();
+    if let Some(error) = refused {
+        let (source, value) = asked;
+        tracing::warn!(source, value, error, "not a log filter: logging at info");
+    }
     Telemetry { provider }
 }
 

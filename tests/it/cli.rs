@@ -155,6 +155,43 @@ async fn sigterm_lets_requests_in_flight_finish() {
     assert!(status.success(), "exit status {status:?}");
 }
 
+/// `RUST_LOG` is read, over `log.level`: one that is not a filter is said so at start (and
+/// the proxy logs at info), where before it was silently ignored.
+#[test]
+fn rust_log_is_read_and_a_bad_one_is_said() {
+    use std::io::BufRead;
+    let config = temp_config(
+        "rust-log.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n\
+         [[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "vbs_proxy=loud")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut before_serving = Vec::new();
+    for line in lines {
+        let line: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if line["fields"]["message"] == "serving" {
+            break;
+        }
+        before_serving.push(line);
+    }
+    crate::support::sigterm(&child);
+    child.wait().unwrap();
+    let said = before_serving.iter().any(|l| {
+        l["level"] == "WARN"
+            && l["fields"]["source"] == "RUST_LOG"
+            && l["fields"]["value"] == "vbs_proxy=loud"
+    });
+    assert!(said, "no word of the bad RUST_LOG: {before_serving:?}");
+}
+
 /// Text logs written to a pipe (or a file) carry no colour codes; and an idle instance stops
 /// on SIGTERM without waiting for its shutdown grace, idle keep-alive connections or not.
 /// (Two worker threads: the simulated region answers while this test blocks on sockets.)

@@ -173,6 +173,8 @@ pub fn spawn_serve(
         .args(["serve", "--config"])
         .arg(config)
         .env("VBS_PROXY__LOG__FORMAT", "json")
+        // The test's own RUST_LOG, if any, is not the proxy's (it would override log.level).
+        .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
