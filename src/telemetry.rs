@@ -52,8 +52,10 @@ pub fn init(config: &Config) -> Telemetry {
     let fmt = match config.log.format {
         LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
         // Colour codes only for a person at a terminal, never into a file or a pipe.
+        // The module path says nothing to an operator: not in text lines.
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stdout().is_terminal())
+            .with_target(false)
             .boxed(),
     };
     let provider = config
