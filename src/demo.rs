@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::Config;
-use cinder_sim::{Backup, SimConfig, SimRegion};
+use cinder_sim::{Backup, SimConfig, SimRegion, Snapshot, Volume};
 
 /// Projects in the demo data (Cinder's default project_id_regex is `[0-9a-f\-]+`).
 pub const PROJECTS: [&str; 3] = [
@@ -102,16 +102,70 @@ pub fn sample_backups(region: usize, count: usize, seed: u64) -> Vec<Backup> {
         .collect()
 }
 
+/// The volumes `backups` were made of (one per volume id, in the backup's project), and a
+/// snapshot of every third backup's volume: what a dashboard lists beside the backups.
+pub fn volumes_and_snapshots(backups: &[Backup], seed: u64) -> (Vec<Volume>, Vec<Snapshot>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let live = backups.iter().filter(|b| !b.deleted);
+    let volumes = live
+        .clone()
+        .map(|b| Volume {
+            display_name: Some(format!("vol-{}", &b.volume_id[..8])),
+            availability_zone: b.availability_zone.clone(),
+            created_at: b.created_at.clone(),
+            size: b.size,
+            ..Volume::held(&b.volume_id, &b.project_id)
+        })
+        .collect();
+    let snapshots = live
+        .step_by(3)
+        .enumerate()
+        .map(|(i, b)| Snapshot {
+            id: uuid(&mut rng),
+            project_id: b.project_id.clone(),
+            user_id: b.user_id.clone(),
+            volume_id: b.volume_id.clone(),
+            status: ["available", "creating", "error"][i % 3].into(),
+            progress: Some("100%".into()),
+            volume_size: b.size,
+            display_name: Some(format!("snap-{i}")),
+            created_at: b.created_at.clone(),
+            updated_at: b.updated_at.clone(),
+            use_quota: true,
+            ..Snapshot::default()
+        })
+        .collect();
+    (volumes, snapshots)
+}
+
 pub async fn run(port: u16) -> ExitCode {
     let sizes = [140usize, 100, 60];
     let mut toml = String::new();
+    // What the demo's token sees: its project's rows that are not soft-deleted.
+    let mut visible = [0usize; 3];
     for (i, n) in sizes.iter().enumerate() {
         // Region b caps pages at 50, as a region with a small osapi_max_limit would.
         let config = SimConfig {
             osapi_max_limit: if i == 1 { 50 } else { 1000 },
             ..SimConfig::default()
         };
-        let region = SimRegion::new(config, sample_backups(i, *n, 2024));
+        let backups = sample_backups(i, *n, 2024);
+        let (volumes, snapshots) = volumes_and_snapshots(&backups, 2024 + i as u64);
+        visible[0] += backups
+            .iter()
+            .filter(|b| b.project_id == PROJECTS[0] && !b.deleted)
+            .count();
+        visible[1] += snapshots
+            .iter()
+            .filter(|s| s.project_id == PROJECTS[0])
+            .count();
+        visible[2] += volumes
+            .iter()
+            .filter(|v| v.project_id == PROJECTS[0])
+            .count();
+        let region = SimRegion::new(config, backups);
+        *region.volumes.write().expect("not poisoned") = volumes;
+        *region.snapshots.write().expect("not poisoned") = snapshots;
         let url = match region.spawn().await {
             Ok(u) => u,
             Err(e) => {
@@ -123,9 +177,10 @@ pub async fn run(port: u16) -> ExitCode {
         toml.push_str(&format!(
             "[[regions]]\nname = \"{name}\"\nurl = \"{url}\"\n"
         ));
-        println!("simulated {name}: {url} ({n} backups)");
+        println!("simulated {name}: {url} ({n} backups with their volumes and some snapshots)");
     }
     toml.push_str(&format!("[server]\nlisten = \"127.0.0.1:{port}\"\n"));
+    // Quiet, so the commands below stay readable; RUST_LOG=info shows every request.
     toml.push_str("[log]\nlevel = \"warn\"\n");
     let config = Config::from_toml(&toml).expect("the demo configuration is valid");
     let telemetry = crate::telemetry::init(&config);
@@ -144,14 +199,27 @@ pub async fn run(port: u16) -> ExitCode {
     let b = format!("http://{addr}/v3/{p}");
     let t = format!("-H 'X-Auth-Token: demo:{p}'");
     let shutdown = crate::app::shutdown_signal();
-    println!("\nvbs-proxy is serving three regions on http://{addr}. Try:\n");
+    let [backups, snapshots, volumes] = visible;
+    println!(
+        "\nvbs-proxy is serving three regions on http://{addr}. The token below is project {p}'s: \
+         it sees {backups} backups, {snapshots} snapshots and {volumes} volumes of the {} backups \
+         (the others belong to two other projects, or are soft-deleted, which Cinder does not \
+         list). Try:\n",
+        sizes.iter().sum::<usize>()
+    );
     println!("  curl -s {t} '{b}/backups/detail?limit=3' | python3 -m json.tool");
+    println!("  curl -s {t} '{b}/backups/detail?limit=1' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"backups\"][0][\"id\"])'   # then: curl -s {t} '{b}/backups/<id>'");
+    println!("  curl -s {t} '{b}/snapshots/detail?limit=3&sort=created_at:desc'");
+    println!("  curl -s {t} '{b}/volumes/detail?limit=3'");
     println!("  curl -s {t} -H 'OpenStack-API-Version: volume 3.45' '{b}/backups/detail?with_count=true&limit=2&sort=size:asc'");
     println!("  curl -s {t} -H 'OpenStack-API-Version: volume 3.37' '{b}/native/backups/detail?sort=name:asc&limit=5&status=available'");
     println!("  curl -s {t} '{b}/backups?limit=5&offset=10'");
     println!("  curl -s {t} '{b}/backups/detail?limit=-1'");
     println!("  curl -s http://{addr}/");
-    println!("\nFollow a backups_links next href to walk every page. Ctrl-C stops.");
+    println!(
+        "\nFollow a backups_links next href to walk every page. Logs are at warn \
+         (RUST_LOG=info shows every request). Ctrl-C stops."
+    );
     let state = crate::AppState::new(config);
     let served = crate::serve(state, listener, shutdown).await;
     telemetry.shutdown();
