@@ -529,8 +529,7 @@ impl Fleet {
         tenant: Option<&str>,
         rate: f64,
     ) -> Option<Admission> {
-        let interval = if rate > 0.0 { (1000.0 / rate).ceil() as u64 } else { 0 };
-        let tolerance = interval * (rate.max(1.0) as u64).saturating_sub(1);
+        let (interval, tolerance) = gcra_ms(rate);
         let mut conn = self.conn.clone();
         let mut invocation = self.admit.key(self.key("gcra", region));
         let backoff = self.key("backoff", region);
@@ -569,8 +568,7 @@ impl Fleet {
     /// contending replicas are served in the order they reserved, in turn, not by who asks
     /// Redis first when a token comes due.
     pub(crate) async fn reserve_rate_token(&self, region: &str, rate: f64) -> Option<Duration> {
-        let interval = if rate > 0.0 { (1000.0 / rate).ceil() as u64 } else { 0 };
-        let tolerance = interval * (rate.max(1.0) as u64).saturating_sub(1);
+        let (interval, tolerance) = gcra_ms(rate);
         let mut conn = self.conn.clone();
         let mut invocation = self.rate_token.key(self.key("gcra", region));
         invocation.arg(interval).arg(tolerance);
@@ -625,6 +623,14 @@ impl Fleet {
             .run("publish_breaker_open", cmd.query_async::<()>(&mut conn))
             .await;
     }
+}
+
+/// A region's `rate` (calls a second, 0: no limit) as the fleet's GCRA keeps it: the interval
+/// between calls and the burst tolerance, in ms (a burst of `max(rate, 1)`, like each
+/// replica's own bucket).
+fn gcra_ms(rate: f64) -> (u64, u64) {
+    let interval = if rate > 0.0 { (1000.0 / rate).ceil() as u64 } else { 0 };
+    (interval, interval * (rate.max(1.0) as u64).saturating_sub(1))
 }
 
 fn millis(d: Duration) -> u64 {

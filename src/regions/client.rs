@@ -77,8 +77,6 @@ pub struct RegionClient {
     /// `upstream.timeout`: the whole budget of one call, retries included.
     pub(super) timeout: Duration,
     pub(super) metrics: UpstreamMetrics,
-    /// Fleet mode: the region's rate limit, `Retry-After` and open breakers are shared.
-    pub(super) fleet: Option<Arc<crate::fleet::Fleet>>,
     /// Project listings it answered 404 in a row (see [`RegionClient::listed`]).
     listing_404s: AtomicU32,
 }
@@ -115,7 +113,7 @@ impl RegionClient {
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .expect("the TLS files were checked when the configuration was loaded");
-                let guard = Guard::new(p.clone()).in_fleet(fleet.clone());
+                let guard = Guard::new(p.clone()).in_fleet(fleet);
                 (http, Arc::new(guard))
             }
         };
@@ -127,7 +125,6 @@ impl RegionClient {
             max_body: p.max_body_bytes.as_u64(),
             timeout: p.timeout,
             metrics,
-            fleet,
             listing_404s: AtomicU32::new(0),
         }
     }

@@ -241,7 +241,7 @@ impl RegionClient {
             // One tenant throttled is that tenant's limit, not the region's health.
             guard.back_off_tenant(tenant, later(Instant::now(), wait));
             guard.paced(Some(took));
-            if let Some(fleet) = &self.fleet {
+            if let Some(fleet) = guard.fleet() {
                 let (fleet, key) = (Arc::clone(fleet), tenant_key(&self.name, tenant));
                 tokio::spawn(async move { fleet.publish_back_off(&key, wait).await });
             }
@@ -270,7 +270,7 @@ impl RegionClient {
             guard.back_off_until(later(Instant::now(), wait));
         }
         // Told to the fleet in the background: the answer does not wait for Redis.
-        if let (Some(fleet), true) = (&self.fleet, back_off.is_some() || opened) {
+        if let (Some(fleet), true) = (guard.fleet(), back_off.is_some() || opened) {
             let (fleet, name) = (Arc::clone(fleet), self.name.clone());
             let cooldown = guard.settings.breaker_cooldown;
             let cause = judged.failure.unwrap_or_default();

@@ -30,7 +30,7 @@ impl RegionClient {
         tenant: Option<&str>,
         token_taken: bool,
     ) -> Result<FleetSays, RegionError> {
-        let Some(fleet) = &self.fleet else {
+        let Some(fleet) = self.guard.fleet() else {
             return Ok(FleetSays::Go);
         };
         let tenant = tenant

@@ -74,8 +74,8 @@ pub struct Guard {
     tenants_backing_off: retry_after::TenantBackOffs,
     /// Calls waiting for a token and a slot, served by project in turn (`fair.rs`).
     pub(crate) fair: fair::FairQueue,
-    /// Fleet mode: while its store cannot be reached, this replica keeps to its share of the
-    /// region's rate.
+    /// Fleet mode: the region's rate limit, `Retry-After` and open breakers are shared
+    /// through it; while it cannot be reached, this replica keeps to its share of the rate.
     fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
