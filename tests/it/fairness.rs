@@ -311,19 +311,21 @@ async fn a_project_with_its_requests_under_way_waits_for_one_of_them() {
 /// however many clients each has (12, 6 and 6: in arrival order the first would take half):
 /// after the burst and the next second (taken as they come: under load, calls that arrive while
 /// the burst is being spent find tokens refilled and no queue yet), the region's calls split
-/// within 10 %.
+/// within 10 %. The region's rate (20/s) is well below what the clients ask of a debug build:
+/// at 50/s the clients could barely outrun it, the queue emptied now and then, and calls then
+/// went in arrival order with the tokens refilled meanwhile (the test failed 4 of 8 times).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn equal_demand_gets_equal_shares() {
     const PROJECTS: [&str; 3] = ["share0a", "share1b", "share2c"];
     let h = Arc::new(
         Harness::start(
             vec![(SimConfig::default(), rows("a", 1))],
-            "[upstream]\nrate_limit = 50\nqueue_timeout = \"1s\"\n",
+            "[upstream]\nrate_limit = 20\nqueue_timeout = \"3s\"\n",
         )
         .await,
     );
-    // Past the burst (50) and the next second (50), this many calls are counted.
-    const SKIPPED: usize = 100;
+    // Past the burst (20) and the next second (20), this many calls are counted.
+    const SKIPPED: usize = 40;
     const COUNTED: usize = 150;
     let on = Arc::new(AtomicBool::new(true));
     let sent = Arc::new(AtomicUsize::new(0));
