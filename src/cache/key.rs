@@ -120,6 +120,52 @@ impl KeySize for PageKey {
     }
 }
 
+/// An item of a listed resource, as the id → region map knows it: its collection and its
+/// id, a UUID held as its 16 bytes (Cinder's ids are; no allocation to make or look up),
+/// any other id as written. A backup and a volume of the same id are two keys, and an id is
+/// only ever the same key when written the same way (`ABC…` is not `abc…` to a region's
+/// database).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct ItemKey {
+    collection: &'static str,
+    id: ItemId,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum ItemId {
+    Uuid(uuid::Uuid),
+    Other(Box<str>),
+}
+
+impl ItemKey {
+    pub fn of(collection: &'static str, id: &str) -> ItemKey {
+        let id = match uuid::Uuid::try_parse(id) {
+            // Only the canonical spelling: it must read back as the id it was written as.
+            Ok(uuid) if uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()) == id => {
+                ItemId::Uuid(uuid)
+            }
+            _ => ItemId::Other(id.into()),
+        };
+        ItemKey { collection, id }
+    }
+
+    /// What the key costs in the map beyond its fixed size (`coalescing::ENTRY_OVERHEAD`).
+    pub fn heap_bytes(&self) -> usize {
+        match &self.id {
+            ItemId::Uuid(_) => 0,
+            ItemId::Other(id) => id.len(),
+        }
+    }
+
+    /// The key's name in the fleet's store: `backups:{id}`.
+    pub fn fleet_name(&self) -> String {
+        match &self.id {
+            ItemId::Uuid(uuid) => format!("{}:{}", self.collection, uuid.hyphenated()),
+            ItemId::Other(id) => format!("{}:{id}", self.collection),
+        }
+    }
+}
+
 /// Lower-case hex, without a formatting call per byte.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -158,5 +204,21 @@ mod tests {
         let text = key.encode();
         assert_eq!(text.len(), 128);
         assert!(text.starts_with("abab") && text.ends_with("0101"));
+    }
+
+    #[test]
+    fn an_item_key_is_its_collection_and_its_id_as_written() {
+        let id = "5e3a1b2c-0d4f-4a6b-8c7d-9e0f1a2b3c4d";
+        let key = ItemKey::of("backups", id);
+        assert_eq!(key, ItemKey::of("backups", id));
+        assert_eq!(key.heap_bytes(), 0, "a UUID is held in its 16 bytes");
+        assert_eq!(key.fleet_name(), format!("backups:{id}"));
+        assert_ne!(key, ItemKey::of("volumes", id));
+        let upper = ItemKey::of("backups", &id.to_uppercase());
+        assert_ne!(key, upper, "another spelling is another id to a region");
+        assert_eq!(upper.fleet_name(), format!("backups:{}", id.to_uppercase()));
+        let other = ItemKey::of("backups", "not-a-uuid");
+        assert_eq!(other.heap_bytes(), 10);
+        assert_eq!(other.fleet_name(), "backups:not-a-uuid");
     }
 }

@@ -61,7 +61,7 @@ impl RenderedPage {
 }
 
 pub use key::hex;
-pub use key::Owner;
+pub use key::{ItemKey, Owner};
 use key::{Identity, PageKey, ResponseKey};
 
 pub(crate) type PageResult = Arc<Result<ListPage, RegionError>>;
@@ -77,9 +77,9 @@ pub struct Caches {
     pub ttl: std::time::Duration,
     pub responses: CoalescingCache<ResponseKey, Arc<Answer>>,
     pub pages: CoalescingCache<PageKey, PageResult>,
-    /// Backup id → the region that holds it, learnt from listings and look-ups (for show and
-    /// plain-id markers). Counted in bytes like the layers.
-    pub(crate) holders: moka::sync::Cache<Box<str>, usize>,
+    /// An item → the region that holds it, learnt from listings and look-ups (for show,
+    /// plain-id markers and routing). Counted in bytes like the layers.
+    pub(crate) holders: moka::sync::Cache<ItemKey, usize>,
     /// Region index → its available zones (`routing`, where a new volume goes), kept a
     /// minute: a region's zones change with its deployment, not with requests.
     pub(crate) zones: moka::sync::Cache<usize, Arc<[String]>>,
@@ -194,8 +194,9 @@ impl Caches {
 }
 
 #[allow(clippy::borrowed_box)] // moka's weigher signature: the key type is `Box<str>`
-fn holder_weight(id: &Box<str>, _region: &usize) -> u32 {
-    (id.len() + coalescing::ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
+fn holder_weight(item: &ItemKey, _region: &usize) -> u32 {
+    let fixed = std::mem::size_of::<ItemKey>() + coalescing::ENTRY_OVERHEAD;
+    (item.heap_bytes() + fixed).min(u32::MAX as usize) as u32
 }
 
 /// Whether a region failure is one that stale data may stand in for (README, "Cache").

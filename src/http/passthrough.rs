@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use std::sync::Arc;
 
-use crate::cache::{Caches, Owner};
+use crate::cache::{Caches, ItemKey, Owner};
 use crate::identity::TokenInfo;
 use crate::cinder::microversion::{negotiate, Version};
 use crate::config::Config;
@@ -79,7 +79,7 @@ async fn destination(
     caches: &Caches,
     parts: &Parts,
     body: &[u8],
-) -> Result<(usize, Option<String>), ApiError> {
+) -> Result<(usize, Option<ItemKey>), ApiError> {
     if let Some(pin) = parts.headers.get(PIN) {
         let name = pin.to_str().unwrap_or_default();
         let pinned = regions.iter().position(|r| r.name == name);
@@ -95,11 +95,11 @@ async fn destination(
     let primary = config.primary_index();
     let destination = routing::destination(&segments, parts.method == Method::POST);
     if let (Destination::Primary, _) | (_, 1) = (&destination, regions.len()) {
-        let id = match destination {
-            Destination::Member { id, .. } => Some(id),
+        let item = match destination {
+            Destination::Member { resource, id, .. } => Some(ItemKey::of(resource.collection, &id)),
             _ => None,
         };
-        return Ok((if regions.len() == 1 { 0 } else { primary }, id));
+        return Ok((if regions.len() == 1 { 0 } else { primary }, item));
     }
     let ctx = lookup_context(regions, parts)?;
     match destination {
@@ -114,7 +114,7 @@ async fn destination(
                 let named = (owner, resource.member, id.as_str());
                 routing::check_action(regions, caches, action, &scope, body, named, &ctx).await?;
             }
-            Ok((owner, Some(id)))
+            Ok((owner, Some(ItemKey::of(resource.collection, &id))))
         }
         Destination::Create { creation, scope } => {
             let placed = routing::place(regions, caches, creation, &scope, body, &ctx).await?;
@@ -230,8 +230,8 @@ pub async fn handle(
                 }
                 // A deleted item's owner is forgotten (an id is not reused, but the map's
                 // room is better spent on items that exist).
-                if let (&Method::DELETE, Some(id)) = (&parts.method, &item) {
-                    routing::forget_owner(&caches, id).await;
+                if let (&Method::DELETE, Some(item)) = (&parts.method, &item) {
+                    routing::forget_owner(&caches, item).await;
                 }
             }
             let mut response = Response::new(Body::from(upstream.body));

@@ -23,7 +23,7 @@ use std::mem::size_of;
 
 use crate::cache::coalescing::{FetchOutcome, Fetching, Lookup};
 use crate::cache::key::{Identity, Owner, ResponseKey};
-use crate::cache::{Answer, Caches, RenderedPage};
+use crate::cache::{Answer, Caches, ItemKey, RenderedPage};
 use crate::config::Collation;
 use crate::error::RequestError;
 use crate::listing::source::{self, Asking, RegionSource};
@@ -349,7 +349,8 @@ fn remember(
 ) {
     if lister.regions.len() > 1 {
         for (region, item) in &page.items {
-            lister.caches.holders.insert(item.id().into(), *region);
+            let key = ItemKey::of(request.target.resource.collection, item.id());
+            lister.caches.holders.insert(key, *region);
         }
     }
     if rememberable && page.failed.is_empty() {

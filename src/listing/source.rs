@@ -5,7 +5,7 @@
 use http::StatusCode;
 
 use crate::cache::key::{Identity, KeyHasher, Owner, PageKey};
-use crate::cache::Caches;
+use crate::cache::{Caches, ItemKey};
 use crate::config::FailurePolicy;
 use crate::error::RequestError;
 use crate::listing::merge::{Item, Source};
@@ -190,7 +190,8 @@ pub(crate) async fn find_item(
         // another route: Cinder's answer for an unknown id, and no region call.
         return Err(RequestError::NotFound(resource.not_found(id)));
     }
-    if let Some(region) = caches.holders.get(id) {
+    let key = ItemKey::of(resource.collection, id);
+    if let Some(region) = caches.holders.get(&key) {
         if let Ok(item) = regions
             .region(region)
             .show(resource, scope, id, fields, ctx)
@@ -207,7 +208,7 @@ pub(crate) async fn find_item(
         match result {
             Ok(item) => {
                 if regions.len() > 1 {
-                    caches.holders.insert(id.into(), i);
+                    caches.holders.insert(key, i);
                 }
                 return Ok((i, item));
             }

@@ -13,7 +13,7 @@
 
 pub mod combined;
 
-use crate::cache::Caches;
+use crate::cache::{Caches, ItemKey};
 use crate::cinder::resource::{
     names_collection, Resource, BACKUPS, NATIVE_ALIAS, RESOURCES, SNAPSHOTS, VOLUMES,
 };
@@ -208,16 +208,17 @@ pub async fn owner(
         return Ok(0);
     }
     // An item does not move between regions.
-    if let Some(region) = caches.holders.get(id).filter(|&r| r < regions.len()) {
+    let item = ItemKey::of(resource.collection, id);
+    if let Some(region) = caches.holders.get(&item).filter(|&r| r < regions.len()) {
         return Ok(region);
     }
     let fleet = caches.shared.as_ref().map(|shared| &shared.fleet);
     if let Some(fleet) = fleet {
         // By name: replicas may list the regions in another order.
-        let remembered = fleet.get(&fleet.key("owner", id)).await;
+        let remembered = fleet.get(&fleet.key("owner", &item.fleet_name())).await;
         let named = remembered.and_then(|name| regions.iter().position(|r| r.name.as_bytes() == name));
         if let Some(region) = named {
-            caches.holders.insert(id.into(), region);
+            caches.holders.insert(item, region);
             return Ok(region);
         }
     }
@@ -225,7 +226,7 @@ pub async fn owner(
         crate::listing::source::find_item(resource, regions, caches, scope, id, &[], ctx).await?;
     if let Some(fleet) = fleet {
         let name = regions.name(region).as_bytes();
-        fleet.put(&fleet.key("owner", id), name, OWNER_KEEP).await;
+        fleet.put(&fleet.key("owner", &item.fleet_name()), name, OWNER_KEEP).await;
     }
     Ok(region)
 }
@@ -342,10 +343,10 @@ async fn zone_holder(
 }
 
 /// A deleted item's owner is forgotten, here and in the fleet.
-pub async fn forget_owner(caches: &Caches, id: &str) {
-    caches.holders.invalidate(id);
+pub async fn forget_owner(caches: &Caches, item: &ItemKey) {
+    caches.holders.invalidate(item);
     if let Some(shared) = &caches.shared {
-        shared.fleet.forget(&shared.fleet.key("owner", id)).await;
+        shared.fleet.forget(&shared.fleet.key("owner", &item.fleet_name())).await;
     }
 }
 
