@@ -73,6 +73,10 @@ pub fn init(config: &Config) -> Telemetry {
             )
     });
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    if asked.0 == "log.level" && refused.is_none() {
+        let _ = LOG_FILTER.set(handle);
+    }
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
         .with(otel)
@@ -82,6 +86,24 @@ pub fn init(config: &Config) -> Telemetry {
         tracing::warn!(source, value, error, "not a log filter: logging at info");
     }
     Telemetry { provider }
+}
+
+/// The log filter, when `log.level` set it (not `RUST_LOG`, which a reload leaves alone).
+static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+/// Log at `level` from now on (a reload changed `log.level`); false when the level was not
+/// `log.level`'s to set (`RUST_LOG` set it, or no subscriber of this module is installed).
+pub fn set_log_level(level: &str) -> Result<bool, String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    match LOG_FILTER.get() {
+        Some(handle) => handle
+            .reload(filter)
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
+        None => Ok(false),
+    }
 }
 
 fn provider(endpoint: &str, service: &str) -> SdkTracerProvider {

@@ -493,6 +493,35 @@ where
         self.0.entries.insert(key, Arc::new(stored));
     }
 
+    /// Take over `old`'s entries (a reload: the same answers under a new policy or byte
+    /// bound), each under the key `rekey` gives it (`None`: left behind). They keep their age,
+    /// so the new policy judges them as if they had been stored here. How many came over.
+    pub(crate) fn adopt(&self, old: &CoalescingCache<K, V>, rekey: impl Fn(&K) -> Option<K>) -> usize {
+        let mut adopted = 0;
+        for (key, stored) in old.0.entries.iter() {
+            let Some(key) = rekey(&key) else {
+                continue;
+            };
+            let serial = self.0.serials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let copy = Stored {
+                value: stored.value.clone(),
+                stored_at: stored.stored_at,
+                weight: stored.weight,
+                owner: stored.owner.clone(),
+                serial,
+                forced: stored.forced,
+            };
+            {
+                let mut index = self.0.by_owner.lock().unwrap_or_else(|p| p.into_inner());
+                let keys = index.entry(copy.owner.clone()).or_default();
+                keys.insert(key.clone(), serial);
+            }
+            self.0.entries.insert(key, Arc::new(copy));
+            adopted += 1;
+        }
+        adopted
+    }
+
     /// Drop the entries of `owner`; how many there were.
     pub fn purge(&self, owner: &Owner) -> usize {
         let keys = {

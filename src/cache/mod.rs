@@ -98,6 +98,18 @@ impl Caches {
     /// listing's remembered positions ([`Caches::positions_budget`]), so
     /// everything they hold, keys included, stays within it. `max_flights` bounds each layer's
     /// coalescing table.
+    /// Who asks is known by the same HMAC key as in `previous` (a state for a reload or new
+    /// regions: `cache.key_secret` changes only at a restart), so entries carried over are
+    /// found under the same identities.
+    pub(crate) fn keep_identities_of(&mut self, previous: &Caches) {
+        self.identity_mac = previous.identity_mac.clone();
+    }
+
+    /// Each layer's share of `cache.max_bytes` (3/8).
+    pub fn layer_budget(config: &CacheConfig) -> u64 {
+        config.max_bytes.as_u64() / 8 * 3
+    }
+
     pub fn new(config: &CacheConfig, max_flights: usize) -> Caches {
         let policy = Policy {
             ttl: config.ttl,
@@ -106,7 +118,7 @@ impl Caches {
             min_refresh_interval: config.min_refresh_interval,
         };
         let max = config.max_bytes.as_u64();
-        let layer = max / 8 * 3;
+        let layer = Caches::layer_budget(config);
         let holders = moka::sync::Cache::builder()
             .max_capacity(max / 16)
             .weigher(holder_weight)

@@ -33,6 +33,17 @@ pub struct Config {
     pub regions_from_catalog: CatalogRegions,
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
+    /// Where it was read from, so that a reload (SIGHUP) reads the same again: `None` when it
+    /// was not read from a file and the environment (a test's or the demo's TOML).
+    #[serde(skip)]
+    pub source: Option<Source>,
+}
+
+/// A configuration read by [`Config::load`]: the file (if any) over the defaults, then the
+/// environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +104,10 @@ pub struct AdminConfig {
     /// How `GET /admin/throttled` names projects.
     #[serde(default)]
     pub throttled_names: ThrottledNames,
+    /// A listener of its own for the status page and the metrics, with no token: an address
+    /// only operators reach.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// How the operator's view of throttled projects names them: by a digest (the default: the
@@ -107,7 +122,7 @@ pub enum ThrottledNames {
 
 /// Per-project limits at the edge (README, "Fair sharing"): what one project may ask of the
 /// regions, whatever the others do. Cache hits are never limited.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantsConfig {
     /// Requests per second one project may make that need a region call; 0 = no limit.
@@ -625,7 +640,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        Self::extract(figment.merge(Env::prefixed("VBS_PROXY__").split("__")))
+        let mut config = Self::extract(figment.merge(Env::prefixed("VBS_PROXY__").split("__")))?;
+        config.source = Some(Source {
+            file: file.map(Path::to_path_buf),
+        });
+        Ok(config)
     }
 
     /// Defaults plus a TOML string; for tests and the demo (no environment).

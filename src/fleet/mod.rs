@@ -48,6 +48,10 @@ pub struct FleetMetrics {
     pub(crate) ops: Family<OpLabels, Counter>,
     /// Replicas the store last said were alive.
     replicas_alive: Gauge,
+    /// Operations done and failed (error, timeout), and the last failure: for the status page.
+    pub(crate) done: std::sync::atomic::AtomicU64,
+    pub(crate) failed: std::sync::atomic::AtomicU64,
+    pub(crate) last_error: Mutex<Option<(std::time::SystemTime, String)>>,
 }
 
 /// A page's value as another replica stored it, or the lock to fetch it.
@@ -366,6 +370,14 @@ impl Fleet {
     }
 
     fn mark(&self, up: bool, why: &str) {
+        let tally = &self.metrics;
+        if up {
+            tally.done.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            let mut last = tally.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            *last = Some((std::time::SystemTime::now(), why.to_string()));
+        }
         if self.up.swap(up, Ordering::Relaxed) != up {
             self.metrics.up.set(up as i64);
             if up {

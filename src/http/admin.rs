@@ -39,7 +39,7 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 
 /// The admin routes are off without `admin.token` (404, as for any unknown route), and need
 /// it in `X-Admin-Token`.
-fn authorized(config: &Config, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorized(config: &Config, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &config.admin.token else {
         return Err(ApiError::NotFound("The resource could not be found.".into()));
     };

@@ -14,6 +14,7 @@ pub(crate) mod passthrough;
 pub mod path;
 pub(crate) mod protect;
 pub mod show;
+pub mod status;
 pub mod versions;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -99,19 +100,26 @@ fn resource_routes() -> Vec<(String, Endpoint)> {
 }
 
 /// The routes that are not a resource's.
-const FIXED_ROUTES: [&str; 7] = [
+const FIXED_ROUTES: [&str; 10] = [
     "/",
     "/v3",
     "/v3/",
     "/admin/cache/purge",
+    "/admin/throttled",
     "/healthz",
     "/readyz",
     "/metrics",
+    "/status",
+    "/status.json",
 ];
 
-/// Liveness, readiness and metrics: outside the inbound protection and the token check.
+/// Liveness, readiness, metrics and the status page: outside the inbound protection and the
+/// token check (the page has the admin token's), so the operator sees an overloaded proxy.
 pub(crate) fn is_ops_route(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/status" | "/status.json"
+    )
 }
 
 /// Every route, in one place; any other request is passed through.
@@ -136,7 +144,9 @@ fn routes(state: AppState) -> Router {
         .route("/admin/throttled", get(admin::throttled))
         .route("/healthz", get(|| async { "OK" }))
         .route("/readyz", get(versions::readyz))
-        .route("/metrics", get(admin::metrics));
+        .route("/metrics", get(admin::metrics))
+        .route("/status", get(status::page))
+        .route("/status.json", get(status::json));
     for (template, endpoint) in resource_routes() {
         router = match endpoint {
             Endpoint::List(view, resource) => router.route(&template, list(view, resource)),
@@ -145,6 +155,17 @@ fn routes(state: AppState) -> Router {
         };
     }
     router.fallback(passthrough::handle).with_state(state)
+}
+
+/// What `admin.listen` serves, to whoever reaches that address (the operator keeps it
+/// private): the status page, its JSON and the metrics, with no token, each from the state
+/// being served now (a reload or Keystone's catalog may have changed it).
+pub fn private_routes(current: tokio::sync::watch::Receiver<AppState>) -> Router {
+    Router::new()
+        .route("/status", get(status::private_page))
+        .route("/status.json", get(status::private_json))
+        .route("/metrics", get(status::private_metrics))
+        .with_state(current)
 }
 
 /// The template of the route that serves `path` (as axum's `MatchedPath` would say it), or

@@ -87,6 +87,11 @@ pub struct Keystone {
     /// Turns to validate a token with Keystone ([`MAX_VALIDATIONS`]).
     validations: tokio::sync::Semaphore,
     key: [u8; 32],
+    /// Validations asked of Keystone, those that failed, and the last failure: for the
+    /// status page.
+    pub(crate) asked: std::sync::atomic::AtomicU64,
+    pub(crate) failed: std::sync::atomic::AtomicU64,
+    pub(crate) last_failure: std::sync::Mutex<Option<(SystemTime, String)>>,
 }
 
 /// A verdict is kept until the token expires, and never longer than `token_cache_time`.
@@ -167,6 +172,9 @@ impl Keystone {
                 .build(),
             validations: tokio::sync::Semaphore::new(MAX_VALIDATIONS),
             key: rand::random(),
+            asked: Default::default(),
+            failed: Default::default(),
+            last_failure: Default::default(),
         }))
     }
 
@@ -182,8 +190,26 @@ impl Keystone {
             .map_err(|e| (*e).clone())
     }
 
-    /// One validation, with the service token renewed (once) if Keystone refuses it.
+    /// Verdicts kept now.
+    pub(crate) fn verdicts_kept(&self) -> u64 {
+        self.verdicts.entry_count()
+    }
+
+    /// One validation, counted (and its failure remembered) for the status page.
     async fn validate(&self, token: String) -> Result<Verdict, Unavailable> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.asked.fetch_add(1, Relaxed);
+        let verdict = self.validate_once(token).await;
+        if let Err(e) = &verdict {
+            self.failed.fetch_add(1, Relaxed);
+            let mut last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+            *last = Some((SystemTime::now(), e.0.clone()));
+        }
+        verdict
+    }
+
+    /// One validation, with the service token renewed (once) if Keystone refuses it.
+    async fn validate_once(&self, token: String) -> Result<Verdict, Unavailable> {
         let _turn = self
             .validations
             .acquire()

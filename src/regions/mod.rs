@@ -113,10 +113,12 @@ impl Regions {
             .iter()
             .map(|r| {
                 let base = r.url.trim_end_matches('/');
+                // Its guard holds the region's settings: a region whose settings changed (a
+                // reload) starts a new one.
                 let kept = previous.and_then(|p| {
-                    p.clients
-                        .iter()
-                        .find(|old| old.name == r.name && old.base == base)
+                    p.clients.iter().find(|old| {
+                        old.name == r.name && old.base == base && old.guard.settings == *r.settings()
+                    })
                 });
                 RegionClient::new(r, metrics.clone(), fleet.clone(), kept)
             })
@@ -126,10 +128,10 @@ impl Regions {
             bases: clients.iter().map(|r| r.base.clone()).collect(),
             on_failure: config.upstream.on_region_failure,
             fleet: fleet.clone(),
-            tenant_limits: previous.map_or_else(
-                || Arc::new(tenant_limit::TenantLimits::new(&config.tenants)),
-                |p| p.tenant_limits.clone(),
-            ),
+            tenant_limits: match previous {
+                Some(p) if p.tenant_limits.made_of == config.tenants => p.tenant_limits.clone(),
+                _ => Arc::new(tenant_limit::TenantLimits::new(&config.tenants)),
+            },
             gauges: metrics::StateGauges::default(),
             metrics,
             clients,

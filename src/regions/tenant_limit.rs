@@ -32,6 +32,8 @@ const MAX_BYTES: u64 = 16 << 20;
 
 #[derive(Debug)]
 pub struct TenantLimits {
+    /// The settings it was made from (a reload that changes them makes new limits).
+    pub(crate) made_of: TenantsConfig,
     /// Seconds between two requests of one project; `None`: no limit.
     interval: Option<Duration>,
     /// How far ahead of now a project's theoretical arrival time may run.
@@ -76,6 +78,7 @@ impl TenantLimits {
     pub fn new(config: &TenantsConfig) -> TenantLimits {
         let interval = (config.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / config.rate));
         TenantLimits {
+            made_of: config.clone(),
             interval,
             tolerance: interval.unwrap_or_default() * config.burst.max(1),
             burst: config.burst.max(1),

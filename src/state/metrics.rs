@@ -22,6 +22,8 @@ pub struct Metrics {
     /// Keystone catalog reads by outcome (`same`, `changed`, `failed`), with
     /// `[regions_from_catalog]` only.
     pub(crate) catalog_reads: Family<OutcomeLabel, Counter>,
+    /// Configuration reloads by outcome (`applied`, `unchanged`, `invalid`).
+    config_reloads: Family<OutcomeLabel, Counter>,
     registry: Registry,
 }
 
@@ -41,6 +43,21 @@ impl Metrics {
         let catalog_reads = previous
             .map(|p| p.catalog_reads.clone())
             .unwrap_or_default();
+        let config_reloads = previous
+            .map(|p| p.config_reloads.clone())
+            .unwrap_or_else(|| {
+                let family = Family::<OutcomeLabel, Counter>::default();
+                for outcome in RELOAD_OUTCOMES {
+                    let _ = family.get_or_create(&OutcomeLabel { outcome });
+                }
+                family
+            });
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP) by outcome (applied, unchanged, \
+             invalid: the file was refused and nothing changed)",
+            config_reloads.clone(),
+        );
         if catalog {
             registry.register(
                 "catalog_reads",
@@ -83,8 +100,19 @@ impl Metrics {
         Metrics {
             http,
             catalog_reads,
+            config_reloads,
             registry,
         }
+    }
+
+    /// A reload's outcome, counted.
+    pub(crate) fn count_reload(&self, outcome: &'static str) {
+        self.config_reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Reloads of this outcome so far.
+    pub(crate) fn reloads(&self, outcome: &'static str) -> u64 {
+        self.config_reloads.get_or_create(&OutcomeLabel { outcome }).get()
     }
 
     /// The text exposition, with the cache sizes read now.
@@ -102,6 +130,9 @@ impl Metrics {
         out
     }
 }
+
+/// What a reload of the configuration can come to.
+const RELOAD_OUTCOMES: [&str; 3] = ["applied", "unchanged", "invalid"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub(crate) struct OutcomeLabel {
@@ -165,6 +196,13 @@ impl Default for HttpMetrics {
 }
 
 impl HttpMetrics {
+    /// Requests answered so far (read by the status page, off the request path).
+    pub(crate) fn answered(&self) -> u64 {
+        let handles = self.handles.read().expect("not poisoned");
+        let counters = handles.values().flat_map(|h| h.by_status.iter());
+        counters.map(|(_, c)| c.get()).sum()
+    }
+
     pub(crate) fn observe(&self, route: &str, status: u16, took: std::time::Duration) {
         let counted = {
             let handles = self.handles.read().expect("not poisoned");

@@ -3,6 +3,7 @@
 //! handlers take one at a time through `FromRef`.
 
 pub mod metrics;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -43,6 +44,8 @@ pub struct StateInner {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// With `[keystone_authtoken]`: client tokens are checked at the edge.
     pub keystone: Option<Arc<crate::identity::Keystone>>,
+    /// The status page's last minute of readings and the last reload.
+    pub recent: Arc<status::Recent>,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
             keystone,
             cursor_key: Arc::new(cursor_key),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.server.max_in_flight)),
+            recent: Arc::default(),
         };
         AppState::assemble(config, lasting, None)
     }
@@ -84,8 +88,41 @@ impl AppState {
             keystone: self.keystone.clone(),
             cursor_key: self.cursor_key.clone(),
             in_flight: self.in_flight.clone(),
+            recent: self.recent.clone(),
         };
         AppState::assemble(config, lasting, Some(self))
+    }
+
+    /// The state for a reloaded configuration (SIGHUP): built as for a change of regions
+    /// ([`AppState::with_regions`]: regions of the same name, URL and settings keep their
+    /// guards and connections), then the caches' entries carried over: every cached answer
+    /// when the regions are the same, in the same order; else each region page of a region
+    /// that stayed (under its new index) and where each item lives. Entries keep their age:
+    /// a new TTL judges them at once.
+    pub(crate) fn reloaded(&self, config: Config) -> AppState {
+        let next = self.with_regions(config);
+        let names = |regions: &Regions| -> Vec<(String, String)> {
+            regions.iter().map(|r| (r.name.clone(), r.base.clone())).collect()
+        };
+        let (before, after) = (names(&self.regions), names(&next.regions));
+        let moved: Vec<Option<u32>> = before
+            .iter()
+            .map(|old| after.iter().position(|new| new == old).map(|i| i as u32))
+            .collect();
+        let (caches, old) = (&next.caches, &self.caches);
+        if before == after {
+            caches.responses.adopt(&old.responses, |key| Some(*key));
+        }
+        caches.pages.adopt(&old.pages, |key| {
+            let region = (*moved.get(key.region as usize)?)?;
+            Some(crate::cache::key::PageKey { region, ..*key })
+        });
+        for (item, region) in old.holders.iter() {
+            if let Some(Some(region)) = moved.get(region) {
+                caches.holders.insert((*item).clone(), *region as usize);
+            }
+        }
+        next
     }
 
     fn assemble(config: Config, lasting: Lasting, previous: Option<&AppState>) -> AppState {
@@ -94,12 +131,16 @@ impl AppState {
             keystone,
             cursor_key,
             in_flight,
+            recent,
         } = lasting;
         let regions = Regions::new(&config, fleet.clone(), previous.map(|p| &*p.regions));
         // A flight per request in flight and region, and as many more for the ones whose
         // clients went away or that refresh in the background.
         let max_flights = config.server.max_in_flight * (config.regions.len() + 1) * 2;
         let mut caches = Caches::new(&config.cache, max_flights);
+        if let Some(previous) = previous {
+            caches.keep_identities_of(&previous.caches);
+        }
         caches.shared = fleet.clone().map(|fleet| crate::cache::shared::SharedResponses {
             fleet,
             policy: caches.responses.policy(),
@@ -137,6 +178,7 @@ impl AppState {
             metrics: Arc::new(metrics),
             in_flight,
             cursor_key,
+            recent,
             lister: Arc::new(lister),
             config: Arc::new(config),
         }))
@@ -149,6 +191,7 @@ struct Lasting {
     keystone: Option<Arc<crate::identity::Keystone>>,
     cursor_key: Arc<CursorKey>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    recent: Arc<status::Recent>,
 }
 
 impl FromRef<AppState> for Arc<Regions> {

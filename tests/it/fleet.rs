@@ -866,7 +866,9 @@ async fn an_owner_found_by_one_replica_is_known_to_the_other() {
         [1, 2, 1],
         "A asked every region, then acted at r1"
     );
-    redis.until_kept("vbs-proxy:owner:backups:f1-001", 3_600_000).await;
+    redis
+        .until_kept("vbs-proxy:owner:backups:f1-001", 3_600_000)
+        .await;
     assert_eq!(b.send(&client, reqwest::Method::POST, restore).await, 202);
     assert_eq!(calls(&sims), [1, 3, 1], "B knew the owner: no lookup");
     let member = "/v3/abc123/backups/f1-001";

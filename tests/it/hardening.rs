@@ -365,7 +365,7 @@ async fn no_cache_cannot_bypass_the_shield() {
 
 /// A region that accepts connections and reads requests but never answers; the request lines
 /// it received.
-async fn hanging_region() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+pub(crate) async fn hanging_region() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -16,6 +16,7 @@ mod paging;
 mod reference;
 mod routing;
 mod snapshots;
+mod status;
 mod support;
 mod telemetry;
 mod tls;

@@ -139,6 +139,7 @@ impl RegionClient {
         .await;
         if let Err(refused) = &outcome {
             self.metrics.count(&self.name, refused.kind());
+            self.guard.tally.count(refused.kind(), None);
         }
         outcome
     }
@@ -222,8 +223,10 @@ impl RegionClient {
     pub(crate) fn count_attempt(&self, span: &tracing::Span, started: Instant, judged: &Judged) {
         span.record("http.response.status_code", judged.status);
         span.record("outcome", judged.outcome);
-        self.metrics.observe_latency(&self.name, started.elapsed());
+        let took = started.elapsed();
+        self.metrics.observe_latency(&self.name, took);
         self.metrics.count(&self.name, judged.outcome);
+        self.guard.tally.count(judged.outcome, Some(took));
     }
 
     /// What a request's outcome (its last attempt's, which took `took`) says about the
@@ -238,8 +241,10 @@ impl RegionClient {
         let wait = judged.retry_after.unwrap_or(Duration::from_secs(1));
         let tenant = tenant.filter(|_| guard.settings.retry_after_scope == RetryAfterScope::Project);
         if let (true, Some(tenant)) = (throttled, tenant) {
-            // One tenant throttled is that tenant's limit, not the region's health.
+            // One tenant throttled is that tenant's limit, not the region's health (the status
+            // page shows it all the same).
             guard.back_off_tenant(tenant, later(Instant::now(), wait));
+            guard.tally.failed(judged.failure.as_deref().unwrap_or("429"));
             guard.paced(Some(took));
             if let Some(fleet) = guard.fleet() {
                 let (fleet, key) = (Arc::clone(fleet), tenant_key(&self.name, tenant));

@@ -18,6 +18,7 @@ mod pace;
 mod probe;
 mod rate;
 pub(crate) mod retry_after;
+pub(crate) mod tally;
 
 use std::sync::{Arc, Mutex};
 
@@ -77,6 +78,8 @@ pub struct Guard {
     /// Fleet mode: the region's rate limit, `Retry-After` and open breakers are shared
     /// through it; while it cannot be reached, this replica keeps to its share of the rate.
     fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// What its calls came to, for the status page.
+    pub(crate) tally: tally::Tally,
 }
 
 impl Guard {
@@ -95,6 +98,7 @@ impl Guard {
             }),
             settings,
             fleet: None,
+            tally: tally::Tally::default(),
         }
     }
 
@@ -187,6 +191,9 @@ impl Guard {
     /// Record what a sent request came to (`cause`: what went wrong, if it did); true when
     /// this opened the breaker.
     pub fn record(&self, health: Health, now: Instant, cause: Option<&str>) -> bool {
+        if health == Health::Faulty {
+            self.tally.failed(cause.unwrap_or("failed"));
+        }
         let thresholds = Thresholds {
             failures: self.settings.breaker_failures,
             ratio: self.settings.breaker_failure_ratio,
@@ -213,6 +220,25 @@ impl Guard {
             }
             None => s.pace.missed_deadline(),
         }
+    }
+
+    /// How long the region's `Retry-After` still holds every call back, if it does.
+    pub(crate) fn backing_off(&self, now: Instant) -> Option<Duration> {
+        let until = self.state().retry_after?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Projects its 429s hold back now (`retry_after_scope = "project"`), and how long the
+    /// longest hold has left.
+    pub(crate) fn tenants_held(&self, now: Instant) -> Option<(usize, Duration)> {
+        self.tenants_backing_off.held(now)
+    }
+
+    /// Calls sent to the region now (slots of `max_concurrency` taken).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.settings
+            .max_concurrency
+            .saturating_sub(self.permits.available_permits())
     }
 
     /// Has the region answered any call since `since`?

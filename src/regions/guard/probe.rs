@@ -34,6 +34,7 @@ impl RegionClient {
                 _ => guard.paced(Some(took)),
             }
             metrics.count(&name, judged.outcome);
+            guard.tally.count(judged.outcome, Some(took));
             // Any answer but a 5xx or 429 is a region that answers (it cannot stay half-open).
             let health = match judged.health {
                 Health::Unknown => Health::Healthy,

@@ -60,6 +60,17 @@ impl TenantBackOffs {
         self.0.get(tenant).is_some_and(|until| now < until)
     }
 
+    /// Tenants held back at `now`, and how long the longest hold has left (status page).
+    pub fn held(&self, now: Instant) -> Option<(usize, Duration)> {
+        let left: Vec<Duration> = self
+            .0
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .map(|(_, until)| until - now)
+            .collect();
+        Some((left.len(), left.into_iter().max()?))
+    }
+
     /// Hold `tenant` back until `until` (or longer, if it already is).
     pub fn hold(&self, tenant: &str, until: Instant) {
         let held = self.0.get(tenant).map_or(until, |u| u.max(until));
