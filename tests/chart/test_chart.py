@@ -258,3 +258,122 @@ def test_fleet_mode_with_an_existing_secret_creates_no_redis_secret():
 def test_no_fleet_settings_without_fleet_mode():
     env = {e["name"] for e in by_kind(render(THREE), "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "VBS_PROXY__FLEET__REDIS_URL" not in env and "VBS_PROXY__CACHE__KEY_SECRET" not in env
+
+
+def default_toml_keys():
+    """section -> keys of config/default.toml, the commented-out ones too (`# key = ...`),
+    `regions` for the `[[regions]]` example."""
+    out, section = {}, None
+    text = (CHART.parents[1] / "config" / "default.toml").read_text()
+    for line in text.splitlines():
+        m = re.match(r"^(?:# ?)?\[\[?([a-z_]+)\]\]?\s*$", line)
+        if m:
+            section = m.group(1)
+            out.setdefault(section, set())
+            continue
+        m = re.match(r"^#? ?([a-z_0-9]+) = ", line)
+        if m and section:
+            out[section].add(m.group(1))
+    return out
+
+
+# Set by the chart itself, or given only through Secrets (never in the ConfigMap).
+CHART_SET = {"server.listen"}
+FROM_SECRETS = {"admin.token", "fleet.redis_url", "keystone_authtoken.password",
+                "keystone_authtoken.application_credential_secret"}
+
+
+def test_the_schema_admits_every_key_of_default_toml():
+    """The schema cannot drift from the configuration again: every section and key of
+    config/default.toml is admitted under `config` (or `regions`), but those the chart sets
+    or takes from Secrets, which the schema refuses."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    config = schema["properties"]["config"]["properties"]
+    regions = schema["properties"]["regions"]["items"]["properties"]
+    missing, leaked = [], []
+    for section, keys in default_toml_keys().items():
+        for key in keys:
+            name = f"{section}.{key}"
+            admitted = key in (regions if section == "regions" else config.get(section, {}).get("properties", {}))
+            if name in CHART_SET | FROM_SECRETS:
+                if admitted:
+                    leaked.append(name)
+            elif not admitted:
+                missing.append(name)
+    assert missing == [], f"config/default.toml keys the chart refuses: {missing}"
+    assert leaked == [], f"secrets the chart would put in its ConfigMap: {leaked}"
+    with pytest.raises(helm_python.HelmError):
+        render(dict(ONE, config={"keystone_authtoken": {"password": "in-values"}}))
+
+
+EVERYTHING = {
+    "regions": [],
+    "config": {
+        "keystone_authtoken": {
+            "auth_url": "https://keystone.example:5000/v3", "username": "vbs-proxy",
+            "project_name": "service", "user_domain_name": "Default",
+            "project_domain_name": "Default", "token_cache_time": "300s",
+            "cafile": "/etc/vbs-proxy/ca/ca.pem",
+        },
+        "regions_from_catalog": {"service_type": "volumev3", "interface": "internal"},
+        "upstream": {"ca_file": "/etc/vbs-proxy/ca/ca.pem"},
+        "cache": {"scope": "project"},
+        "admin": {"listen": "0.0.0.0:9091", "throttled_names": "named"},
+        "tenants": {"rate": 2.5, "burst": 10, "max_concurrency": 8},
+    },
+    "fleet": {"existingSecret": "redis-url"},
+    "tls": {"existingSecret": "vbs-proxy-tls"},
+    "keystone": {"existingSecret": "keystone-service-user"},
+    "secrets": {"existingSecret": "vbs-keys"},
+    "extraVolumes": [{"name": "ca", "configMap": {"name": "internal-ca"}}],
+    "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/vbs-proxy/ca", "readOnly": True}],
+    "extraEnv": [{"name": "VBS_PROXY__UPSTREAM__RATE_LIMIT", "value": "50"}],
+}
+
+
+def test_a_keystone_catalog_fleet_and_tls_install_renders_and_its_config_is_valid(tmp_path):
+    """Every feature at once, as an operator would deploy it: Keystone at the edge with the
+    regions from its catalog, fleet mode, the proxy's own TLS, a private CA mounted from a
+    ConfigMap, and the secrets from existing Secrets. The manifests are valid Kubernetes and
+    the configuration the pod sees (the ConfigMap, the mounted files, the Secrets'
+    environment) passes `check-config`."""
+    assert helm_python.lint(str(CHART), EVERYTHING, strict=True)["errors"] == []
+    docs = render(EVERYTHING)
+    for doc in [d for _, d in docs if d["kind"] != "ServiceMonitor"]:
+        kubernetes_validate.validate(doc, K8S, strict=True)
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["VBS_PROXY__KEYSTONE_AUTHTOKEN__PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "keystone-service-user", "key": "password"}
+    assert env["VBS_PROXY__FLEET__REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "redis-url"
+    assert env["VBS_PROXY__UPSTREAM__RATE_LIMIT"]["value"] == "50"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"config": "/etc/vbs-proxy", "tls": "/etc/vbs-proxy/tls", "ca": "/etc/vbs-proxy/ca"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == "vbs-proxy-tls"
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert not by_kind(docs, "Secret"), "every secret comes from an existing Secret"
+    config = by_kind(docs, "ConfigMap")[0]["data"]["vbs-proxy.toml"]
+    # The pod's files: the ConfigMap's TOML, the TLS Secret's pair and the CA bundle.
+    root = tmp_path / "etc-vbs-proxy"
+    (root / "tls").mkdir(parents=True)
+    (root / "ca").mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=vbs-proxy.storage", "-keyout", str(root / "tls" / "tls.key"),
+                    "-out", str(root / "tls" / "tls.crt")], check=True, capture_output=True)
+    (root / "ca" / "ca.pem").write_text((root / "tls" / "tls.crt").read_text())
+    path = root / "vbs-proxy.toml"
+    path.write_text(config.replace("/etc/vbs-proxy/", f"{root}/"))
+    pod_env = dict(os.environ, VBS_PROXY__KEYSTONE_AUTHTOKEN__PASSWORD="from-the-secret",
+                   VBS_PROXY__FLEET__REDIS_URL="redis://redis-master.storage:6379/0",
+                   VBS_PROXY__CACHE__KEY_SECRET="k" * 32, VBS_PROXY__SERVER__CURSOR_SECRET="c" * 32,
+                   VBS_PROXY__UPSTREAM__RATE_LIMIT="50")
+    done = subprocess.run([os.environ["VBS_PROXY_BIN"], "check-config", str(path)],
+                          capture_output=True, text=True, env=pod_env)
+    assert done.returncode == 0, f"{done.stderr}\n{config}"
+    # Without the password Keystone could not be asked: refused, naming it.
+    del pod_env["VBS_PROXY__KEYSTONE_AUTHTOKEN__PASSWORD"]
+    done = subprocess.run([os.environ["VBS_PROXY_BIN"], "check-config", str(path)],
+                          capture_output=True, text=True, env=pod_env)
+    assert done.returncode == 64 and "password" in done.stderr, done.stderr
