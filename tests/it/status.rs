@@ -264,10 +264,10 @@ fn chromium(args: &[&str]) -> String {
 }
 
 /// Issue 26, point 2: SIGHUP under load. The binary serves region `r0` from one simulated
-/// region with a TTL of an hour; the file is changed to another region's URL and `ttl = 0`
-/// and the proxy is sent SIGHUP while clients keep listing. No request fails, the new
-/// region's rows come back, and nothing is cached any more (each listing reaches it). An
-/// invalid file then changes nothing and is counted.
+/// region with a TTL of an hour, while clients keep listing. A new TTL alone keeps the cached
+/// answer (the region is not asked again); then the file names another region's URL and
+/// `ttl = 0`: no request fails, the new region's rows come back, and nothing is cached any
+/// more (the listings reach it). An invalid file then changes nothing and is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_a_new_region_url_and_ttl_under_load() {
     let h = Harness::start(
@@ -346,6 +346,50 @@ async fn sighup_applies_a_new_region_url_and_ttl_under_load() {
     .await;
     let a_calls = h.regions[0].calls.load(Ordering::Relaxed);
     assert!(a_calls <= 3, "an hour's TTL: one listing call, {a_calls}");
+    let counted = |outcome: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let text = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let series = format!("vbs_config_reloads_total{{outcome=\"{outcome}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let reloaded = |outcome: &'static str, n: u64| {
+        let counted = &counted;
+        async move {
+            for _ in 0..500 {
+                if counted(outcome).await >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("no {outcome} reload");
+        }
+    };
+
+    // Only the TTL changes: the cached answers stay (the region is not asked again).
+    std::fs::write(&file, config(&h.region_urls[0], "2h")).unwrap();
+    hangup(&child);
+    reloaded("applied", 1).await;
+    let from = answered.load(Ordering::Relaxed);
+    until("20 more answers", || {
+        answered.load(Ordering::Relaxed) >= from + 20
+    })
+    .await;
+    assert_eq!(
+        h.regions[0].calls.load(Ordering::Relaxed),
+        a_calls,
+        "the cache was kept"
+    );
 
     std::fs::write(&file, config(&h.region_urls[1], "0s")).unwrap();
     hangup(&child);
@@ -367,34 +411,8 @@ async fn sighup_applies_a_new_region_url_and_ttl_under_load() {
     // An invalid file: logged, counted, nothing changes.
     std::fs::write(&file, "[cache]\nttl = \"soon\"\n").unwrap();
     hangup(&child);
-    let metric = |text: &str, series: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{series} ")).map(str::to_string))
-    };
-    let mut text = String::new();
-    for _ in 0..500 {
-        text = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metric(&text, "vbs_config_reloads_total{outcome=\"invalid\"}").as_deref() == Some("1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        metric(&text, "vbs_config_reloads_total{outcome=\"invalid\"}").as_deref(),
-        Some("1"),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "vbs_config_reloads_total{outcome=\"applied\"}").as_deref(),
-        Some("1")
-    );
+    reloaded("invalid", 1).await;
+    assert_eq!(counted("applied").await, 2);
     let from = answered.load(Ordering::Relaxed);
     until("more answers", || {
         answered.load(Ordering::Relaxed) >= from + 10
