@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::AppState;
+use crate::cache::Caches;
 use crate::regions::guard::tally::Counts;
 use crate::regions::guard::BreakerState;
 
@@ -246,11 +247,11 @@ impl Status {
             keystone: [0; 2],
             requests: 0,
         };
-        let then = Some(state.recent.oldest().filter(|r| r.at < now.at).unwrap_or(since_start));
-        let window = then.as_ref().map_or(Duration::ZERO, |t| now.at - t.at);
+        let then = state.recent.oldest().filter(|r| r.at < now.at).unwrap_or(since_start);
+        let window = now.at - then.at;
         // Over a second at least: just after the start a handful of calls is not a rate.
         let per_second = |n: u64| (n as f64 / window.as_secs_f64().max(1.0) * 10.0).round() / 10.0;
-        let delta = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(now));
+        let delta = |now: u64, then: u64| now.saturating_sub(then);
         let recent = &state.recent;
         let reloads = |outcome| state.metrics.reloads(outcome);
         Status {
@@ -259,36 +260,36 @@ impl Status {
             uptime_seconds: recent.started.elapsed().as_secs(),
             config_digest: config_digest(&state.config),
             window_seconds: (window.as_secs_f64() * 10.0).round() / 10.0,
-            requests_per_second: per_second(delta(now.requests, then.as_ref().map(|t| t.requests))),
+            requests_per_second: per_second(delta(now.requests, then.requests)),
             reloads: Reloads {
                 applied: reloads("applied"),
                 invalid: reloads("invalid"),
                 last: recent.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             },
-            regions: regions(state, &now, then.as_ref(), &per_second),
+            regions: regions(state, &now, &then, &per_second),
             tenants_throttled: state.regions.metrics.throttled.count(),
-            caches: layers(state, &now, then.as_ref()),
+            caches: layers(state, &now, &then),
             markers: Markers {
-                remembered: delta(now.markers[0], then.as_ref().map(|t| t.markers[0])),
-                cold: delta(now.markers[1], then.as_ref().map(|t| t.markers[1])),
+                remembered: delta(now.markers[0], then.markers[0]),
+                cold: delta(now.markers[1], then.markers[1]),
             },
             fleet: state.lister.positions.shared.as_ref().map(|fleet| FleetStatus {
                 redis_up: fleet.is_up(),
                 replicas_alive: fleet.replicas_alive(),
                 operations_per_second: per_second(
-                    delta(now.fleet[0], then.as_ref().map(|t| t.fleet[0]))
-                        + delta(now.fleet[1], then.as_ref().map(|t| t.fleet[1])),
+                    delta(now.fleet[0], then.fleet[0])
+                        + delta(now.fleet[1], then.fleet[1]),
                 ),
-                failed: delta(now.fleet[1], then.as_ref().map(|t| t.fleet[1])),
+                failed: delta(now.fleet[1], then.fleet[1]),
                 last_error: failure(&fleet.metrics.last_error),
             }),
             keystone: state.keystone.as_ref().map(|keystone| KeystoneStatus {
                 verdicts_cached: keystone.verdicts_kept(),
                 validations_per_second: per_second(delta(
                     now.keystone[0],
-                    then.as_ref().map(|t| t.keystone[0]),
+                    then.keystone[0],
                 )),
-                failed: delta(now.keystone[1], then.as_ref().map(|t| t.keystone[1])),
+                failed: delta(now.keystone[1], then.keystone[1]),
                 last_failure: failure(&keystone.last_failure),
             }),
         }
@@ -298,7 +299,7 @@ impl Status {
 fn regions(
     state: &AppState,
     now: &Reading,
-    then: Option<&Reading>,
+    then: &Reading,
     per_second: &dyn Fn(u64) -> f64,
 ) -> Vec<RegionStatus> {
     let clock = tokio::time::Instant::now();
@@ -309,7 +310,9 @@ fn regions(
         .map(|(region, (_, counts))| {
             let guard = &region.guard;
             let earlier = then
-                .and_then(|t| t.regions.iter().find(|(name, _)| *name == region.name))
+                .regions
+                .iter()
+                .find(|(name, _)| *name == region.name)
                 .map_or_else(Counts::default, |(_, c)| c.clone());
             let window = counts.since(&earlier);
             let (state, cause) = judge(region, clock);
@@ -373,7 +376,7 @@ fn judge(
     ("up", None)
 }
 
-fn layers(state: &AppState, now: &Reading, then: Option<&Reading>) -> Vec<LayerStatus> {
+fn layers(state: &AppState, now: &Reading, then: &Reading) -> Vec<LayerStatus> {
     let caches = &state.caches;
     let max = Caches::layer_budget(&state.config.cache);
     let sizes = [
@@ -385,7 +388,7 @@ fn layers(state: &AppState, now: &Reading, then: Option<&Reading>) -> Vec<LayerS
         .enumerate()
         .map(|(i, (layer, bytes, entries))| {
             let [hits, misses, stale, coalesced, evictions]: [u64; 5] = std::array::from_fn(|k| {
-                now.layers[i][k].saturating_sub(then.map_or(now.layers[i][k], |t| t.layers[i][k]))
+                now.layers[i][k].saturating_sub(then.layers[i][k])
             });
             let lookups = hits + misses + stale;
             LayerStatus {
@@ -403,8 +406,6 @@ fn layers(state: &AppState, now: &Reading, then: Option<&Reading>) -> Vec<LayerS
         })
         .collect()
 }
-
-use crate::cache::Caches;
 
 fn failure(last: &Mutex<Option<(SystemTime, String)>>) -> Option<Failure> {
     let last = last.lock().unwrap_or_else(|p| p.into_inner());
