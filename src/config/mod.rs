@@ -653,8 +653,11 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(|e| {
-            let mut msgs: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
+        let config: Config = figment.extract().map_err(|first| {
+            let mut msgs = every_error(&figment);
+            if msgs.is_empty() {
+                msgs = first.into_iter().map(|e| describe(&e)).collect();
+            }
             msgs.dedup();
             ConfigError::Parse(msgs.join("; "))
         })?;
@@ -826,6 +829,132 @@ pub(crate) fn what_is_wrong(kind: &figment::error::Kind, section: &str) -> Strin
     }
 }
 
+/// Every mistake of a configuration, where serde stops at the first: each section read on
+/// its own (a mistake per section), every unknown key of a section named (not only the
+/// first), and every unknown section. An operator fixing a file sees them all at once.
+fn every_error(figment: &Figment) -> Vec<String> {
+    fn section<T: serde::de::DeserializeOwned>(
+        figment: &Figment,
+        name: &str,
+        msgs: &mut Vec<String>,
+    ) {
+        if !figment.contains(name) {
+            return;
+        }
+        let at = |key: &[String], what: String| {
+            let path: Vec<String> = std::iter::once(name.to_string())
+                .chain(key.iter().cloned())
+                .collect();
+            let from = source_of(figment.find_metadata(&path.join(".")), &path);
+            format!("{}: {what}{from}", path.join("."))
+        };
+        let Ok(mut table) = figment.extract_inner::<figment::value::Dict>(name) else {
+            // Not a table (the regions' array, or a mistake): serde's first error.
+            if let Err(errors) = figment.extract_inner::<T>(name) {
+                for e in errors {
+                    let key = e
+                        .path
+                        .strip_prefix(&[name.to_string()][..])
+                        .unwrap_or(&e.path)
+                        .to_vec();
+                    msgs.push(at(&key, what_is_wrong(&e.kind, name)));
+                }
+            }
+            return;
+        };
+        // serde stops at a section's first mistake: the key at fault is taken out and the
+        // section read again, until it reads or a key it needs is missing.
+        for _ in 0..=table.len() {
+            let value = figment::value::Value::from(table.clone());
+            let Err(errors) = T::deserialize(&value) else {
+                return;
+            };
+            let Some(e) = errors.into_iter().next() else {
+                return;
+            };
+            match &e.kind {
+                figment::error::Kind::UnknownField(_, known) => {
+                    let unknown: Vec<String> = table
+                        .keys()
+                        .filter(|k| !known.contains(&k.as_str()))
+                        .cloned()
+                        .collect();
+                    for key in &unknown {
+                        let what = format!(
+                            "unknown key `{key}`; in [{name}] the keys are {}",
+                            known.join(", ")
+                        );
+                        msgs.push(at(std::slice::from_ref(key), what));
+                        table.remove(key);
+                    }
+                }
+                // A key taken out above, now missing: said already.
+                figment::error::Kind::MissingField(_) => return,
+                kind => {
+                    msgs.push(at(&e.path, what_is_wrong(kind, name)));
+                    match e.path.first() {
+                        Some(key) if table.remove(key).is_some() => {}
+                        _ => return,
+                    }
+                }
+            }
+        }
+    }
+    let mut msgs = Vec::new();
+    section::<ServerConfig>(figment, "server", &mut msgs);
+    section::<AdminConfig>(figment, "admin", &mut msgs);
+    section::<TenantsConfig>(figment, "tenants", &mut msgs);
+    section::<MergeConfig>(figment, "merge", &mut msgs);
+    section::<CacheConfig>(figment, "cache", &mut msgs);
+    section::<UpstreamConfig>(figment, "upstream", &mut msgs);
+    section::<LogConfig>(figment, "log", &mut msgs);
+    section::<TelemetryConfig>(figment, "telemetry", &mut msgs);
+    section::<FleetConfig>(figment, "fleet", &mut msgs);
+    section::<KeystoneConfig>(figment, "keystone_authtoken", &mut msgs);
+    section::<CatalogRegions>(figment, "regions_from_catalog", &mut msgs);
+    section::<Vec<RegionConfig>>(figment, "regions", &mut msgs);
+    const SECTIONS: [&str; 12] = [
+        "server",
+        "admin",
+        "tenants",
+        "merge",
+        "cache",
+        "upstream",
+        "log",
+        "telemetry",
+        "fleet",
+        "keystone_authtoken",
+        "regions_from_catalog",
+        "regions",
+    ];
+    let top = figment
+        .extract::<figment::value::Dict>()
+        .unwrap_or_default();
+    for name in top.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+        let from = source_of(figment.find_metadata(name), std::slice::from_ref(name));
+        msgs.push(format!(
+            "unknown section `{name}`; the sections are {}{from}",
+            SECTIONS.join(", ")
+        ));
+    }
+    msgs
+}
+
+/// Where a key came from, for its error: the file, or the environment variable that set it.
+fn source_of(metadata: Option<&figment::Metadata>, path: &[String]) -> String {
+    match metadata {
+        Some(m) if m.name.contains("environment") => format!(
+            " (from the environment: VBS_PROXY__{})",
+            path.join("__").to_uppercase()
+        ),
+        Some(m) => match &m.source {
+            Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+            _ => String::new(),
+        },
+        None => String::new(),
+    }
+}
+
 /// One of figment's errors as an operator reads it: the key (`cache.ttl`, not figment's
 /// `default.cache.ttl`: profiles are not used here), what is wrong, and where it came from
 /// (the file, or the environment variable that set it).
@@ -833,17 +962,7 @@ fn describe(e: &figment::Error) -> String {
     let key = e.path.join(".");
     let section = e.path[..e.path.len().saturating_sub(1)].join(".");
     let what = what_is_wrong(&e.kind, &section);
-    let from = match e.metadata.as_ref() {
-        Some(m) if m.name.contains("environment") => format!(
-            " (from the environment: VBS_PROXY__{})",
-            e.path.join("__").to_uppercase()
-        ),
-        Some(m) => match &m.source {
-            Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
-            _ => String::new(),
-        },
-        None => String::new(),
-    };
+    let from = source_of(e.metadata.as_ref(), &e.path);
     match key.is_empty() {
         true => format!("{what}{from}"),
         false => format!("{key}: {what}{from}"),
@@ -1024,6 +1143,29 @@ mod tests {
         let bad = "[[regions]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nmax_concurrency = 0\n";
         let err = Config::from_toml(bad).unwrap_err().to_string();
         assert!(err.contains("regions[0].max_concurrency"), "{err}");
+    }
+
+    #[test]
+    fn every_mistake_of_a_file_is_reported_at_once() {
+        let toml = format!(
+            "{ONE_REGION}[server]\nmax_limit = \"lots\"\nlisten_port = 1\n\
+             [cache]\nttl = \"soon\"\ntll = \"1s\"\ntl = \"2s\"\n[upstrem]\nretries = 1\n"
+        );
+        let err = Config::from_toml(&toml).unwrap_err().to_string();
+        for mistake in [
+            "server.listen_port: unknown key",
+            "server.max_limit: invalid type",
+            "cache.ttl: invalid value",
+            "cache.tll: unknown key",
+            "cache.tl: unknown key",
+            "unknown section `upstrem`",
+        ] {
+            assert!(err.contains(mistake), "{mistake} in {err}");
+        }
+        assert!(
+            !err.contains("missing field"),
+            "a key taken out is not missing: {err}"
+        );
     }
 
     #[test]
