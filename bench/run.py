@@ -261,6 +261,34 @@ def contended_misses(binaries):
         compare(proxies, "/v3/p/backups/detail?limit=50", 8, DISTINCT_CALLERS)
 
 
+def misses_by_regions(binaries, counts=(1, 3, 10, 30)):
+    """`run.py miss-regions [BINARY...]`: server CPU per 50-item miss over 1, 3, 10 and 30
+    regions, each a bench_server answering from memory (a process of its own: its CPU is not
+    the proxy's), 8 connections, ttl = 0. A real miss: every request a caller of its own, so
+    every one is its own fetch. A coalesced miss: one caller, so concurrent identical requests
+    share a fetch (what the README's table used to call a miss). Per region-row: the real
+    miss's CPU over the rows the regions sent (50 each)."""
+    print("| binary | regions | real miss µs/req | coalesced miss µs/req | real miss µs per region-row |")
+    print("|---|---|---|---|---|")
+    page = "/v3/p/backups/detail?limit=50"
+    for n in counts:
+        regions = [start_region(seed) for seed in range(1, n + 1)]
+        urls = [u for _, u in regions]
+        proxies = {str(b): start_proxy(urls, "0s", binary=b) for b in binaries}
+        real = {name: [] for name in proxies}
+        shared = {name: [] for name in proxies}
+        for _ in range(ROUNDS):
+            for name, (proxy, url) in proxies.items():
+                real[name].append(measure(url + page, [proxy.pid], 8, DISTINCT_CALLERS))
+                shared[name].append(measure(url + page, [proxy.pid], 8))
+        for name in proxies:
+            r, c = median(real[name], "cpu_us"), median(shared[name], "cpu_us")
+            print(f"| {name} | {n} | {r:,.0f} | {c:,.0f} | {r / (50 * n):.2f} |")
+        for p, _ in list(proxies.values()) + regions:
+            p.terminate()
+            p.wait()
+
+
 def hits(binaries):
     """`run.py hit [BINARY...]`: server CPU per 50-item cache hit (one region, 64 connections),
     for this tree's binary or each binary given (an A/B of the hit path), interleaved."""
@@ -347,6 +375,9 @@ def main():
         return
     if sys.argv[1:2] == ["miss-contended"]:
         contended_misses(sys.argv[2:] or [RELEASE / "vbs-proxy"])
+        return
+    if sys.argv[1:2] == ["miss-regions"]:
+        misses_by_regions(sys.argv[2:] or [RELEASE / "vbs-proxy"])
         return
     if sys.argv[1:2] == ["miss"]:
         misses(sys.argv[2:] or [RELEASE / "vbs-proxy"])

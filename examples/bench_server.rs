@@ -1,8 +1,11 @@
 //! Servers for the macro benchmark (bench/run.sh), both answering from memory:
 //!
 //! * `bench_server region PORT SEED` — a fast fake Cinder region: the version document at `/`
-//!   and realistic detail pages (every field, default order) for any `limit` up to 1,000 at
-//!   `/v3/{p}/backups/detail`; `GET /__calls` says how many listings it served.
+//!   and realistic detail pages (every field) at `/v3/{p}/backups/detail`, honouring `limit`
+//!   (capped at 1,000, Cinder's `osapi_max_limit`), `offset`, `marker` and the direction of
+//!   the default sort (`sort=created_at:asc,id:asc` reverses it; other keys keep the default
+//!   order: this server is for measuring the proxy, not for checking it); `GET /__calls` says
+//!   how many listings it served.
 //! * `bench_server ceiling PORT FILE` — the ceiling: the bytes of FILE for every request, as a
 //!   minimal Rust HTTP server would serve a cached page.
 
@@ -18,8 +21,12 @@ use axum::Router;
 use cinder_sim::{Row, Version};
 
 struct Region {
-    /// Item JSON objects, in the default order (created_at desc, id desc).
+    /// Item JSON objects, in the default order (created_at desc, id desc), and their ids.
     items: Vec<String>,
+    ids: Vec<String>,
+    /// The same, in the opposite order.
+    ascending: Vec<String>,
+    ascending_ids: Vec<String>,
     /// Pre-rendered pages for the common limits.
     page_50: Bytes,
     page_1000: Bytes,
@@ -33,18 +40,32 @@ fn render(items: &[String]) -> Bytes {
 
 async fn listing(State(r): State<Arc<Region>>, RawQuery(q): RawQuery) -> impl IntoResponse {
     r.calls.fetch_add(1, Ordering::Relaxed);
-    let limit = q
+    let (mut limit, mut offset, mut marker, mut ascending) = (1000, 0, None, false);
+    for (key, value) in q
         .as_deref()
         .unwrap_or("")
         .split('&')
-        .find_map(|p| p.strip_prefix("limit="))
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(1000)
-        .min(1000);
-    let body = match limit {
-        50 => r.page_50.clone(),
-        1000 => r.page_1000.clone(),
-        n => render(&r.items[..n]),
+        .filter_map(|p| p.split_once('='))
+    {
+        match key {
+            "limit" => limit = value.parse::<usize>().unwrap_or(1000).min(1000),
+            "offset" => offset = value.parse::<usize>().unwrap_or(0),
+            "marker" => marker = Some(value.to_string()),
+            "sort" => ascending = value.starts_with("created_at:asc"),
+            _ => {}
+        }
+    }
+    let order: &[String] = if ascending { &r.ascending } else { &r.items };
+    let ids: &[String] = if ascending { &r.ascending_ids } else { &r.ids };
+    let after = marker
+        .and_then(|m| ids.iter().position(|id| *id == m))
+        .map_or(0, |i| i + 1);
+    let start = (after + offset).min(order.len());
+    let end = (start + limit).min(order.len());
+    let body = match (start, end - start, ascending) {
+        (0, 50, false) => r.page_50.clone(),
+        (0, 1000, false) => r.page_1000.clone(),
+        _ => render(&order[start..end]),
     };
     ([(header::CONTENT_TYPE, "application/json")], body)
 }
@@ -82,9 +103,13 @@ async fn main() {
                     serde_json::to_string(&b.detail(Version::new(3, 0), &base, "p", false)).unwrap()
                 })
                 .collect();
+            let ids: Vec<String> = rows.iter().map(|b| b.id.clone()).collect();
             let region = Arc::new(Region {
                 page_50: render(&items[..50]),
                 page_1000: render(&items[..1000]),
+                ascending: items.iter().rev().cloned().collect(),
+                ascending_ids: ids.iter().rev().cloned().collect(),
+                ids,
                 items,
                 calls: AtomicU64::new(0),
                 base,
