@@ -96,24 +96,55 @@ impl<'de> Visitor<'de> for Picker<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let slot = self.fields.iter().position(|f| *f == key);
-            let is_id = key == "id";
+        let keys = KeySeed {
+            fields: self.fields,
+        };
+        while let Some((slot, is_id)) = map.next_key_seed(keys)? {
             if slot.is_none() && !is_id {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
             let value = map.next_value_seed(ValueSeed)?;
-            if is_id {
-                if let SortValue::Text(s) = &value {
-                    *self.id = Some(s.clone());
+            match (slot, value) {
+                (None, SortValue::Text(id)) => *self.id = Some(id),
+                (None, _) => {}
+                (Some(i), value) => {
+                    if let (true, SortValue::Text(id)) = (is_id, &value) {
+                        *self.id = Some(id.clone());
+                    }
+                    self.values[i] = value;
                 }
-            }
-            if let Some(i) = slot {
-                self.values[i] = value;
             }
         }
         Ok(())
+    }
+}
+
+/// An item's key, judged where the parser holds it (never copied: a `String` or a
+/// `Cow<str>` key, which serde always makes owned, cost an allocation per key of every row):
+/// the slot of the wanted field it is, if any, and whether it is the id.
+#[derive(Clone, Copy)]
+struct KeySeed<'f> {
+    fields: &'f [&'f str],
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = (Option<usize>, bool);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = (Option<usize>, bool);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok((self.fields.iter().position(|f| *f == key), key == "id"))
     }
 }
 
@@ -326,6 +357,22 @@ mod tests {
         let b = &page.items[1];
         assert_eq!(b.values()[0], SortValue::Text("café".into()));
         assert_eq!(b.values()[2], SortValue::Null);
+    }
+
+    #[test]
+    fn keys_are_read_as_written_escaped_or_not_and_the_id_may_be_a_sort_field() {
+        // `"i\u0064"` is `"id"` and `"n\u0061me"` is `"name"`: a key the parser must
+        // unescape is judged like any other.
+        let body = Bytes::from_static(
+            br#"{"backups": [{"i\u0064": "a", "n\u0061me": "x"}, {"id": "b", "name": "y"}]}"#,
+        );
+        let page = parse_list(body, &["name", "id"], &BACKUPS).unwrap();
+        let ids: Vec<&str> = page.items.iter().map(Item::id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(
+            page.items[0].values(),
+            &[SortValue::Text("x".into()), SortValue::Text("a".into())]
+        );
     }
 
     #[test]
