@@ -84,8 +84,9 @@ pub struct Page {
     pub items: Vec<(usize, Item)>,
     /// Where each region stands after the page's last item.
     pub positions: Vec<Position>,
-    /// Where each region stood just after each item (parallel to `items`), when asked for.
-    pub(crate) after_each: Vec<Box<[Position]>>,
+    /// Where each region stood just after each item, when asked for: one row of as many
+    /// as there are regions per item of `items` (see [`Page::after`]).
+    pub(crate) after_each: Vec<Passed>,
     /// A remembered start no longer held (see [`Start::reread`]): the page is not exact.
     pub(crate) stale_start: bool,
     /// Sum of the answering regions' counts, when asked for.
@@ -100,9 +101,54 @@ pub struct Page {
     pub over_budget: bool,
 }
 
+/// Where a walk stands in one region while the page is merged: a [`Position`] whose marker
+/// is kept as the row itself (a reference count) rather than a copy of its id, since it moves
+/// with every row passed and only a few of its values are ever kept
+/// ([`Passed::position`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Passed {
+    marker: PassedMarker,
+    skip: u64,
+}
+
+#[derive(Debug, Clone)]
+enum PassedMarker {
+    /// The page's start, as given.
+    Given(Option<String>),
+    /// A row passed on this page.
+    Row(Item),
+}
+
+impl Passed {
+    fn new(start: Position) -> Passed {
+        Passed {
+            marker: PassedMarker::Given(start.marker),
+            skip: start.skip,
+        }
+    }
+
+    pub(crate) fn position(&self) -> Position {
+        Position {
+            marker: match &self.marker {
+                PassedMarker::Given(marker) => marker.clone(),
+                PassedMarker::Row(item) => Some(item.id().to_string()),
+            },
+            skip: self.skip,
+        }
+    }
+}
+
+impl Page {
+    /// Where each region stood just after item `i` (when positions were recorded).
+    pub(crate) fn after(&self, i: usize) -> &[Passed] {
+        let regions = self.positions.len();
+        &self.after_each[i * regions..(i + 1) * regions]
+    }
+}
+
 struct Reader {
-    passed: Position,
-    fetched: Position,
+    passed: Passed,
+    fetched: Passed,
     buffer: VecDeque<Item>,
     after: Option<Item>,
     reread: Option<u64>,
@@ -120,9 +166,9 @@ impl Reader {
     }
 }
 
-fn advance(position: &mut Position, item: &Item, cmp: &Comparator) {
+fn advance(position: &mut Passed, item: &Item, cmp: &Comparator) {
     if cmp.safe_marker(item) {
-        position.marker = Some(item.id().to_string());
+        position.marker = PassedMarker::Row(item.clone());
         position.skip = 0;
     } else {
         position.skip += 1;
@@ -135,8 +181,8 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
     let mut readers: Vec<Reader> = starts
         .into_iter()
         .map(|s| Reader {
-            passed: s.position.clone(),
-            fetched: s.position,
+            passed: Passed::new(s.position.clone()),
+            fetched: Passed::new(s.position),
             buffer: VecDeque::new(),
             after: s.after,
             reread: s.reread,
@@ -155,8 +201,12 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
     };
     let mut passed_total: u64 = 0;
     let mut emitted: Vec<(usize, Item)> = Vec::with_capacity(req.limit.min(1024));
-    let mut after_each: Vec<Box<[Position]>> = Vec::new();
-    let mut last_id: Option<String> = None;
+    let mut after_each: Vec<Passed> = Vec::new();
+    if req.record_positions {
+        after_each.reserve(req.limit.min(1024) * readers.len());
+    }
+    // The last row emitted: the same backup at another region's head is passed over.
+    let mut last: Option<Item> = None;
 
     let remaining = |passed: u64| need - passed.min(need);
     fill(
@@ -196,23 +246,23 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
         let Some(i) = best else { break };
         let item = readers[i].buffer.pop_front().expect("head");
         advance(&mut readers[i].passed, &item, cmp);
-        if last_id.as_deref() == Some(item.id()) {
+        if last.as_ref().map(Item::id) == Some(item.id()) {
             continue; // the same backup from another region: returned once
         }
-        last_id = Some(item.id().to_string());
+        last = Some(item.clone());
         passed_total += 1;
         if passed_total > req.offset {
             emitted.push((i, item));
             if req.record_positions {
-                after_each.push(readers.iter().map(|r| r.passed.clone()).collect());
+                after_each.extend(readers.iter().map(|r| r.passed.clone()));
             }
         }
     }
     // A duplicate of the last item still waiting at another region's head belongs to this
     // page, or the next page would start with it.
-    if let Some(last) = &last_id {
+    if let Some(last) = &last {
         for r in readers.iter_mut() {
-            while r.buffer.front().map(Item::id) == Some(last.as_str()) {
+            while r.buffer.front().map(Item::id) == Some(last.id()) {
                 let item = r.buffer.pop_front().expect("head");
                 advance(&mut r.passed, &item, cmp);
             }
@@ -230,7 +280,7 @@ pub async fn paginate<S: Source>(source: &S, req: PageRequest<'_>, starts: Vec<S
         count,
         calls: readers.iter().map(|r| r.calls).collect(),
         stale_start: readers.iter().any(|r| r.stale),
-        positions: readers.into_iter().map(|r| r.passed).collect(),
+        positions: readers.iter().map(|r| r.passed.position()).collect(),
         after_each,
         failed,
         rows_read: budget.read,
@@ -295,7 +345,7 @@ async fn fill<S: Source>(
         budget.left -= cost;
         let calls = needy.iter().zip(&wants).map(|(&i, &want)| {
             let r = &readers[i];
-            let params = chunk_params(req, want, &r.fetched, req.with_count && r.calls == 0);
+            let params = chunk_params(req, want, &r.fetched.position(), req.with_count && r.calls == 0);
             async move { (i, want, source.list(i, params).await) }
         });
         let asked = needy.clone();

@@ -359,12 +359,13 @@ fn remember(
         let entries = page
             .items
             .iter()
-            .zip(&page.after_each)
+            .enumerate()
             .rev()
             .take(super::positions::REMEMBERED_ROWS)
-            .map(|((_, item), after)| {
+            .map(|(i, (_, item))| {
                 let key = RememberedPositions::key(request.identity, binding, item.id());
-                (key, Arc::from(&after[..]))
+                let after: Arc<[_]> = page.after(i).iter().map(merge::Passed::position).collect();
+                (key, after)
             })
             .collect();
         lister.positions.remember(entries);
