@@ -289,6 +289,40 @@ def misses_by_regions(binaries, counts=(1, 3, 10, 30)):
             p.wait()
 
 
+def churn(binaries, seconds=int(os.environ.get("CHURN_SECONDS", "60")),
+          max_bytes=int(os.environ.get("CHURN_MAX_MIB", "64"))):
+    """`run.py churn [BINARY...]`: memory under a churn of distinct pages. Three regions, every
+    request a caller of its own (a real miss, stored: the caches fill and evict), 8
+    connections for CHURN_SECONDS (60) per binary, `cache.max_bytes` = CHURN_MAX_MIB (64) MiB.
+    RSS when idle, then every 10 s, against the bound the issue sets: 1.25 x max_bytes + the
+    idle RSS."""
+    import threading
+    three = [start_region(seed) for seed in (1, 2, 3)]
+    urls = [u for _, u in three]
+    page = "/v3/p/backups/detail?limit=50"
+    print("| binary | idle MiB | RSS MiB every 10 s | requests | bound MiB |")
+    print("|---|---|---|---|---|")
+    global SECONDS
+    for b in binaries:
+        proxy, url = start_proxy(urls, "1h", cache=f'max_bytes = "{max_bytes}MiB"\n', binary=b)
+        get(url + page)
+        idle = rss_kib(proxy.pid) / 1024
+        result = {}
+        saved, SECONDS = SECONDS, seconds
+        load = threading.Thread(target=lambda: result.update(wrk(url + page, 8, DISTINCT_CALLERS)))
+        load.start()
+        samples = []
+        while load.is_alive():
+            load.join(10)
+            samples.append(rss_kib(proxy.pid) / 1024)
+        SECONDS = saved
+        bound = 1.25 * max_bytes + idle
+        print(f"| {b} | {idle:.0f} | {', '.join(f'{m:.0f}' for m in samples)} | "
+              f"{result.get('requests', 0):,} | {bound:.0f} |")
+        proxy.terminate()
+        proxy.wait()
+
+
 def hits(binaries):
     """`run.py hit [BINARY...]`: server CPU per 50-item cache hit (one region, 64 connections),
     for this tree's binary or each binary given (an A/B of the hit path), interleaved."""
@@ -376,6 +410,9 @@ def main():
     if sys.argv[1:2] == ["miss-contended"]:
         contended_misses(sys.argv[2:] or [RELEASE / "vbs-proxy"])
         return
+    if sys.argv[1:2] == ["churn"]:
+        churn(sys.argv[2:] or [RELEASE / "vbs-proxy"])
+        return
     if sys.argv[1:2] == ["miss-regions"]:
         misses_by_regions(sys.argv[2:] or [RELEASE / "vbs-proxy"])
         return
@@ -417,7 +454,7 @@ def main():
     # The price of aggregation: misses over three regions against one region directly.
     three = [start_region(seed) for seed in (1, 2, 3)]
     miss_proxy, miss_url = start_proxy([u for _, u in three], "0s")
-    miss_targets = [("vbs-proxy miss over 3 regions, 50 items", miss_url + page.format(50), [miss_proxy.pid], 4),
+    miss_targets = [("vbs-proxy coalesced miss over 3 regions (one URL, 4 conns), 50 items", miss_url + page.format(50), [miss_proxy.pid], 4),
                     ("one region directly, 50 items", three[0][1] + page.format(50), [three[0][0].pid], 4)]
     for name, *_ in miss_targets:
         results[name] = []

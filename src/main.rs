@@ -2,6 +2,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc rather than glibc's malloc: a real miss over three regions costs about a fifth
+/// less CPU, and under a churn of distinct pages memory levels off about a quarter lower
+/// (docs/performance.md, "A cheaper miss").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use vbs_proxy::config::Config;
 
 /// Caching aggregation proxy for the OpenStack Cinder/VBS API: backups, snapshots and volumes
