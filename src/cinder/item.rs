@@ -13,12 +13,16 @@ use serde_json::value::RawValue;
 
 use crate::cinder::resource::Resource;
 
+/// An item's sort values, the first two without an allocation of their own.
+type SmallValues = smallvec::SmallVec<[SortValue; 2]>;
+
 /// One sort value, as the database would compare it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SortValue {
     Null,
     Int(i64),
-    Text(Box<str>),
+    /// Shared: an item's id is also a sort key on every default sort.
+    Text(Arc<str>),
 }
 
 #[derive(Debug)]
@@ -26,9 +30,10 @@ struct Inner {
     /// The whole answer the item came from; `range` is this item's JSON object in it.
     body: Bytes,
     range: Range<usize>,
-    id: Box<str>,
-    /// In the order of the field list it was parsed with (the sort keys).
-    values: Box<[SortValue]>,
+    id: Arc<str>,
+    /// In the order of the field list it was parsed with (the sort keys); two inline, the
+    /// default sort's.
+    values: SmallValues,
 }
 
 /// A backup from a region; cloning is a reference-count increment.
@@ -54,7 +59,7 @@ impl Item {
         let text = raw.get();
         let start = text.as_ptr() as usize - body.as_ptr() as usize;
         let range = start..start + text.len();
-        let mut values = vec![SortValue::Null; fields.len()].into_boxed_slice();
+        let mut values: SmallValues = smallvec::smallvec![SortValue::Null; fields.len()];
         let mut id = None;
         let mut de = serde_json::Deserializer::from_str(text);
         de.deserialize_map(Picker {
@@ -85,7 +90,7 @@ impl Item {
 struct Picker<'f, 'v> {
     fields: &'f [&'f str],
     values: &'v mut [SortValue],
-    id: &'v mut Option<Box<str>>,
+    id: &'v mut Option<Arc<str>>,
 }
 
 impl<'de> Visitor<'de> for Picker<'_, '_> {
