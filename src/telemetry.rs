@@ -63,6 +63,7 @@ pub fn init(config: &Config) -> Telemetry {
         .otlp_endpoint
         .as_ref()
         .map(|endpoint| provider(endpoint, &config.telemetry.service_name));
+    TRACES_ON.store(provider.is_some(), std::sync::atomic::Ordering::Relaxed);
     let otel = provider.as_ref().map(|p| {
         // Spans of this crate only (not every dependency's), at any level the filter passes.
         tracing_opentelemetry::layer()
@@ -86,6 +87,14 @@ pub fn init(config: &Config) -> Telemetry {
         tracing::warn!(source, value, error, "not a log filter: logging at info");
     }
     Telemetry { provider }
+}
+
+/// Spans are exported (`telemetry.otlp_endpoint`): what only traces need is worked out.
+static TRACES_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Are spans exported over OTLP?
+pub fn traces_on() -> bool {
+    TRACES_ON.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The log filter, when `log.level` set it (not `RUST_LOG`, which a reload leaves alone).
