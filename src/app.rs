@@ -188,6 +188,8 @@ fn restart_only(now: &Config, next: &mut Config) -> Vec<&'static str> {
     keep!(server.shutdown_grace);
     keep!(server.max_in_flight);
     keep!(admin.listen);
+    // The refresher's own period, set when it started.
+    keep!(upstream.version_refresh);
     // What the state made once: cursors and cache identities signed with these keys, the
     // fleet's connection, Keystone's client and verdicts, the trace exporter, the log format.
     keep!(server.cursor_secret);
