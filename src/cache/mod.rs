@@ -110,6 +110,15 @@ impl Caches {
         self.identity_mac = previous.identity_mac.clone();
     }
 
+    /// Reads the id → region map's bytes (for the scrape).
+    pub(crate) fn holders_bytes(&self) -> Box<dyn Fn() -> u64 + Send + Sync> {
+        let holders = self.holders.clone();
+        Box::new(move || {
+            holders.run_pending_tasks();
+            holders.weighted_size()
+        })
+    }
+
     /// Each layer's share of `cache.max_bytes` (3/8).
     pub fn layer_budget(config: &CacheConfig) -> u64 {
         config.max_bytes.as_u64() / 8 * 3

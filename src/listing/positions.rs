@@ -123,6 +123,15 @@ impl RememberedPositions {
         self.map.invalidate_all();
     }
 
+    /// Reads the bytes held (for the scrape).
+    pub(crate) fn bytes(&self) -> Box<dyn Fn() -> u64 + Send + Sync> {
+        let map = self.map.clone();
+        Box::new(move || {
+            map.run_pending_tasks();
+            map.weighted_size()
+        })
+    }
+
     /// Bytes held, as weighed (after pending maintenance).
     pub fn weighted_size(&self) -> u64 {
         self.map.run_pending_tasks();

@@ -120,6 +120,15 @@ impl Targets {
         self.known.entry_count()
     }
 
+    /// Reads the bytes held (for the scrape).
+    pub(crate) fn bytes(&self) -> Box<dyn Fn() -> u64 + Send + Sync> {
+        let known = self.known.clone();
+        Box::new(move || {
+            known.run_pending_tasks();
+            known.weighted_size()
+        })
+    }
+
     /// Bytes held (by the weigher, keys included), after pending maintenance.
     pub fn weighted_size(&self) -> u64 {
         self.known.run_pending_tasks();

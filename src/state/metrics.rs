@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cache::Caches;
-use crate::listing::positions::RememberedPositions;
+use crate::listing::service::Lister;
 use crate::regions::Regions;
 
 pub struct Metrics {
@@ -31,7 +31,7 @@ impl Metrics {
     pub fn new(
         caches: &Caches,
         regions: &Regions,
-        positions: &RememberedPositions,
+        lister: &Lister,
         fleet: Option<&crate::fleet::Fleet>,
         catalog: bool,
         previous: Option<&Metrics>,
@@ -68,7 +68,15 @@ impl Metrics {
         if let Some(fleet) = fleet {
             fleet.register_metrics(&mut registry);
         }
+        let positions = &lister.positions;
         positions.register_metrics(&mut registry);
+        registry.register_collector(Box::new(MemoBytes {
+            memos: vec![
+                ("holders", caches.holders_bytes()),
+                ("positions", positions.bytes()),
+                ("targets", lister.targets.bytes()),
+            ],
+        }));
         registry.register(
             "http_requests",
             "Requests by route and status",
@@ -128,6 +136,42 @@ impl Metrics {
         };
         written.expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// Reads a memo's bytes when the scrape is written.
+type BytesOf = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// What the proxy's memos hold, each inside `cache.max_bytes` (`Caches::new` shares it out),
+/// read at each scrape: `vbs_memo_bytes{memo}`.
+struct MemoBytes {
+    memos: Vec<(&'static str, BytesOf)>,
+}
+
+impl std::fmt::Debug for MemoBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.memos.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("MemoBytes").field("memos", &names).finish()
+    }
+}
+
+impl prometheus_client::collector::Collector for MemoBytes {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        let mut family = encoder.encode_descriptor(
+            "memo_bytes",
+            "Bytes held by the proxy's memos, as weighed within cache.max_bytes: the id -> \
+             region map (holders), remembered plain-id positions (positions), parsed request \
+             targets (targets)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (memo, bytes) in &self.memos {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(bytes().min(i64::MAX as u64) as i64);
+            gauge.encode(family.encode_family(&[("memo", *memo)])?)?;
+        }
+        Ok(())
     }
 }
 

@@ -166,7 +166,7 @@ impl AppState {
         let metrics = Metrics::new(
             &caches,
             &regions,
-            &lister.positions,
+            &lister,
             fleet.as_deref(),
             config.regions_from_catalog.service_type.is_some(),
             previous.map(|p| &*p.metrics),

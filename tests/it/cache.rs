@@ -392,3 +392,35 @@ async fn metrics_count_per_layer() {
     let bytes: u64 = bytes_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(bytes > 1000, "{bytes_line}");
 }
+
+/// Issue 27, point 3: every memo inside `cache.max_bytes` shows what it holds in /metrics: the
+/// id -> region map, the remembered plain-id positions and the parsed request targets.
+#[tokio::test]
+async fn memos_show_their_bytes() {
+    let h = Harness::start(
+        vec![
+            (SimConfig::default(), rows("a", 5)),
+            (SimConfig::default(), rows("b", 5)),
+        ],
+        CACHED,
+    )
+    .await;
+    let memo = |text: &str, name: &str| -> u64 {
+        let series = format!("vbs_memo_bytes{{memo=\"{name}\"}} ");
+        let line = text.lines().find_map(|l| l.strip_prefix(series.as_str()));
+        line.unwrap_or_else(|| panic!("{series}in {text}"))
+            .parse()
+            .unwrap()
+    };
+    let before = h.get_with("/metrics", &[]).await.text;
+    assert_eq!(memo(&before, "holders"), 0);
+    let r = h.get(&format!("{DETAIL}?limit=4"), None).await;
+    assert_eq!(r.ids().len(), 4);
+    let after = h.get_with("/metrics", &[]).await.text;
+    for name in ["holders", "positions", "targets"] {
+        assert!(
+            memo(&after, name) > 0,
+            "{name} holds something after a listing"
+        );
+    }
+}
