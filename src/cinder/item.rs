@@ -257,8 +257,12 @@ struct Link<'a> {
 pub fn parse_list(body: Bytes, fields: &[&str], resource: &Resource) -> Result<ListPage, String> {
     let collection = resource.collection;
     let links = format!("{collection}_links");
+    // JSON is UTF-8 (RFC 8259, section 8.1): checked once over the whole answer, so the
+    // parser need not check each key and value again (a byte parser checks every string it
+    // lends and every raw value: 6 % of a real miss in perf).
+    let text = std::str::from_utf8(&body).map_err(|e| format!("not a listing: {e}"))?;
     let read = |mode: ItemsMode| {
-        let mut de = serde_json::Deserializer::from_slice(&body);
+        let mut de = serde_json::Deserializer::from_str(text);
         let top = de
             .deserialize_map(ListingVisitor {
                 collection,
