@@ -11,6 +11,8 @@ pub struct Rewriter<'a> {
     /// The public base as it goes inside a JSON string: escaped by the JSON encoder, never
     /// pasted in as it came (it may come from a header).
     public_base_json: String,
+    /// Built once per answer, not once per item.
+    href_key: memchr::memmem::Finder<'static>,
 }
 
 impl<'a> Rewriter<'a> {
@@ -19,8 +21,11 @@ impl<'a> Rewriter<'a> {
         Rewriter {
             region_bases,
             public_base_json: quoted[1..quoted.len() - 1].to_string(),
+            href_key: memchr::memmem::Finder::new(Self::HREF_KEY),
         }
     }
+
+    const HREF_KEY: &'static [u8] = b"\"href\"";
 
     /// The region base that `value` (an href) starts with, if any.
     fn region_prefix(&self, value: &[u8]) -> Option<usize> {
@@ -42,12 +47,10 @@ impl<'a> Rewriter<'a> {
 
     /// Append `raw` (JSON) to `out`, with every `"href": "<region base>...` rewritten.
     pub fn write_json(&self, raw: &[u8], out: &mut Vec<u8>) {
-        const KEY: &[u8] = b"\"href\"";
-        let finder = memchr::memmem::Finder::new(KEY);
         let mut copied = 0;
         let mut at = 0;
-        while let Some(found) = finder.find(&raw[at..]) {
-            let mut i = at + found + KEY.len();
+        while let Some(found) = self.href_key.find(&raw[at..]) {
+            let mut i = at + found + Self::HREF_KEY.len();
             at = i;
             let skip_ws = |mut i: usize| {
                 while raw.get(i).is_some_and(u8::is_ascii_whitespace) {
