@@ -75,6 +75,9 @@ pub(crate) type PageResult = Arc<Result<ListPage, RegionError>>;
 /// pages are stored; errors are shared by the requests that waited for them).
 pub(crate) type Answer = Result<RenderedPage, crate::error::RequestError>;
 
+/// Bytes the regions' zones may take (a region names its zones; each entry is one region's).
+const ZONES_BYTES: u64 = 1 << 20;
+
 pub struct Caches {
     /// `cache.ttl > 0`: store answers (coalescing happens either way).
     pub(crate) enabled: bool,
@@ -86,7 +89,8 @@ pub struct Caches {
     /// plain-id markers and routing). Counted in bytes like the layers.
     pub(crate) holders: moka::sync::Cache<ItemKey, usize>,
     /// Region index → its available zones (`routing`, where a new volume goes), kept a
-    /// minute: a region's zones change with its deployment, not with requests.
+    /// minute: a region's zones change with its deployment, not with requests. Bounded by
+    /// [`ZONES_BYTES`], outside `cache.max_bytes` (one entry per region).
     pub(crate) zones: moka::sync::Cache<usize, Arc<[String]>>,
     /// Fleet mode: the responses the replicas share (L2, behind `responses`).
     pub shared: Option<shared::SharedResponses>,
@@ -116,6 +120,15 @@ impl Caches {
         Box::new(move || {
             holders.run_pending_tasks();
             holders.weighted_size()
+        })
+    }
+
+    /// Reads the zones' bytes (for the scrape).
+    pub(crate) fn zones_bytes(&self) -> Box<dyn Fn() -> u64 + Send + Sync> {
+        let zones = self.zones.clone();
+        Box::new(move || {
+            zones.run_pending_tasks();
+            zones.weighted_size()
         })
     }
 
@@ -165,7 +178,11 @@ impl Caches {
             ),
             holders,
             zones: moka::sync::Cache::builder()
-                .max_capacity(1024)
+                .max_capacity(ZONES_BYTES)
+                .weigher(|_: &usize, zones: &Arc<[String]>| {
+                    let names: usize = zones.iter().map(|z| z.len() + 24).sum();
+                    (96 + names).min(u32::MAX as usize) as u32
+                })
                 .time_to_live(std::time::Duration::from_secs(60))
                 .build(),
             shared: None,

@@ -17,8 +17,11 @@ use sha2::Sha256;
 
 use crate::config::{KeystoneAuthType, KeystoneConfig};
 
-/// Verdicts kept at most (each a few hundred bytes: bounded like every other map).
-const MAX_VERDICTS: u64 = 100_000;
+/// Bytes of verdicts kept at most, each weighed with its key and what Keystone said of the
+/// token (about 300 bytes for a token of a few roles: some 100,000 verdicts). A bound of its
+/// own, outside `cache.max_bytes`: a flood of distinct listings must not evict the verdicts
+/// and send every caller back to Keystone.
+pub(crate) const MAX_VERDICT_BYTES: u64 = 32 << 20;
 /// Validations sent to Keystone at once: more tokens never seen before wait for a turn (each
 /// validation is bounded by the client's timeout), so a flood of random tokens costs Keystone
 /// this many concurrent requests, not one per token.
@@ -94,6 +97,20 @@ pub struct Keystone {
     pub(crate) last_failure: std::sync::Mutex<Option<(SystemTime, String)>>,
 }
 
+/// A verdict's bytes: its key, the entry's bookkeeping, and the token's ids and roles.
+fn verdict_weight(_key: &[u8; 32], verdict: &Verdict) -> u32 {
+    let info = match verdict {
+        Verdict::Valid(info) => {
+            let ids = [&info.project_id, &info.project_domain_id, &info.domain_id];
+            let ids: usize = ids.iter().map(|id| id.as_ref().map_or(0, String::len)).sum();
+            let roles: usize = info.roles.iter().map(|r| r.len() + 24).sum();
+            std::mem::size_of::<TokenInfo>() + info.user_id.len() + ids + roles
+        }
+        Verdict::Invalid => 0,
+    };
+    (32 + 96 + info).min(u32::MAX as usize) as u32
+}
+
 /// A verdict is kept until the token expires, and never longer than `token_cache_time`.
 struct VerdictExpiry {
     token_cache_time: Duration,
@@ -165,7 +182,8 @@ impl Keystone {
             www_authenticate: format!("Keystone uri=\"{www}\""),
             service: tokio::sync::Mutex::new(None),
             verdicts: moka::future::Cache::builder()
-                .max_capacity(MAX_VERDICTS)
+                .max_capacity(MAX_VERDICT_BYTES)
+                .weigher(verdict_weight)
                 .expire_after(VerdictExpiry {
                     token_cache_time: config.token_cache_time,
                 })
@@ -193,6 +211,14 @@ impl Keystone {
     /// Verdicts kept now.
     pub(crate) fn verdicts_kept(&self) -> u64 {
         self.verdicts.entry_count()
+    }
+
+    /// Bytes the verdicts kept weigh, read at each scrape (`vbs_map_bytes`; the future
+    /// cache's housekeeping cannot be run from a scrape, so the latest few writes may not be
+    /// in it yet).
+    pub(crate) fn verdicts_bytes(self: &Arc<Self>) -> Box<dyn Fn() -> u64 + Send + Sync> {
+        let keystone = self.clone();
+        Box::new(move || keystone.verdicts.weighted_size())
     }
 
     /// One validation, counted (and its failure remembered) for the status page.
@@ -390,5 +416,28 @@ mod tests {
         };
         assert_eq!(info.scope_key(), other_user.scope_key(), "users share by role set");
         assert!(token_info(&json!({"token": {}})).is_none());
+    }
+
+    /// Verdicts are bounded in bytes, what Keystone said of a token included: a token of
+    /// many roles weighs more than one of few, so the bound holds whatever the roles.
+    #[test]
+    fn a_verdict_weighs_what_it_holds() {
+        let info = TokenInfo {
+            user_id: "u1".into(),
+            project_id: Some("p1".into()),
+            project_domain_id: Some("default".into()),
+            domain_id: None,
+            roles: vec!["member".into()],
+            expires_at: SystemTime::now(),
+        };
+        let weight = |info: &TokenInfo| verdict_weight(&[0; 32], &Verdict::Valid(Arc::new(info.clone())));
+        let invalid = verdict_weight(&[0; 32], &Verdict::Invalid);
+        assert!(weight(&info) > invalid);
+        let many = TokenInfo {
+            roles: (0..100).map(|i| format!("role-{i:03}")).collect(),
+            ..info.clone()
+        };
+        // Each role its bytes and a `String`'s 24: 100 roles of 8 bytes in place of "member".
+        assert_eq!(weight(&many) - weight(&info), 100 * (8 + 24) - (6 + 24));
     }
 }

@@ -41,7 +41,27 @@ pub struct Regions {
     fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
+/// Reads a map's bytes when the scrape is written.
+pub(crate) type BytesOf = Box<dyn Fn() -> u64 + Send + Sync>;
+
 impl Regions {
+    /// The regions' maps kept outside `cache.max_bytes`, each within a bound of its own,
+    /// as the scrape reads them: the projects' `[tenants]` states, the projects refused
+    /// lately, and the projects the regions' 429s hold back (all regions together).
+    pub(crate) fn map_bytes(&self) -> Vec<(&'static str, BytesOf)> {
+        let limits = self.tenant_limits.clone();
+        let throttled = self.metrics.throttled.clone();
+        let holds: Vec<_> = self.clients.iter().map(|c| c.guard.tenant_holds()).collect();
+        vec![
+            ("tenant_limits", Box::new(move || limits.bytes())),
+            ("throttled", Box::new(move || throttled.bytes())),
+            (
+                "tenant_holds",
+                Box::new(move || holds.iter().map(|h| h.bytes()).sum()),
+            ),
+        ]
+    }
+
     /// A request of `tenant` (`tenant(scope, token)`) that needs a region call: within its
     /// project's `[tenants]` limits (counted as under way while the value lives), or refused
     /// before any region is asked.

@@ -75,6 +75,12 @@ impl Drop for UnderWay {
 }
 
 impl TenantLimits {
+    /// Bytes the projects' states weigh (`vbs_map_bytes`).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.projects.run_pending_tasks();
+        self.projects.weighted_size()
+    }
+
     pub fn new(config: &TenantsConfig) -> TenantLimits {
         let interval = (config.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / config.rate));
         TenantLimits {

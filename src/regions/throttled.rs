@@ -78,6 +78,12 @@ impl Default for Throttled {
 }
 
 impl Throttled {
+    /// Bytes the records weigh (`vbs_map_bytes`).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.projects.run_pending_tasks();
+        self.projects.weighted_size()
+    }
+
     /// `tenant` was refused for `reason`.
     pub(crate) fn record(&self, tenant: &str, reason: Reason) {
         let record = match self.projects.get(tenant) {

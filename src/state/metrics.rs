@@ -32,6 +32,7 @@ impl Metrics {
         caches: &Caches,
         regions: &Regions,
         lister: &Lister,
+        keystone: Option<&std::sync::Arc<crate::identity::Keystone>>,
         fleet: Option<&crate::fleet::Fleet>,
         catalog: bool,
         previous: Option<&Metrics>,
@@ -70,12 +71,33 @@ impl Metrics {
         }
         let positions = &lister.positions;
         positions.register_metrics(&mut registry);
-        registry.register_collector(Box::new(MemoBytes {
-            memos: vec![
+        registry.register_collector(Box::new(Weighed {
+            name: "memo_bytes",
+            help: "Bytes held by the proxy's memos, as weighed within cache.max_bytes: the id -> \
+                   region map (holders), remembered plain-id positions (positions), parsed \
+                   request targets (targets)",
+            label: "memo",
+            entries: vec![
                 ("holders", caches.holders_bytes()),
                 ("positions", positions.bytes()),
                 ("targets", lister.targets.bytes()),
             ],
+        }));
+        let mut maps = regions.map_bytes();
+        maps.push(("zones", caches.zones_bytes()));
+        if let Some(keystone) = keystone {
+            maps.push(("keystone_verdicts", keystone.verdicts_bytes()));
+        }
+        registry.register_collector(Box::new(Weighed {
+            name: "map_bytes",
+            help: "Bytes held by the proxy's maps kept outside cache.max_bytes (a flood of \
+                   distinct listings must not evict them), each within a bound of its own: \
+                   the projects' [tenants] states (tenant_limits, 16 MiB), the projects \
+                   refused lately (throttled, 4 MiB), the projects the regions' 429s hold \
+                   back (tenant_holds, 1 MiB per region), the regions' zones (zones, 1 MiB), \
+                   Keystone's token verdicts (keystone_verdicts, 32 MiB)",
+            label: "map",
+            entries: maps,
         }));
         registry.register(
             "http_requests",
@@ -139,37 +161,39 @@ impl Metrics {
     }
 }
 
-/// Reads a memo's bytes when the scrape is written.
-type BytesOf = Box<dyn Fn() -> u64 + Send + Sync>;
-
-/// What the proxy's memos hold, each inside `cache.max_bytes` (`Caches::new` shares it out),
-/// read at each scrape: `vbs_memo_bytes{memo}`.
-struct MemoBytes {
-    memos: Vec<(&'static str, BytesOf)>,
+/// Byte gauges read when the scrape is written, one series per entry: the memos inside
+/// `cache.max_bytes` (`vbs_memo_bytes{memo}`) and the maps bounded on their own
+/// (`vbs_map_bytes{map}`).
+struct Weighed {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    entries: Vec<(&'static str, crate::regions::BytesOf)>,
 }
 
-impl std::fmt::Debug for MemoBytes {
+impl std::fmt::Debug for Weighed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.memos.iter().map(|(name, _)| *name).collect();
-        f.debug_struct("MemoBytes").field("memos", &names).finish()
+        let names: Vec<&str> = self.entries.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("Weighed")
+            .field("name", &self.name)
+            .field("entries", &names)
+            .finish()
     }
 }
 
-impl prometheus_client::collector::Collector for MemoBytes {
+impl prometheus_client::collector::Collector for Weighed {
     fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
         use prometheus_client::encoding::EncodeMetric;
         let mut family = encoder.encode_descriptor(
-            "memo_bytes",
-            "Bytes held by the proxy's memos, as weighed within cache.max_bytes: the id -> \
-             region map (holders), remembered plain-id positions (positions), parsed request \
-             targets (targets)",
+            self.name,
+            self.help,
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        for (memo, bytes) in &self.memos {
+        for (entry, bytes) in &self.entries {
             let gauge = Gauge::<i64>::default();
             gauge.set(bytes().min(i64::MAX as u64) as i64);
-            gauge.encode(family.encode_family(&[("memo", *memo)])?)?;
+            gauge.encode(family.encode_family(&[(self.label, *entry)])?)?;
         }
         Ok(())
     }

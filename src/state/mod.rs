@@ -167,6 +167,7 @@ impl AppState {
             &caches,
             &regions,
             &lister,
+            keystone.as_ref(),
             fleet.as_deref(),
             config.regions_from_catalog.service_type.is_some(),
             previous.map(|p| &*p.metrics),

@@ -424,3 +424,63 @@ async fn memos_show_their_bytes() {
         );
     }
 }
+
+/// The maps kept outside `cache.max_bytes`, each within a bound of its own, show their bytes
+/// too (`vbs_map_bytes{map}`): none before anything happened, each something once a project
+/// was limited, refused, held back by a region's 429, and a new volume's zone was looked up.
+#[tokio::test]
+async fn maps_outside_max_bytes_show_their_bytes() {
+    let h = Harness::start(
+        vec![
+            (SimConfig::default(), rows("a", 5)),
+            (SimConfig::default(), rows("b", 5)),
+        ],
+        "[tenants]\nrate = 0.01\nburst = 1\n",
+    )
+    .await;
+    let map = |text: &str, name: &str| -> u64 {
+        let series = format!("vbs_map_bytes{{map=\"{name}\"}} ");
+        let line = text.lines().find_map(|l| l.strip_prefix(series.as_str()));
+        line.unwrap_or_else(|| panic!("{series}in {text}"))
+            .parse()
+            .unwrap()
+    };
+    const MAPS: [&str; 4] = ["tenant_limits", "throttled", "tenant_holds", "zones"];
+    let before = h.get_with("/metrics", &[]).await.text;
+    for name in MAPS {
+        assert_eq!(map(&before, name), 0, "{name} holds nothing yet");
+    }
+    assert!(
+        !before.contains("vbs_map_bytes{map=\"keystone_verdicts\"}"),
+        "no Keystone, no verdicts"
+    );
+    // r0 throttles the project: its 429 holds the project back there.
+    h.regions[0].refuse.write().unwrap().insert(
+        TOKEN.to_string(),
+        Fault {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: r#"{"overLimit": {"code": 429, "message": "Rate limit exceeded"}}"#.into(),
+            headers: vec![("Retry-After", "600".into())],
+        },
+    );
+    let r = h.get(DETAIL, None).await;
+    assert_eq!(r.header("x-aggregate-missing-regions"), Some("r0"));
+    // Past its burst: refused by the proxy's own [tenants] limit.
+    let r = h.get(&format!("{DETAIL}?limit=2"), None).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    // Another project (this one is past its limit) makes a volume in az-b.
+    h.regions[1].zones.write().unwrap().push("az-b".into());
+    let created = h
+        .client
+        .post(format!("{}/v3/xyz789/volumes", h.base))
+        .header("X-Auth-Token", "user:xyz789")
+        .body(r#"{"volume": {"size": 1, "availability_zone": "az-b"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    let after = h.get_with("/metrics", &[]).await.text;
+    for name in MAPS {
+        assert!(map(&after, name) > 0, "{name} holds something");
+    }
+}

@@ -234,6 +234,11 @@ impl Guard {
         self.tenants_backing_off.held(now)
     }
 
+    /// The projects its 429s hold back, as a handle the scrape reads their bytes from.
+    pub(crate) fn tenant_holds(&self) -> retry_after::TenantBackOffs {
+        self.tenants_backing_off.clone()
+    }
+
     /// Calls sent to the region now (slots of `max_concurrency` taken).
     pub(crate) fn in_flight(&self) -> usize {
         self.settings

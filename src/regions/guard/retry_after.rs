@@ -31,6 +31,7 @@ pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// the time named. Bounded in bytes (keys counted) and in time (no hold outlives
 /// [`MAX_RETRY_AFTER`]); past the bound the least used are forgotten, which lets a tenant try
 /// once more, never blocks one.
+#[derive(Clone)]
 pub(crate) struct TenantBackOffs(moka::sync::Cache<Arc<str>, Instant>);
 
 /// What the holds of one region may take: room for some ten thousand tenants.
@@ -53,6 +54,12 @@ impl TenantBackOffs {
                 .time_to_live(MAX_RETRY_AFTER)
                 .build(),
         )
+    }
+
+    /// Bytes the holds weigh (`vbs_map_bytes`).
+    pub fn bytes(&self) -> u64 {
+        self.0.run_pending_tasks();
+        self.0.weighted_size()
     }
 
     /// Is `tenant` held back at `now`?
