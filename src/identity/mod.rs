@@ -18,7 +18,8 @@ use sha2::Sha256;
 use crate::config::{KeystoneAuthType, KeystoneConfig};
 
 /// Bytes of verdicts kept at most, each weighed with its key and what Keystone said of the
-/// token (about 300 bytes for a token of a few roles: some 100,000 verdicts). A bound of its
+/// token (about 400 bytes for a token of two roles and 32-character ids: some 85,000
+/// verdicts). A bound of its
 /// own, outside `cache.max_bytes`: a flood of distinct listings must not evict the verdicts
 /// and send every caller back to Keystone.
 pub(crate) const MAX_VERDICT_BYTES: u64 = 32 << 20;
