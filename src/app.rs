@@ -109,6 +109,18 @@ async fn keep_fresh(mut state: AppState, installer: Installer, mut hangups: Opti
 
 type Hangups = tokio::signal::unix::Signal;
 
+/// SIGHUP, the operator's "read the configuration again". The handler is installed when
+/// [`reload_signal`] is called (inside the runtime, before the proxy says it is serving), as
+/// [`shutdown_signal`]'s: a SIGHUP that comes while the regions' versions are first read
+/// (as long as the slowest region's deadline) is a reload once serving starts, not the default
+/// action, which ends the process.
+pub struct ReloadSignal(Option<Hangups>);
+
+pub fn reload_signal() -> ReloadSignal {
+    let hangup = tokio::signal::unix::SignalKind::hangup();
+    ReloadSignal(tokio::signal::unix::signal(hangup).ok())
+}
+
 /// The configuration read again, as at start (the same file, then the environment), and
 /// checked. Invalid: logged with the key at fault, counted, and nothing changes. Valid: a
 /// state for it ([`AppState::reloaded`]: regions that stayed keep their guards, connections
@@ -248,23 +260,21 @@ fn count_catalog_read(state: &AppState, outcome: &'static str) {
 }
 
 /// Learn the regions' versions, then serve on `listener` until `shutdown` resolves, within
-/// the connection limits of `[server]` (see `http::listener`).
+/// the connection limits of `[server]` (see `http::listener`); with `reload`, each SIGHUP
+/// reads the configuration's file and environment again.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: Option<ReloadSignal>,
 ) -> std::io::Result<()> {
     crate::regions::versions::refresh(&state.regions).await;
     let (routers, app) = tokio::sync::watch::channel(edge(state.clone()));
     let (states, current) = tokio::sync::watch::channel(state.clone());
     // SIGHUP reloads a configuration read from a file and the environment (not a test's).
-    #[cfg(unix)]
-    let hangups = match state.config.source {
-        Some(_) => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
-        None => None,
-    };
-    #[cfg(not(unix))]
-    let hangups = None;
+    let hangups = reload
+        .and_then(|r| r.0)
+        .filter(|_| state.config.source.is_some());
     let private = match state.config.admin.listen {
         Some(address) => {
             let listener = TcpListener::bind(address).await.map_err(|e| {

@@ -221,7 +221,7 @@ pub async fn run(port: u16) -> ExitCode {
          (RUST_LOG=info shows every request). Ctrl-C stops."
     );
     let state = crate::AppState::new(config);
-    let served = crate::serve(state, listener, shutdown).await;
+    let served = crate::serve(state, listener, shutdown, None).await;
     telemetry.shutdown();
     match served {
         Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,6 @@ pub mod telemetry;
 pub mod tls;
 
 pub use crate::http::router;
-pub use app::{regions_from_catalog, serve, shutdown_signal};
+pub use app::{regions_from_catalog, reload_signal, serve, shutdown_signal, ReloadSignal};
 pub use config::Config;
 pub use state::AppState;

@@ -78,8 +78,10 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                // Before "serving" is logged: from then on SIGTERM is a graceful shutdown.
+                // Before "serving" is logged: from then on SIGTERM is a graceful shutdown and
+                // SIGHUP a reload.
                 let shutdown = vbs_proxy::shutdown_signal();
+                let reload = vbs_proxy::reload_signal();
                 let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
                     Ok(l) => l,
                     Err(e) => {
@@ -93,7 +95,7 @@ fn main() -> ExitCode {
                     .unwrap_or_default();
                 tracing::info!(listen = %listen, regions = config.regions.len(), "serving");
                 let state = vbs_proxy::AppState::new(config);
-                let served = vbs_proxy::serve(state, listener, shutdown).await;
+                let served = vbs_proxy::serve(state, listener, shutdown, Some(reload)).await;
                 telemetry.shutdown();
                 match served {
                     Ok(()) => ExitCode::SUCCESS,

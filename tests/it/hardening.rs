@@ -534,6 +534,7 @@ async fn real_server_and_state(h: &Harness, extra: &str) -> (String, vbs_proxy::
         state.clone(),
         listener,
         std::future::pending(),
+        None,
     ));
     (base, state)
 }

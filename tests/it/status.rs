@@ -169,7 +169,12 @@ async fn served_with_private_listener(toml: &str) -> (String, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = vbs_proxy::AppState::new(config);
-    tokio::spawn(vbs_proxy::serve(state, listener, std::future::pending()));
+    tokio::spawn(vbs_proxy::serve(
+        state,
+        listener,
+        std::future::pending(),
+        None,
+    ));
     let private = format!("http://{private}");
     let client = reqwest::Client::new();
     let mut tries = 0;
@@ -435,6 +440,42 @@ async fn sighup_applies_a_new_region_url_and_ttl_under_load() {
     assert!(saw_b.load(Ordering::Relaxed));
     crate::support::sigterm(&child);
     let _ = child.wait();
+}
+
+/// A SIGHUP that comes while the regions' versions are first read (here as long as a hung
+/// region's deadline, after the proxy said it is serving) is a reload once serving starts,
+/// not the default action, which would end the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_while_starting_is_a_reload() {
+    let (hung, seen) = crate::hardening::hanging_region().await;
+    let dir = std::env::temp_dir().join(format!("vbs-proxy-early-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vbs-proxy.toml");
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\ntimeout = \"3s\"\nretries = 0\n\
+         [[regions]]\nname = \"hung\"\nurl = \"{hung}\"\n"
+    );
+    std::fs::write(&file, toml).unwrap();
+    let (mut child, mut lines, _addr) = crate::support::spawn_serve(&file, &[]);
+    // The first read of the version document is under way (it waits out the deadline).
+    until("the version document asked of the hung region", || {
+        !seen.lock().unwrap().is_empty()
+    })
+    .await;
+    hangup(&child);
+    let reread = lines.find(|line| {
+        let line = line.as_deref().unwrap_or("");
+        line.contains("configuration read again")
+    });
+    assert!(
+        reread.is_some(),
+        "the proxy ended on the SIGHUP: {:?}",
+        child.try_wait()
+    );
+    assert!(child.try_wait().unwrap().is_none(), "still serving");
+    crate::support::sigterm(&child);
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn hangup(child: &std::process::Child) {
