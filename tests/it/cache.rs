@@ -405,21 +405,12 @@ async fn memos_show_their_bytes() {
         CACHED,
     )
     .await;
-    let memo = |text: &str, name: &str| -> u64 {
-        let series = format!("vbs_memo_bytes{{memo=\"{name}\"}} ");
-        let line = text.lines().find_map(|l| l.strip_prefix(series.as_str()));
-        line.unwrap_or_else(|| panic!("{series}in {text}"))
-            .parse()
-            .unwrap()
-    };
-    let before = h.get_with("/metrics", &[]).await.text;
-    assert_eq!(memo(&before, "holders"), 0);
+    assert_eq!(bytes_of(&h, "vbs_memo_bytes", "memo", "holders").await, 0);
     let r = h.get(&format!("{DETAIL}?limit=4"), None).await;
     assert_eq!(r.ids().len(), 4);
-    let after = h.get_with("/metrics", &[]).await.text;
     for name in ["holders", "positions", "targets"] {
         assert!(
-            memo(&after, name) > 0,
+            bytes_of(&h, "vbs_memo_bytes", "memo", name).await > 0,
             "{name} holds something after a listing"
         );
     }
@@ -438,22 +429,13 @@ async fn maps_outside_max_bytes_show_their_bytes() {
         "[tenants]\nrate = 0.01\nburst = 1\n",
     )
     .await;
-    let map = |text: &str, name: &str| -> u64 {
-        let series = format!("vbs_map_bytes{{map=\"{name}\"}} ");
-        let line = text.lines().find_map(|l| l.strip_prefix(series.as_str()));
-        line.unwrap_or_else(|| panic!("{series}in {text}"))
-            .parse()
-            .unwrap()
-    };
     const MAPS: [&str; 4] = ["tenant_limits", "throttled", "tenant_holds", "zones"];
-    let before = h.get_with("/metrics", &[]).await.text;
     for name in MAPS {
-        assert_eq!(map(&before, name), 0, "{name} holds nothing yet");
+        let bytes = bytes_of(&h, "vbs_map_bytes", "map", name).await;
+        assert_eq!(bytes, 0, "{name} holds nothing yet");
     }
-    assert!(
-        !before.contains("vbs_map_bytes{map=\"keystone_verdicts\"}"),
-        "no Keystone, no verdicts"
-    );
+    let verdicts = h.metric("vbs_map_bytes{map=\"keystone_verdicts\"}").await;
+    assert_eq!(verdicts, None, "no Keystone, no verdicts");
     // r0 throttles the project: its 429 holds the project back there.
     h.regions[0].refuse.write().unwrap().insert(
         TOKEN.to_string(),
@@ -479,8 +461,18 @@ async fn maps_outside_max_bytes_show_their_bytes() {
         .await
         .unwrap();
     assert_eq!(created.status(), 202);
-    let after = h.get_with("/metrics", &[]).await.text;
     for name in MAPS {
-        assert!(map(&after, name) > 0, "{name} holds something");
+        let bytes = bytes_of(&h, "vbs_map_bytes", "map", name).await;
+        assert!(bytes > 0, "{name} holds something");
     }
+}
+
+/// A byte gauge's value (`vbs_memo_bytes`, `vbs_map_bytes`), which must be in `/metrics`.
+async fn bytes_of(h: &Harness, family: &str, label: &str, name: &str) -> u64 {
+    let series = format!("{family}{{{label}=\"{name}\"}}");
+    let value = h.metric(&series).await;
+    value
+        .unwrap_or_else(|| panic!("{series} in /metrics"))
+        .parse()
+        .unwrap()
 }
