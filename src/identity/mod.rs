@@ -21,7 +21,7 @@ use crate::config::{KeystoneAuthType, KeystoneConfig};
 /// token (about 400 bytes for a token of two roles and 32-character ids: some 85,000
 /// verdicts). A bound of its own, outside `cache.max_bytes`: a flood of distinct listings
 /// must not evict the verdicts and send every caller back to Keystone.
-pub(crate) const MAX_VERDICT_BYTES: u64 = 32 << 20;
+const MAX_VERDICT_BYTES: u64 = 32 << 20;
 /// Validations sent to Keystone at once: more tokens never seen before wait for a turn (each
 /// validation is bounded by the client's timeout), so a flood of random tokens costs Keystone
 /// this many concurrent requests, not one per token.
