@@ -103,6 +103,11 @@ impl FairQueue {
         while entry.waiting.front().is_some_and(|(_, w)| w.is_closed()) {
             entry.waiting.pop_front();
         }
+        if entry.waiting.len() >= per_flow {
+            // Nor do those that gave up further back (a burst of clients gone at once): the
+            // whole queue is looked through only when it seems full.
+            entry.waiting.retain(|(_, w)| !w.is_closed());
+        }
         if entry.waiting.is_empty() {
             // Active again: no credit saved while idle.
             entry.tag = entry.tag.max(serving);
@@ -262,5 +267,22 @@ mod tests {
         assert!(queue.hand_over(grant).is_some());
         assert!(queue.is_idle());
         assert!(matches!(queue.join("a"), Joined::Waiting { dispatch: true, .. }));
+    }
+
+    /// A waiter that gave up behind one still waiting does not hold its place against the
+    /// bound: a flow whose clients went away mid-queue is not refused as full.
+    #[test]
+    fn waiters_that_gave_up_mid_queue_do_not_fill_the_flow() {
+        let queue = FairQueue::new(3);
+        let slots = Arc::new(Semaphore::new(10));
+        let mut kept = vec![("a".to_string(), waiting(queue.join("a")))];
+        let gone: Vec<_> = (0..2).map(|_| waiting(queue.join("a"))).collect();
+        drop(gone);
+        let joined = queue.join("a");
+        assert!(matches!(joined, Joined::Waiting { .. }), "{joined:?}");
+        kept.push(("a".to_string(), waiting(joined)));
+        assert_eq!(serve(&queue, &slots, &mut kept, 2), ["a", "a"]);
+        let grant = slots.clone().try_acquire_owned().unwrap();
+        assert!(queue.hand_over(grant).is_some(), "the two gave-ups were gone, not served");
     }
 }
