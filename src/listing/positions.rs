@@ -59,6 +59,19 @@ impl RememberedPositions {
         }
     }
 
+    /// Carry on from `old` (a reload): its counts, and with `entries` (the regions stayed the
+    /// same, so the cursor bindings and the keys did) what it remembered, each entry for a
+    /// new `REMEMBER_FOR`.
+    pub(crate) fn adopt(&self, old: &RememberedPositions, entries: bool) {
+        self.remembered.inc_by(old.remembered.get());
+        self.cold.inc_by(old.cold.get());
+        if entries {
+            for (key, positions) in old.map.iter() {
+                self.map.insert(*key, positions);
+            }
+        }
+    }
+
     /// Register the plain-id marker counters in `registry`.
     pub(crate) fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(

@@ -98,7 +98,8 @@ impl AppState {
     /// guards and connections), then the caches' entries carried over: every cached answer
     /// when the regions are the same, in the same order; else each region page of a region
     /// that stayed (under its new index) and where each item lives. Entries keep their age:
-    /// a new TTL judges them at once.
+    /// a new TTL judges them at once. The remembered plain-id positions are carried over too
+    /// when the regions are the same, and their counts always.
     pub(crate) fn reloaded(&self, config: Config) -> AppState {
         let next = self.with_regions(config);
         let names = |regions: &Regions| -> Vec<(String, String)> {
@@ -122,6 +123,8 @@ impl AppState {
                 caches.holders.insert((*item).clone(), *region as usize);
             }
         }
+        // Plain-id markers stay warm across a reload that kept the regions.
+        next.lister.positions.adopt(&self.lister.positions, before == after);
         next
     }
 

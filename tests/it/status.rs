@@ -478,6 +478,104 @@ async fn a_sighup_while_starting_is_a_reload() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A reload that keeps the regions keeps the remembered plain-id positions: a dashboard's
+/// next page (the last id shown as `marker`) resumes every region where it stood, as before
+/// the reload, instead of taking the cold path; and the markers' counts go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_plain_markers_warm() {
+    let h = Harness::start(
+        vec![
+            (SimConfig::default(), rows("a", 5)),
+            (SimConfig::default(), rows("b", 5)),
+        ],
+        "",
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("vbs-proxy-warm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vbs-proxy.toml");
+    let config = |ttl: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[cache]\nttl = \"{ttl}\"\n\
+             [[regions]]\nname = \"r0\"\nurl = \"{}\"\n[[regions]]\nname = \"r1\"\nurl = \"{}\"\n",
+            h.region_urls[0], h.region_urls[1]
+        )
+    };
+    std::fs::write(&file, config("30s")).unwrap();
+    let (mut child, lines, addr) = crate::support::spawn_serve(&file, &[]);
+    // Its log is read (a full pipe would stop the proxy).
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let (client, base) = (reqwest::Client::new(), format!("http://{addr}"));
+    let list = |query: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client
+                .get(format!("{base}{DETAIL}?{query}"))
+                .header("X-Auth-Token", TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let counter = |series: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let text = client.get(format!("{base}/metrics")).send().await.unwrap();
+            let text = text.text().await.unwrap();
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(series)?
+                        .strip_prefix(' ')?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        }
+    };
+    let markers = || async {
+        (
+            counter("vbs_plain_markers_remembered_total").await,
+            counter("vbs_plain_markers_cold_total").await,
+        )
+    };
+    let page = list("limit=3".into()).await;
+    let last = page["backups"][2]["id"].as_str().unwrap().to_string();
+    let next = list(format!("limit=3&marker={last}")).await;
+    assert_eq!(markers().await, (1, 0), "remembered from the first page");
+
+    // A new TTL, the same regions. Counted once the new state serves.
+    std::fs::write(&file, config("60s")).unwrap();
+    hangup(&child);
+    let applied = "vbs_config_reloads_total{outcome=\"applied\"}";
+    for _ in 0..500 {
+        if counter(applied).await >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counter(applied).await, 1, "the reload is applied");
+    // The same marker and query but another page size: not a cached answer, the same
+    // remembered positions.
+    let again = list(format!("limit=2&marker={last}")).await;
+    let ids = |page: &Value| -> Vec<String> {
+        let rows = page["backups"].as_array().unwrap();
+        rows.iter()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&again), ids(&next)[..2], "the same rows");
+    assert_eq!(
+        markers().await,
+        (2, 0),
+        "resumed from the positions remembered before the reload, counts carried on"
+    );
+    crate::support::sigterm(&child);
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn hangup(child: &std::process::Child) {
     let sent = std::process::Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
