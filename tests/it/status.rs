@@ -283,9 +283,7 @@ async fn sighup_applies_a_new_region_url_and_ttl_under_load() {
         "",
     )
     .await;
-    let dir = std::env::temp_dir().join(format!("vbs-proxy-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("vbs-proxy.toml");
+    let (dir, file) = config_file("reload");
     let config = |url: &str, ttl: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[cache]\nttl = \"{ttl}\"\n[[regions]]\nname = \"r0\"\nurl = \"{url}\"\n"
@@ -440,6 +438,7 @@ async fn sighup_applies_a_new_region_url_and_ttl_under_load() {
     assert!(saw_b.load(Ordering::Relaxed));
     crate::support::sigterm(&child);
     let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A SIGHUP that comes while the regions' versions are first read (here as long as a hung
@@ -448,9 +447,7 @@ async fn sighup_applies_a_new_region_url_and_ttl_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighup_while_starting_is_a_reload() {
     let (hung, seen) = crate::hardening::hanging_region().await;
-    let dir = std::env::temp_dir().join(format!("vbs-proxy-early-hup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("vbs-proxy.toml");
+    let (dir, file) = config_file("early-hup");
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\ntimeout = \"3s\"\nretries = 0\n\
          [[regions]]\nname = \"hung\"\nurl = \"{hung}\"\n"
@@ -491,9 +488,7 @@ async fn a_reload_keeps_plain_markers_warm() {
         "",
     )
     .await;
-    let dir = std::env::temp_dir().join(format!("vbs-proxy-warm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("vbs-proxy.toml");
+    let (dir, file) = config_file("warm");
     let config = |ttl: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[cache]\nttl = \"{ttl}\"\n\
@@ -574,6 +569,14 @@ async fn a_reload_keeps_plain_markers_warm() {
     crate::support::sigterm(&child);
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A directory of its own for a test's configuration file, and the file's path in it.
+fn config_file(test: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vbs-proxy-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vbs-proxy.toml");
+    (dir, file)
 }
 
 fn hangup(child: &std::process::Child) {
