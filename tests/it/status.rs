@@ -349,35 +349,8 @@ async fn sighup_applies_a_new_region_url_and_ttl_under_load() {
     .await;
     let a_calls = h.regions[0].calls.load(Ordering::Relaxed);
     assert!(a_calls <= 3, "an hour's TTL: one listing call, {a_calls}");
-    let counted = |outcome: &'static str| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let text = client
-                .get(format!("{base}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let series = format!("vbs_config_reloads_total{{outcome=\"{outcome}\"}} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(&series)?.parse::<u64>().ok())
-                .unwrap_or(0)
-        }
-    };
-    let reloaded = |outcome: &'static str, n: u64| {
-        let counted = &counted;
-        async move {
-            for _ in 0..500 {
-                if counted(outcome).await >= n {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("no {outcome} reload");
-        }
-    };
+    let counted = |outcome: &'static str| reloads_counted(&client, &base, outcome);
+    let reloaded = |outcome: &'static str, n: u64| until_reloads(&client, &base, outcome, n);
 
     // Only the TTL changes: the cached answers stay (the region is not asked again).
     std::fs::write(&file, config(&h.region_urls[0], "2h")).unwrap();
@@ -514,25 +487,10 @@ async fn a_reload_keeps_plain_markers_warm() {
             r.json::<Value>().await.unwrap()
         }
     };
-    let counter = |series: &'static str| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let text = client.get(format!("{base}/metrics")).send().await.unwrap();
-            let text = text.text().await.unwrap();
-            text.lines()
-                .find_map(|l| {
-                    l.strip_prefix(series)?
-                        .strip_prefix(' ')?
-                        .parse::<u64>()
-                        .ok()
-                })
-                .unwrap_or(0)
-        }
-    };
     let markers = || async {
         (
-            counter("vbs_plain_markers_remembered_total").await,
-            counter("vbs_plain_markers_cold_total").await,
+            counter(&client, &base, "vbs_plain_markers_remembered_total").await,
+            counter(&client, &base, "vbs_plain_markers_cold_total").await,
         )
     };
     let page = list("limit=3".into()).await;
@@ -543,14 +501,12 @@ async fn a_reload_keeps_plain_markers_warm() {
     // A new TTL, the same regions. Counted once the new state serves.
     std::fs::write(&file, config("60s")).unwrap();
     hangup(&child);
-    let applied = "vbs_config_reloads_total{outcome=\"applied\"}";
-    for _ in 0..500 {
-        if counter(applied).await >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(counter(applied).await, 1, "the reload is applied");
+    until_reloads(&client, &base, "applied", 1).await;
+    assert_eq!(
+        reloads_counted(&client, &base, "applied").await,
+        1,
+        "the reload is applied"
+    );
     // The same marker and query but another page size: not a cached answer, the same
     // remembered positions.
     let again = list(format!("limit=2&marker={last}")).await;
@@ -569,6 +525,33 @@ async fn a_reload_keeps_plain_markers_warm() {
     crate::support::sigterm(&child);
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A counter of the proxy at `base` (`series`: `name{labels}`), 0 when not there yet.
+async fn counter(client: &reqwest::Client, base: &str, series: &str) -> u64 {
+    let text = client.get(format!("{base}/metrics")).send().await.unwrap();
+    let text = text.text().await.unwrap();
+    let prefix = format!("{series} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Reloads of the proxy at `base` with `outcome` (counted once the new state serves).
+async fn reloads_counted(client: &reqwest::Client, base: &str, outcome: &str) -> u64 {
+    let series = format!("vbs_config_reloads_total{{outcome=\"{outcome}\"}}");
+    counter(client, base, &series).await
+}
+
+/// Until `n` reloads with `outcome` are counted (polled, at most 10 s).
+async fn until_reloads(client: &reqwest::Client, base: &str, outcome: &str, n: u64) {
+    for _ in 0..500 {
+        if reloads_counted(client, base, outcome).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no {outcome} reload");
 }
 
 /// A directory of its own for a test's configuration file, and the file's path in it.
